@@ -59,6 +59,7 @@ LEVELS: Final[Mapping[str, int]] = {
     "panic": logging.CRITICAL,
 }
 FORMATS: Final = ("text", "json")
+_CHATTY = ("hpack", "h2", "aiosqlite", "asyncio")
 
 # Attributes every LogRecord has; anything else on a record is a field.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -174,6 +175,10 @@ def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None)
     handler._arun = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(lvl)
+    # Libraries' debug output (every HPACK header, every sqlite call) only at "trace".
+    trace = level.lower() == "trace"
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if trace else max(lvl, logging.INFO))
     # grpclib logs every failed request at ERROR with a traceback; the middleware logs them once.
-    logging.getLogger("grpclib").setLevel(max(lvl, logging.WARNING))
+    logging.getLogger("grpclib").setLevel(logging.NOTSET if trace else max(lvl, logging.WARNING))
     return handler

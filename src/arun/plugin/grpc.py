@@ -10,34 +10,35 @@ generated ``…_grpc.<Service>Base`` classes)::
         def register(self, server: GRPCRegistrar) -> None:
             server.add(VersionServicer())
 
+(``Servicers(VersionServicer())`` is that class, ready-made.)
+
 Every RPC of every service in ``arun.api`` that no plugin serves answers
-UNIMPLEMENTED. A servicer may implement only some methods of its service:
-decorate it with ``@partial_servicer`` and the missing methods become
-fallbacks too. Fallbacks never conflict: a real handler registered by any
-plugin replaces them, whereas two real handlers for one method stop start-up.
+UNIMPLEMENTED. A servicer may implement only some methods of its service by
+deriving from ``PartialServicer``: the missing methods become fallbacks too.
+Fallbacks never conflict: a real handler registered by any plugin replaces
+them, whereas two real handlers for one method stop start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from arun.errdefs import UnimplementedError
 
 __all__ = [
     "GRPCRegistrar",
     "GRPCService",
+    "PartialServicer",
     "Servable",
+    "Servicers",
     "is_fallback",
-    "partial_servicer",
     "unimplemented_method",
 ]
 
 # grpclib calls a method handler with its server Stream.
 MethodFunc = Callable[[Any], Awaitable[None]]
 _FALLBACK = "__arun_fallback__"
-
-C = TypeVar("C", bound=type)
 
 
 class Servable(Protocol):
@@ -58,6 +59,17 @@ class GRPCService(Protocol):
     def register(self, server: GRPCRegistrar, /) -> None: ...
 
 
+class Servicers:
+    """The usual plugin instance: a fixed list of servicers to add (``return Servicers(MyServicer())``)."""
+
+    def __init__(self, *servicers: Servable) -> None:
+        self.servicers = servicers
+
+    def register(self, server: GRPCRegistrar, /) -> None:
+        for s in self.servicers:
+            server.add(s)
+
+
 def unimplemented_method(name: str) -> MethodFunc:
     """A handler answering UNIMPLEMENTED for method ``name``, marked as a fallback."""
 
@@ -73,18 +85,35 @@ def is_fallback(func: object) -> bool:
     return bool(getattr(func, _FALLBACK, False))
 
 
-def partial_servicer(cls: C) -> C:
-    """Class decorator: the abstract methods of a generated ``…Base`` that ``cls``
-    leaves undefined answer UNIMPLEMENTED, and can be replaced by another plugin."""
-    missing: list[str] = sorted(getattr(cls, "__abstractmethods__", ()))
-    for name in missing:
-        fallback = unimplemented_method(name)
+class _Methods:
+    """Attribute access for a generated ``__mapping__``: the servicer's method, else a fallback."""
 
-        async def method(self: object, stream: Any, _f: MethodFunc = fallback) -> None:
-            await _f(stream)
+    def __init__(self, impl: object) -> None:
+        self._impl = impl
 
-        method.__name__ = method.__qualname__ = name
-        setattr(method, _FALLBACK, True)
-        setattr(cls, name, method)
-    setattr(cls, "__abstractmethods__", frozenset())  # noqa: B010 (mypy does not know the attribute)
-    return cls
+    def __getattr__(self, name: str) -> MethodFunc:
+        method = getattr(self._impl, name, None)
+        if callable(method):
+            result: MethodFunc = method
+            return result
+        return unimplemented_method(name)
+
+
+class PartialServicer:
+    """Base of a servicer that implements only some methods of a generated service.
+
+    Set ``service`` to the generated ``…Base`` class and define the methods you
+    have; the others answer UNIMPLEMENTED and may be served by another plugin::
+
+        class RuntimeServicer(PartialServicer):
+            service = api_grpc.RuntimeServiceBase
+
+            async def Version(self, stream): ...
+    """
+
+    service: ClassVar[type]
+
+    def __mapping__(self) -> dict[str, Any]:
+        # The generated __mapping__ only reads ``self.<Method>`` attributes.
+        mapping: dict[str, Any] = self.service.__mapping__(_Methods(self))  # type: ignore[attr-defined]
+        return mapping

@@ -20,7 +20,7 @@ from arun import deadline, errdefs, namespaces
 from arun import log as arun_log
 from arun.plugin import PluginType, Registration
 from arun.plugin.context import Meta, Plugin, PluginSet
-from arun.plugin.grpc import GRPCRegistrar, partial_servicer
+from arun.plugin.grpc import GRPCRegistrar, PartialServicer
 from arun.server import catalog
 from arun.server.grpc import GRPCServer, ServiceTable
 from arun.testing import rawgrpc
@@ -46,8 +46,9 @@ class Recorder:
         self.seen: dict[str, Any] = {}
 
 
-@partial_servicer
-class CheckOnly(health_grpc.HealthBase):
+class CheckOnly(PartialServicer):
+    service = health_grpc.HealthBase
+
     def __init__(self, rec: Recorder, behaviour: str = "ok") -> None:
         self.rec = rec
         self.behaviour = behaviour
@@ -216,8 +217,9 @@ async def test_unserved_service_falls_back_to_unimplemented(sock_path: Path) -> 
 
 
 def test_real_handler_replaces_fallback_and_duplicates_conflict() -> None:
-    @partial_servicer
-    class WatchOnly(health_grpc.HealthBase):
+    class WatchOnly(PartialServicer):
+        service = health_grpc.HealthBase
+
         async def Watch(self, stream: Any) -> None: ...
 
     class Both(health_grpc.HealthBase):

@@ -1,0 +1,1 @@
+"""The Kubernetes CRI (runtime.v1 RuntimeService and ImageService) on the daemon's socket."""
