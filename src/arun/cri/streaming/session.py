@@ -109,9 +109,12 @@ class SpdyStream:
         self._wake()
 
     def _on_reset(self, status: int) -> None:
+        # Data that arrived before the reset stays readable, as with spdystream, where
+        # frames of a stream are delivered in order and the reset only ends the stream.
         self._reset_status = status
-        self._drop_buffer()
         self._eof = True
+        if self._discard:
+            self._drop_buffer()
         _fail(self._replied, StreamResetError(f"stream {self.id} reset with status {status}"))
         self._wake()
 
@@ -194,6 +197,8 @@ class SpdyStream:
             self._session.conn.reset_stream(self.id, status)
             self._session._schedule_flush()
         self._session._forget(self.id)
+        self._drop_buffer()
+        self._discard = True
         self._on_reset(status)
 
     def accept(self, headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:

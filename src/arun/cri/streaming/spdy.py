@@ -98,7 +98,7 @@ _CONTROL_HEADER = struct.Struct(">HHI")  # control bit + version, type, flags + 
 _DATA_HEADER = struct.Struct(">II")  # stream id, flags + length
 
 
-# --- the SPDY/3 header compression dictionary ---------------------------------------------------------
+# --- the SPDY/3 header compression dictionary -----------------------------------------------------
 # SPDY/3 §2.6.10.1: the zlib dictionary is a list of 32-bit-length-prefixed strings
 # (header names, methods, a status line, the version), followed by one literal run of
 # status codes, reason phrases, dates, media types and parameters.
@@ -139,7 +139,7 @@ def _build_dictionary() -> bytes:
 DICTIONARY = _build_dictionary()
 
 
-# --- enums ----------------------------------------------------------------------------------------------
+# --- enums ----------------------------------------------------------------------------------------
 class FrameType(enum.IntEnum):
     SYN_STREAM = 1
     SYN_REPLY = 2
@@ -176,7 +176,7 @@ class Role(enum.Enum):
     SERVER = "server"
 
 
-# --- errors -----------------------------------------------------------------------------------------------
+# --- errors ---------------------------------------------------------------------------------------
 class ProtocolError(Exception):
     """Base of the SPDY protocol errors."""
 
@@ -193,7 +193,7 @@ class LocalProtocolError(ProtocolError):
     """This side asked for something the protocol forbids (a programming error)."""
 
 
-# --- headers ------------------------------------------------------------------------------------------------
+# --- headers --------------------------------------------------------------------------------------
 #: A header block: (name, value) pairs, names lower case. A name may repeat; on
 #: the wire repeated names become one entry whose values are joined by NUL.
 Headers = tuple[tuple[str, str], ...]
@@ -263,7 +263,7 @@ def _decode_header_block(block: bytes) -> Headers:
     return tuple(out)
 
 
-# --- frames --------------------------------------------------------------------------------------------
+# --- frames ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataFrame:
     stream_id: int
@@ -553,7 +553,7 @@ class Framer:
         return UnknownControlFrame(frame_type, flags, payload)
 
 
-# --- events -------------------------------------------------------------------------------------------------
+# --- events ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StreamOpened:
     """The peer opened a stream (SYN_STREAM); a server answers with :meth:`Connection.reply`."""
@@ -656,7 +656,7 @@ Event = (
 )
 
 
-# --- connection state ---------------------------------------------------------------------------------------
+# --- connection state -----------------------------------------------------------------------------
 @dataclass
 class _Stream:
     stream_id: int

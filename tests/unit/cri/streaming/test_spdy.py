@@ -193,7 +193,7 @@ def test_local_frame_errors() -> None:
 
 # --- round trips and chunking -----------------------------------------------------------------------------
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
-values = st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=20)
+values = st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=20)
 headers = st.lists(st.tuples(names, values), max_size=5).map(
     # one value per name keeps the decoded order predictable
     lambda items: tuple(dict(items).items())
@@ -325,7 +325,9 @@ def test_data_on_streams_that_do_not_exist() -> None:
     assert server.data_to_send() == b""
     # stream 9 was never opened
     assert server.receive_data(raw.encode(spdy.DataFrame(9, b"?"))) == []
-    assert list(spdy.iter_frames(server.data_to_send())) == [spdy.RstStreamFrame(9, spdy.RstStatus.INVALID_STREAM)]
+    assert list(spdy.iter_frames(server.data_to_send())) == [
+        spdy.RstStreamFrame(9, spdy.RstStatus.INVALID_STREAM)
+    ]
 
 
 def test_data_after_fin_resets_the_stream() -> None:
@@ -416,7 +418,9 @@ def test_bad_version_queues_goaway() -> None:
     server = spdy.Connection(spdy.Role.SERVER)
     with pytest.raises(spdy.RemoteProtocolError):
         server.receive_data(h("80020006 00000004 00000001"))
-    assert list(spdy.iter_frames(server.data_to_send())) == [spdy.GoAwayFrame(0, spdy.GoAwayStatus.PROTOCOL_ERROR)]
+    assert list(spdy.iter_frames(server.data_to_send())) == [
+        spdy.GoAwayFrame(0, spdy.GoAwayStatus.PROTOCOL_ERROR)
+    ]
 
 
 def test_unknown_control_frames_are_ignored() -> None:
