@@ -76,6 +76,7 @@ class FakeStreamingRuntime:
         self.services: dict[tuple[str, int], Service] = {}
         self.ports: dict[tuple[str, int], int] = {}
         self.calls: list[Call] = []
+        self._call_added = asyncio.Event()
 
     # ----- setup
     def add_container(self, container_id: str) -> None:
@@ -94,8 +95,16 @@ class FakeStreamingRuntime:
         self.ports[(sandbox_id, port)] = local_port
 
     # ----- StreamingRuntime
+    async def call(self, index: int) -> Call:
+        """The ``index``-th call, once it has started."""
+        while len(self.calls) <= index:
+            self._call_added.clear()
+            await self._call_added.wait()
+        return self.calls[index]
+
     async def _recorded(self, call: Call, body: Awaitable[object]) -> object:
         self.calls.append(call)
+        self._call_added.set()
         try:
             call.result = await body
             return call.result
