@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,10 +36,10 @@ from aiohttp import web
 
 from arun import errdefs
 from arun.api.cri.runtime.v1 import api_pb2
-from arun.cri.streaming import constants as c
 from arun.cri.streaming import portforward, remotecommand, status, upgrade
-from arun.cri.streaming.cache import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TTL, RequestCache
-from arun.cri.streaming.handshake import Timeouts, negotiate_spdy
+from arun.cri.streaming.cache import RequestCache
+from arun.cri.streaming.config import StreamingConfig
+from arun.cri.streaming.handshake import negotiate_spdy
 from arun.cri.streaming.runtime import DuplexStream, StreamingRuntime
 from arun.cri.streaming.session import SpdySession
 from arun.cri.streaming.websocket import ChannelMux
@@ -49,48 +48,6 @@ log = logging.getLogger(__name__)
 
 _Req = api_pb2.ExecRequest | api_pb2.AttachRequest | api_pb2.PortForwardRequest
 R = TypeVar("R", api_pb2.ExecRequest, api_pb2.AttachRequest, api_pb2.PortForwardRequest)
-
-
-@dataclass(frozen=True)
-class StreamingConfig:
-    """Settings of the streaming server; the defaults are containerd's."""
-
-    #: Address to listen on (containerd's ``stream_server_address``).
-    address: str = "127.0.0.1"
-    #: Port to listen on; 0 picks a free one (``stream_server_port``).
-    port: int = 0
-    #: Scheme, host and port to put in URLs instead of the listening address (e.g. behind NAT).
-    base_url: str | None = None
-    #: Close a streaming connection after this many seconds without traffic (``stream_idle_timeout``);
-    #: None for never.
-    idle_timeout: float | None = 4 * 3600.0
-    #: How long a SPDY client has to open its streams.
-    stream_creation_timeout: float = 30.0
-    #: After exec/attach ends, how long to wait for the client to hang up before closing.
-    close_grace: float = 30.0
-    #: Serve HTTPS with this context (``enable_tls_streaming``); None for plain HTTP.
-    ssl_context: ssl.SSLContext | None = None
-    remotecommand_protocols: tuple[str, ...] = c.SPDY_REMOTECOMMAND_PROTOCOLS
-    portforward_protocols: tuple[str, ...] = c.SPDY_PORTFORWARD_PROTOCOLS
-    #: Lifetime of an unused URL token, and how many may wait at once.
-    token_ttl: float = DEFAULT_TTL
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 0xFFFF:
-            raise errdefs.InvalidArgumentError(f"invalid stream server port {self.port}")
-        if self.idle_timeout is not None and self.idle_timeout <= 0:
-            raise errdefs.InvalidArgumentError(f"invalid stream idle timeout {self.idle_timeout}")
-        if self.stream_creation_timeout <= 0:
-            raise errdefs.InvalidArgumentError(
-                f"invalid stream creation timeout {self.stream_creation_timeout}"
-            )
-        if not self.remotecommand_protocols or not self.portforward_protocols:
-            raise errdefs.InvalidArgumentError("the streaming protocol lists must not be empty")
-
-    @property
-    def timeouts(self) -> Timeouts:
-        return Timeouts(self.idle_timeout, self.stream_creation_timeout, self.close_grace)
 
 
 def _host_for_url(host: str) -> str:
