@@ -33,6 +33,8 @@ class StreamingConfig:
     stream_creation_timeout: float = 30.0
     #: After exec/attach ends, how long to wait for the client to hang up before closing.
     close_grace: float = 30.0
+    #: How long WebSocket output is held after the upgrade, for client-go <= 1.33's stream set-up race.
+    websocket_hold: float = 0.1
     #: Serve HTTPS with this context (``enable_tls_streaming``); None for plain HTTP.
     ssl_context: ssl.SSLContext | None = None
     remotecommand_protocols: tuple[str, ...] = c.SPDY_REMOTECOMMAND_PROTOCOLS
@@ -55,7 +57,9 @@ class StreamingConfig:
 
     @property
     def timeouts(self) -> Timeouts:
-        return Timeouts(self.idle_timeout, self.stream_creation_timeout, self.close_grace)
+        return Timeouts(
+            self.idle_timeout, self.stream_creation_timeout, self.close_grace, self.websocket_hold
+        )
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")

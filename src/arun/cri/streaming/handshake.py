@@ -16,6 +16,8 @@ class Timeouts:
     stream_creation: float = 30.0
     #: After the status is written, how long to wait for the client to hang up.
     close_grace: float = 30.0
+    #: How long WebSocket output waits after the upgrade (see :mod:`arun.cri.streaming.websocket`).
+    websocket_hold: float = 0.1
 
 
 def plain_error(http_status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:

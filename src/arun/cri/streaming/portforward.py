@@ -325,7 +325,13 @@ async def serve_websocket(
         return plain_error(400, f"too many ports for {proto.name or 'the channel protocol'}: {len(ports)}")
     ws = web.WebSocketResponse(protocols=(proto.name,) if proto.name else (), max_msg_size=0)
     await ws.prepare(request)
-    mux = ChannelMux(ws, proto, readable=[2 * i for i in range(len(ports))], idle_timeout=timeouts.idle)
+    mux = ChannelMux(
+        ws,
+        proto,
+        readable=[2 * i for i in range(len(ports))],
+        idle_timeout=timeouts.idle,
+        hold_output=timeouts.websocket_hold,
+    )
     if muxes is not None:
         muxes.add(mux)
     receiver = asyncio.ensure_future(mux.run())

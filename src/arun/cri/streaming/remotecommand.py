@@ -303,7 +303,9 @@ async def serve_websocket(
     readable = [channels.RESIZE]
     if options.stdin:
         readable.append(channels.STDIN)
-    mux = ChannelMux(ws, proto, readable=readable, idle_timeout=timeouts.idle)
+    mux = ChannelMux(
+        ws, proto, readable=readable, idle_timeout=timeouts.idle, hold_output=timeouts.websocket_hold
+    )
     if muxes is not None:
         muxes.add(mux)
     receiver = asyncio.ensure_future(mux.run())

@@ -5,6 +5,12 @@ channel's :class:`ChannelReader`, and writes through :class:`ChannelWriter` s
 that prefix the channel number (serialised by one lock). Activity in either
 direction pushes the idle deadline back, as Go's ``wsstream`` resets both read
 and write deadlines on every message.
+
+``hold_output`` delays the server's first messages a little: client-go up to
+1.33 starts reading the WebSocket *before* it has registered its streams, and
+drops ("Unknown stream id") whatever arrives in between. kubectl 1.32 loses an
+``echo``'s output that way against a server that answers at once; the API
+server never showed it because its own hop to kubelet takes longer.
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ class ChannelMux:
         readable: Iterable[int] = (),
         idle_timeout: float | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        hold_output: float = 0.0,
     ) -> None:
         self.ws = ws
         self.protocol = protocol
@@ -147,6 +154,7 @@ class ChannelMux:
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
         self.idled_out = False
+        self._hold_until = self._loop.time() + hold_output
 
     @property
     def closed(self) -> bool:
@@ -170,6 +178,9 @@ class ChannelMux:
     async def send(self, channel: int, data: bytes) -> None:
         """One message on ``channel``; BrokenPipeError once the WebSocket is closed."""
         message = channels.encode(self.protocol, channel, data)
+        wait = self._hold_until - self._loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         async with self._lock:
             if self.closed or self.ws.closed:
                 raise BrokenPipeError("websocket is closed")
