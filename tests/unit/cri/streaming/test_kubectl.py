@@ -14,14 +14,20 @@ soon (see ``websocket_hold``).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
+import select
 import shutil
 import socket
+import struct
+import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from arun.cri.streaming.runtime import TerminalSize
 from arun.cri.streaming.server import StreamingServer
 from arun.testing.kubeproxy import KubeProxy
 from arun.testing.streaming import FakeStreamingRuntime
@@ -125,3 +131,33 @@ async def test_kubectl_port_forward(
         await proc.communicate()
     method = "GET" if transport is WEBSOCKET else "POST"
     assert [r.split()[0] for r in proxy.requests if r.split()[1].endswith("/portforward")] == [method]
+
+
+@pytest.mark.parametrize("transport", [WEBSOCKET, SPDY_EXEC], ids=["websocket", "spdy"])
+async def test_kubectl_exec_with_a_terminal(
+    proxy: KubeProxy, kubectl_env: dict[str, str], runtime: FakeStreamingRuntime, transport: dict[str, str]
+) -> None:
+    """-it on a pseudo-terminal: tty exec with stdin, and the terminal's size arrives as a resize event."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))  # rows, cols
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "kubectl", "--server", proxy.url, "exec", "-it", "pod", "-c", "ctr", "--", "resize", "1",
+            stdin=secondary, stdout=secondary, stderr=asyncio.subprocess.PIPE,
+            env={**kubectl_env, **transport},
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert proc.returncode == 0, err
+        output = b""
+        while True:
+            ready, _, _ = select.select([primary], [], [], 0.2)
+            if not ready:
+                break
+            output += os.read(primary, 4096)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    call = runtime.calls[-1]
+    assert call.tty and call.streams == (True, True, False)
+    assert call.resizes == [TerminalSize(101, 33)]
+    assert b"101x33" in output
