@@ -68,7 +68,6 @@ class _Pair:
 
 @dataclass
 class _Handler:
-    session_ref: list[SpdySession]
     forward: Forwarder
     timeouts: Timeouts
     target: str
@@ -183,13 +182,11 @@ async def serve_spdy(
     sessions: set[SpdySession] | None = None,
 ) -> web.StreamResponse:
     """Upgrade ``request`` (negotiated to ``protocol``) and forward every requested connection."""
-    session_ref: list[SpdySession] = []
-    handler = _Handler(session_ref, forward, timeouts, target)
+    handler = _Handler(forward, timeouts, target)
     connection = await upgrade.switch_to_spdy(request, protocol)
     session = SpdySession(
         spdy.Role.SERVER, connection, on_stream=handler.on_stream, idle_timeout=timeouts.idle
     )
-    session_ref.append(session)
     connection.attach(session.feed_data, session.feed_eof)
     if sessions is not None:
         sessions.add(session)
@@ -244,10 +241,8 @@ async def serve_tunnel(
     ws = web.WebSocketResponse(protocols=(c.PORTFORWARD_TUNNEL,), max_msg_size=0)
     await ws.prepare(request)
     channel = _WebSocketByteChannel(ws)
-    session_ref: list[SpdySession] = []
-    handler = _Handler(session_ref, forward, timeouts, target)
+    handler = _Handler(forward, timeouts, target)
     session = SpdySession(spdy.Role.SERVER, channel, on_stream=handler.on_stream, idle_timeout=timeouts.idle)
-    session_ref.append(session)
     if sessions is not None:
         sessions.add(session)
 
