@@ -59,7 +59,8 @@ def main() -> int:
     names = sorted(modules | packages, key=len, reverse=True)
     alternation = "|".join(re.escape(n) for n in names)
     from_re = re.compile(rf"^(\s*)from ({alternation}) import ", re.M)
-    token_re = re.compile(rf"(?<![\w./])({'|'.join(re.escape(m) for m in sorted(modules, key=len, reverse=True))})\b")
+    module_alternation = "|".join(re.escape(m) for m in sorted(modules, key=len, reverse=True))
+    token_re = re.compile(rf"(?<![\w./])({module_alternation})\b")
 
     # grpclib writes a stub module for every file; keep only those with services.
     for stub in OUT.rglob("*_grpc.py"):

@@ -1,6 +1,6 @@
 """Validation of object identifiers, as containerd's ``pkg/identifiers``.
 
-An identifier is 1–76 characters of ASCII letters, digits and ``._-``; it must
+An identifier is 1 to 76 characters of ASCII letters, digits and ``._-``; it must
 start and end with a letter or digit, and separators may not repeat.
 """
 
