@@ -89,7 +89,13 @@ class Client(asyncio.Protocol):
     # -- connecting ----------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, address: str, *, timeout: float | None = None, **options: Any) -> Client:
+    async def connect(
+        cls,
+        address: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the connect timeout, part of the API
+        **options: Any,
+    ) -> Client:
         """Connect to a unix socket (``unix:///path``, ``/path`` or ``@abstract``)."""
         client = cls(**options)
         loop = asyncio.get_running_loop()
@@ -242,7 +248,7 @@ class Client(asyncio.Protocol):
         method: str,
         payload: bytes = b"",
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - becomes timeout_nano on the wire
         metadata: MetadataArg = None,
     ) -> bytes:
         """A unary call with raw payloads: the reply's payload, or the status as an exception."""
@@ -257,7 +263,7 @@ class Client(asyncio.Protocol):
         method: Method,
         request: Message,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - becomes timeout_nano on the wire
         metadata: MetadataArg = None,
     ) -> Any:
         """A unary call with messages: the decoded reply of ``method.response_type``."""
@@ -270,12 +276,12 @@ class Client(asyncio.Protocol):
         except DecodeError as exc:
             raise self._from_status(_INTERNAL, f"ttrpc: error unmarshalling response: {exc}") from exc
 
-    async def _wait(self, sid: int, timeout: float | None) -> ResponseReceived:
+    async def _wait(self, sid: int, limit: float | None) -> ResponseReceived:
         loop = self._loop
         assert loop is not None
         fut: asyncio.Future[ResponseReceived] = loop.create_future()
         self._calls[sid] = fut
-        timer = None if timeout is None else loop.call_later(timeout, self._expire, sid)
+        timer = None if limit is None else loop.call_later(limit, self._expire, sid)
         try:
             return await fut
         except BaseException:

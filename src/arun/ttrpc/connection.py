@@ -298,7 +298,9 @@ class Connection:
             self._eof = True
             pending = self._decoder.pending
             self._streams.clear()
-            events.append(ConnectionClosed(f"connection closed in a frame ({pending} bytes)" if pending else None))
+            events.append(
+                ConnectionClosed(f"connection closed in a frame ({pending} bytes)" if pending else None)
+            )
             return events
         handle = self._server_frame if self.role is _S else self._client_frame
         for frame in self._decoder.feed(data):
@@ -370,9 +372,7 @@ class Connection:
                 )
                 return
             if end and frame.data:
-                self._reject(
-                    stream_id, _INVALID_ARGUMENT, "data close message cannot include data", events
-                )
+                self._reject(stream_id, _INVALID_ARGUMENT, "data close message cannot include data", events)
                 return
             st.state = after
             if flags & _NO_DATA:

@@ -405,7 +405,9 @@ class _ServerConnection(asyncio.Protocol):
 
     # -- the request task ----------------------------------------------------------------------
 
-    async def _run(self, ev: RequestReceived, registered: RegisteredMethod, stream: _RequestStream | None) -> None:
+    async def _run(
+        self, ev: RequestReceived, registered: RegisteredMethod, stream: _RequestStream | None
+    ) -> None:
         sid = ev.stream_id
         md = MD.from_pairs(ev.metadata) if ev.metadata else MD()
         _set_metadata(md)
@@ -431,20 +433,22 @@ class _ServerConnection(asyncio.Protocol):
         ev: RequestReceived,
         registered: RegisteredMethod,
         stream: _RequestStream | None,
-        timeout: float | None,
+        limit: float | None,
     ) -> None:
-        if timeout is None:
+        if limit is None:
             await self._call(ev, registered, stream)
             return
         try:
-            async with asyncio.timeout(timeout) as cm:
+            async with asyncio.timeout(limit) as cm:
                 await self._call(ev, registered, stream)
         except TimeoutError as exc:
             if cm.expired():
                 raise StatusError(Code.DEADLINE_EXCEEDED, "context deadline exceeded") from exc
             raise
 
-    async def _call(self, ev: RequestReceived, registered: RegisteredMethod, stream: _RequestStream | None) -> None:
+    async def _call(
+        self, ev: RequestReceived, registered: RegisteredMethod, stream: _RequestStream | None
+    ) -> None:
         method = registered.method
         sid = ev.stream_id
         arg: Any = stream if stream is not None else _decode(method.request_type, ev.payload)
@@ -519,7 +523,8 @@ def _encode(cls: type[Message], resp: object) -> bytes:
         raise StatusError(
             _INTERNAL, f"ttrpc: handler returned {type(resp).__name__}, want {cls.DESCRIPTOR.full_name}"
         )
-    return resp.SerializeToString()
+    data: bytes = resp.SerializeToString()
+    return data
 
 
 class _RequestStream:

@@ -95,7 +95,9 @@ def methods_of(service: ServiceDescriptor | str) -> dict[str, Method]:
     return {md.name: Method.from_descriptor(md) for md in desc.methods}
 
 
-def bind_service(service: ServiceDescriptor | str, handler: object) -> tuple[str, dict[str, RegisteredMethod]]:
+def bind_service(
+    service: ServiceDescriptor | str, handler: object
+) -> tuple[str, dict[str, RegisteredMethod]]:
     """(full service name, {method name: handler}) for the methods ``handler`` implements."""
     desc = service_descriptor(service)
     bound: dict[str, RegisteredMethod] = {}
