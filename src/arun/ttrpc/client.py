@@ -23,7 +23,7 @@ import collections
 import functools
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import DecodeError, Message
 
@@ -131,8 +131,8 @@ class Client(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self._transport = transport = cast(asyncio.Transport, transport)
         self._loop = loop = asyncio.get_running_loop()
         self._closed_fut = loop.create_future()
 
