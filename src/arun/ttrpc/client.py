@@ -415,6 +415,7 @@ class ClientStream:
         self._items: collections.deque[object] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._done = False  # the end (EOF or error) has been queued
+        self._error: BaseException | None = None  # how the stream failed, if it did
         self._finished = False  # recv() returned the end
         self._timer: asyncio.TimerHandle | None = None
         self._full_timer: asyncio.TimerHandle | None = None
@@ -441,8 +442,8 @@ class ClientStream:
         state = self._client._stream_state(self.stream_id)
         if state is StreamState.OPEN:
             return
-        if state is StreamState.CLOSED and self._items and isinstance(self._items[-1], BaseException):
-            raise self._items[-1]
+        if self._error is not None:
+            raise self._error
         if self._client.closed:
             raise ClosedError()
         raise LocalProtocolError(f"cannot send on stream {self.stream_id}: it is {state.value}")
@@ -548,6 +549,8 @@ class ClientStream:
         if self._done:
             return
         self._done = True
+        if isinstance(item, BaseException):
+            self._error = item
         self._end()
         self._client._streams.pop(self.stream_id, None)
         self._push(item)
