@@ -109,8 +109,8 @@ class FifoReader:
         self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         self.data = b""
 
-    async def read_until(self, needle: bytes, timeout: float = 10) -> bytes:
-        deadline = time.monotonic() + timeout
+    async def read_until(self, needle: bytes, within: float = 10) -> bytes:
+        deadline = time.monotonic() + within
         while needle not in self.data and time.monotonic() < deadline:
             try:
                 chunk = os.read(self.fd, 65536)
@@ -144,8 +144,8 @@ class EventSink:
     def topics(self) -> list[str]:
         return [e.topic for e in self.envelopes]
 
-    async def wait_for(self, topic: str, count: int = 1, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, topic: str, count: int = 1, within: float = 15) -> None:
+        deadline = time.monotonic() + within
         while self.topics().count(topic) < count:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -207,9 +207,8 @@ class Env:
         return {**os.environ, "TTRPC_ADDRESS": self.events_path, "NAMESPACE": self.namespace}
 
 
-@pytest_asyncio.fixture
-async def env() -> AsyncIterator[Env]:
-    _require_tools()
+def _prepare(sink: EventSink, server: Server) -> tuple[Env, bool]:
+    """Bundle, image directory and log FIFO under a fresh temporary directory."""
     tag = uuid.uuid4().hex[:10]
     root = tempfile.mkdtemp(prefix="arun-interop-")
     cid = f"c-{tag}"
@@ -220,21 +219,15 @@ async def env() -> AsyncIterator[Env]:
     os.symlink("busybox", os.path.join(rootfs_src, "bin", "sh"))
     os.makedirs(os.path.join(bundle, "rootfs"))
     cgroup = f"/arun-interop-{tag}"
+    script = (
+        "echo hello-from-arun; trap 'echo bye; exit 7' TERM; while true; do /bin/busybox sleep 0.05; done"
+    )
     with open(os.path.join(bundle, "config.json"), "w") as f:
-        script = (
-            "echo hello-from-arun; trap 'echo bye; exit 7' TERM; while true; do /bin/busybox sleep 0.05; done"
-        )
         json.dump(oci_config(["/bin/busybox", "sh", "-c", script], cgroup), f)
     # containerd creates the shim's log FIFO before `start` and keeps reading it.
     log_path = os.path.join(bundle, "log")
     os.mkfifo(log_path, 0o700)
     log_fd = os.open(log_path, os.O_RDWR | os.O_NONBLOCK)
-
-    sink = EventSink()
-    server = Server(peer_check=require_same_user)
-    server.register(events_pb2.DESCRIPTOR.services_by_name["Events"], sink)
-    events_path = os.path.join(root, "events.sock")
-    await server.serve_unix(events_path)
     created_socket_dir = not os.path.exists("/run/containerd/s")
     e = Env(
         root=root,
@@ -244,25 +237,36 @@ async def env() -> AsyncIterator[Env]:
         namespace=f"arun-test-{tag}",
         id=cid,
         cgroup=cgroup,
-        events_path=events_path,
+        events_path=os.path.join(root, "events.sock"),
         grpc_address=os.path.join(root, "containerd.sock"),
         sink=sink,
         server=server,
         log_fd=log_fd,
     )
+    return e, created_socket_dir
+
+
+@pytest_asyncio.fixture
+async def env() -> AsyncIterator[Env]:
+    _require_tools()
+    sink = EventSink()
+    server = Server(peer_check=require_same_user)
+    server.register(events_pb2.DESCRIPTOR.services_by_name["Events"], sink)
+    e, created_socket_dir = await asyncio.to_thread(_prepare, sink, server)
     try:
+        await server.serve_unix(e.events_path)
         yield e
     finally:
-        await _cleanup(e, created_socket_dir)
+        await server.close()
+        await asyncio.to_thread(_cleanup, e, created_socket_dir)
 
 
-async def _cleanup(e: Env, created_socket_dir: bool) -> None:
+def _cleanup(e: Env, created_socket_dir: bool) -> None:
     # The shim's own `delete` is what containerd runs after a shim goes away: runc delete --force,
     # unmount rootfs. Then make sure of each piece ourselves.
     with contextlib.suppress(Exception):
-        await asyncio.to_thread(
-            subprocess.run,
-            [*e.shim_args("-bundle", e.bundle, "delete")],
+        subprocess.run(
+            e.shim_args("-bundle", e.bundle, "delete"),
             cwd=e.bundle,
             env=e.shim_env(),
             capture_output=True,
@@ -275,8 +279,7 @@ async def _cleanup(e: Env, created_socket_dir: bool) -> None:
         with contextlib.suppress(OSError):
             os.unlink(e.shim_address.removeprefix("unix://"))
     with contextlib.suppress(Exception):
-        await asyncio.to_thread(
-            subprocess.run,
+        subprocess.run(
             ["runc", "--root", os.path.join(e.runc_root, e.namespace), "delete", "--force", e.id],
             capture_output=True,
             timeout=30,
@@ -289,7 +292,6 @@ async def _cleanup(e: Env, created_socket_dir: bool) -> None:
     for hierarchy in _cgroup_hierarchies():
         with contextlib.suppress(OSError):
             os.rmdir(hierarchy + e.cgroup)
-    await e.server.close()
     if e.log_fd is not None:
         os.close(e.log_fd)
     shutil.rmtree(e.root, ignore_errors=True)
@@ -428,7 +430,7 @@ async def test_drive_the_runc_shim(env: Env) -> None:
 
         deleted = await task.Delete(shim_pb2.DeleteRequest(id=env.id), timeout=30)
         assert (deleted.pid, deleted.exit_status) == (created.pid, 7)
-        assert not os.path.ismount(os.path.join(env.bundle, "rootfs"))
+        assert not await asyncio.to_thread(os.path.ismount, os.path.join(env.bundle, "rootfs"))
 
         # An error status from the Go side comes back with its code: the task is gone.
         with pytest.raises(StatusError) as info:
