@@ -1,1 +1,1 @@
-"""The Kubernetes CRI (runtime.v1 RuntimeService and ImageService) on the daemon's socket."""
+"""The Kubernetes CRI v1 plugin: runtime and image services, and the streaming server."""
