@@ -22,6 +22,7 @@ from grpclib.health.v1 import health_grpc, health_pb2
 from arun.api.containerd.services.introspection.v1 import introspection_grpc, introspection_pb2
 from arun.api.containerd.services.namespaces.v1 import namespace_grpc, namespace_pb2
 from arun.api.cri.runtime.v1 import api_grpc, api_pb2
+from arun.errdefs import UnimplementedError
 from arun.testing import rawgrpc
 from arun.testing.daemon import Daemon, run_daemon
 from arun.version import VERSION
@@ -236,12 +237,25 @@ async def test_health_and_introspection_server(daemon: Daemon) -> None:
 # -- lifecycle --------------------------------------------------------------------------------
 
 
-def test_sigterm_exits_cleanly_and_removes_the_socket(daemon_factory: Callable[..., Daemon]) -> None:
+async def test_ttrpc_socket_answers(daemon: Daemon) -> None:
+    ttrpc_path = Path(f"{daemon.address}.ttrpc")
+    assert ttrpc_path.is_socket()
+    from arun.errdefs import grpc as egrpc
+    from arun.testing.ttrpc import EchoRequest, echo_descriptor
+    from arun.ttrpc import Client, ServiceStub
+
+    async with await Client.connect(str(ttrpc_path), from_status=egrpc.from_code) as client:
+        with pytest.raises(UnimplementedError):
+            await ServiceStub(client, echo_descriptor).Unary(EchoRequest(text="x"))
+
+
+def test_sigterm_exits_cleanly_and_removes_the_sockets(daemon_factory: Callable[..., Daemon]) -> None:
     d = daemon_factory()
     address = d.address
     assert d.stop(keep=True) == 0
     try:
         assert not address.exists()
+        assert not Path(f"{address}.ttrpc").exists()
         assert "arun stopped" in d.logs()
     finally:
         d.cleanup()

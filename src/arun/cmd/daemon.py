@@ -7,8 +7,11 @@ Start-up, in order:
 3. create root and state, refuse to run when a live daemon answers on the socket;
 4. load the plugins in dependency order, then serve gRPC on the socket.
 
-SIGTERM or SIGINT: stop accepting (the socket file goes away, new requests on
-open connections get UNAVAILABLE), let requests in flight finish for
+The ttrpc socket (``<address>.ttrpc`` unless ``[ttrpc] address``) serves what
+plugins register with ``register_ttrpc`` (events forwarded by shims).
+
+SIGTERM or SIGINT: stop accepting on both sockets (the socket files go away, new
+gRPC requests on open connections get UNAVAILABLE), let requests in flight finish for
 ``[arun] shutdown_grace`` seconds (a second signal cuts that short), cancel the
 rest, and close the plugins in reverse order.
 """
@@ -33,6 +36,7 @@ from arun.plugin.context import load as load_plugins
 from arun.plugin.registry import Registry
 from arun.server import sockets
 from arun.server.grpc import GRPCServer, ServiceTable
+from arun.server.ttrpc import TTRPCServer
 from arun.version import VERSION, revision
 
 log = logging.getLogger("arun.daemon")
@@ -88,6 +92,7 @@ class Daemon:
         self.registry = registry
         self.plugins: PluginSet | None = None
         self.grpc: GRPCServer | None = None
+        self.ttrpc: TTRPCServer | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._signals = 0
@@ -118,9 +123,11 @@ class Daemon:
     async def _run(self) -> int:
         cfg = self.cfg
         address = Path(cfg.grpc.address)
+        ttrpc_address = Path(cfg.ttrpc_address)
         await asyncio.to_thread(_make_dirs, Path(cfg.root), Path(cfg.state))
         # Before any plugin opens a file under root: is another daemon running here?
         await sockets.prepare(address)
+        await sockets.prepare(ttrpc_address)
         log.info("starting arun", extra={"version": VERSION, "revision": revision(), "pid": os.getpid()})
         properties = {
             PROPERTY_ROOT: cfg.root,
@@ -135,22 +142,28 @@ class Daemon:
             table = ServiceTable()
             table.register_plugins(self.plugins)
             self.grpc = GRPCServer(table)
+            self.ttrpc = TTRPCServer()
+            self.ttrpc.register_plugins(self.plugins)
+            await self.ttrpc.start(ttrpc_address, uid=cfg.ttrpc.uid, gid=cfg.ttrpc.gid)
             await self.grpc.start(address, uid=cfg.grpc.uid, gid=cfg.grpc.gid)
-            log.info("arun successfully booted", extra={"address": str(address)})
+            log.info("arun successfully booted", extra={"address": str(address), "ttrpc": str(ttrpc_address)})
             await self._stop.wait()
             await self._shutdown()
             return 0
         finally:
             if self.grpc is not None:
                 await self.grpc.close()
+            if self.ttrpc is not None:
+                await self.ttrpc.close()
             await self.plugins.close()
             log.info("arun stopped")
 
     async def _shutdown(self) -> None:
-        assert self.grpc is not None
+        assert self.grpc is not None and self.ttrpc is not None
+        grace = self.cfg.arun.shutdown_grace
         self.grpc.stop_accepting()
-        drain = asyncio.create_task(self.grpc.drain(self.cfg.arun.shutdown_grace))
-        force = asyncio.create_task(self._force.wait())
+        drain: asyncio.Future[Any] = asyncio.gather(self.grpc.drain(grace), self.ttrpc.shutdown(grace))
+        force: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
         try:
             await asyncio.wait({drain, force}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -158,6 +171,7 @@ class Daemon:
                 t.cancel()
             await asyncio.gather(drain, force, return_exceptions=True)
         await self.grpc.close()
+        await self.ttrpc.close()
 
 
 def _make_dirs(root: Path, state: Path) -> None:
