@@ -6,7 +6,9 @@ from __future__ import annotations
 # ruff: noqa: F401
 import arun.cri.plugin
 import arun.metadata.plugin
+import arun.runtime.plugin
 import arun.services.healthcheck.plugin
 import arun.services.introspection.plugin
 import arun.services.namespaces.plugin
+import arun.services.tasks.plugin
 import arun.services.version.plugin
