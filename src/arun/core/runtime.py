@@ -205,8 +205,9 @@ class Task(Process, Protocol):
 
     async def checkpoint(self, path: str, options: AnyValue | None = None) -> None: ...
 
-    async def update(self, resources: AnyValue | None, annotations: Mapping[str, str] | None = None) -> None:
-        ...
+    async def update(
+        self, resources: AnyValue | None, annotations: Mapping[str, str] | None = None
+    ) -> None: ...
 
     async def stats(self) -> AnyValue:
         """The task's cgroup metrics (``io.containerd.cgroups.v1.Metrics`` or ``…v2.Metrics``)."""

@@ -47,6 +47,9 @@ from arun.errdefs import (
 
 log = logging.getLogger(__name__)
 
+# The directory the running arun package was imported from.
+_ARUN_PATH = str(Path(__file__).resolve().parent.parent.parent)
+
 START_TIMEOUT = 30.0  # a shim's `start` command (containerd has none; a hung binary must not hang us)
 CLEANUP_TIMEOUT = 5.0  # io.containerd.timeout.shim.cleanup
 MAX_VERSION = 3
@@ -160,6 +163,10 @@ class ShimEnv:
     def environment(self, namespace: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.extra_env)
+        # arun's own shim runs this daemon's code, wherever it was imported from.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_ARUN_PATH, env.get("PYTHONPATH", "")) if p and p != "."
+        )
         env["TTRPC_ADDRESS"] = self.ttrpc_address
         env["GRPC_ADDRESS"] = self.grpc_address
         env["NAMESPACE"] = namespace

@@ -131,9 +131,7 @@ class ShimManager:
     def resolve(self, runtime: str) -> ShimBinary:
         return self.resolver.resolve(runtime)
 
-    async def start(
-        self, shim: ShimBinary, bundle: Bundle, options: AnyValue | None
-    ) -> BootstrapResult:
+    async def start(self, shim: ShimBinary, bundle: Bundle, options: AnyValue | None) -> BootstrapResult:
         """Start (or join) the shim of a new task in ``bundle``."""
         ns, id = bundle.namespace, bundle.id
         if shim.builtin and self.zygote is not None and self.zygote.ready:
@@ -417,7 +415,11 @@ class TaskManager:
             del self._tasks[key]
             publish = True
         if publish:
-            await self._publish_exit(id, exit or Exit(pid, UNKNOWN_EXIT_STATUS, None))
+            if exit is None:
+                exit = Exit(pid, UNKNOWN_EXIT_STATUS, None)
+            elif not exit.pid and pid:
+                exit = Exit(pid, exit.status, exit.timestamp)
+            await self._publish_exit(id, exit)
         try:
             await asyncio.to_thread(b.delete)
         except OSError as e:

@@ -53,8 +53,8 @@ def _timestamp(msg: Any, name: str) -> datetime | None:
     if not msg.HasField(name):
         return None
     ts = getattr(msg, name)
-    if ts.seconds == 0 and ts.nanos == 0:
-        return None
+    if ts.seconds < 0 or (ts.seconds == 0 and ts.nanos == 0):
+        return None  # unset, or Go's zero time (0001-01-01)
     result: datetime = ts.ToDatetime(tzinfo=UTC)
     return result
 
