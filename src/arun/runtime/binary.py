@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -286,27 +287,32 @@ async def _run(
     timeout: float,  # noqa: ASYNC109 - the whole command's limit, killed after it
     combine: bool,
 ) -> tuple[int, bytes, bytes]:
-    """Run a command to completion; (status, stdout, stderr). Killed (its group) on timeout."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
+    """Run a command to completion; (status, stdout, stderr). Killed (its group) on timeout.
+
+    Python's subprocess, not the event loop's: uvloop leaves the originals of a child's
+    stdio descriptors open in it, so a shim's long-running server, started by ``start``,
+    would inherit our pipe and its end-of-file would never come."""
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a vfork and exec; the waiting is in a thread
+        list(argv),
         cwd=cwd,
         env=dict(env),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT if combine else asyncio.subprocess.PIPE,
-        process_group=0,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if combine else subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
     )
     try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate(stdin)
-    except BaseException:
+        out, err = await asyncio.to_thread(proc.communicate, stdin, timeout)
+    except BaseException as e:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await asyncio.shield(proc.wait())
+        if isinstance(e, subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.communicate)
+            raise TimeoutError(f"{argv[0]} did not finish in {timeout}s") from None
         raise
-    assert proc.returncode is not None
     return proc.returncode, out or b"", err or b""
 
 

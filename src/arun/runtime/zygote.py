@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
+    import subprocess
 
 # asyncio is imported where the daemon's end uses it: in the zygote process, the shim's
 # ``preload`` must import it first (without ``ssl``, which the shim never needs).
@@ -197,7 +198,7 @@ class Zygote:
         self.python = python
         self.env = dict(os.environ if env is None else env)
         self.pid = 0
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._lock: asyncio.Lock | None = None
         self._ready = False
@@ -209,19 +210,19 @@ class Zygote:
     async def start(self, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109
         """Start the zygote and wait until it has imported the shim."""
         import asyncio
+        import subprocess
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "arun.runtime.zygote",
-                str(theirs.fileno()),
+            # Python's subprocess, not the loop's: uvloop would leak descriptors into it.
+            self._proc = subprocess.Popen(  # noqa: ASYNC220 - a vfork and exec, no waiting
+                [self.python, "-m", "arun.runtime.zygote", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
                 env=self.env,
                 start_new_session=True,
+                close_fds=True,
             )
         except BaseException:
             ours.close()
@@ -298,14 +299,15 @@ class Zygote:
         if sock is not None:
             sock.close()  # end-of-file: the zygote exits
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
+        if proc is not None:
+            import subprocess
+
             try:
-                async with asyncio.timeout(2):
-                    await proc.wait()
-            except TimeoutError:
+                await asyncio.to_thread(proc.wait, 2)
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                await proc.wait()
+                await asyncio.to_thread(proc.wait)
 
 
 if __name__ == "__main__":
