@@ -269,7 +269,8 @@ def bootstrap_params(
     return params
 
 
-def _options_any(options: AnyValue | None) -> bytes:
+def options_any(options: AnyValue | None) -> bytes:
+    """The runtime options as a serialized ``google.protobuf.Any`` (empty for none)."""
     if options is None:
         return b""
     from google.protobuf import any_pb2
@@ -331,7 +332,7 @@ async def start(
     if shim.builtin:
         stdin = bootstrap_params(env, namespace, id, options).SerializeToString()
     else:
-        stdin = _options_any(options)
+        stdin = options_any(options)
     try:
         code, out, _ = await _run(
             argv, cwd=bundle, env=env.environment(namespace), stdin=stdin, timeout=timeout, combine=True

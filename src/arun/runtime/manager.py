@@ -135,10 +135,17 @@ class ShimManager:
         """Start (or join) the shim of a new task in ``bundle``."""
         ns, id = bundle.namespace, bundle.id
         if shim.builtin and self.zygote is not None and self.zygote.ready:
-            argv = [*self.env.flags(ns, id), "start"]
-            stdin = binarymod.bootstrap_params(self.env, ns, id, options).SerializeToString()
             try:
-                out, _ = await self.zygote.spawn(argv, stdin, self.env.environment(ns), str(bundle.path))
+                out, _ = await self.zygote.spawn(
+                    namespace=ns,
+                    id=id,
+                    bundle=str(bundle.path),
+                    grpc_address=self.env.grpc_address,
+                    ttrpc_address=self.env.ttrpc_address,
+                    socket_dir=self.env.socket_dir,
+                    debug=self.env.debug,
+                    options=binarymod.options_any(options),
+                )
             except ZygoteError as e:
                 log.warning("zygote start failed, using the binary", extra={"id": id, "error": str(e)})
             else:

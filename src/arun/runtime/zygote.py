@@ -7,18 +7,21 @@ collector from writing to, and so un-sharing, the imported objects).
 
 The daemon starts the zygote as ``python -m arun.runtime.zygote <fd>`` with one end
 of a ``SOCK_SEQPACKET`` socketpair as ``<fd>``. The zygote stays single-threaded,
-never runs an event loop, and answers one request at a time: a request carries what
-the shim binary's ``start`` command would get — its flags, the bytes on its stdin
-(the ``BootstrapParams``), its environment and working directory (the bundle) — and
-the reply carries what ``start`` would print, so the two ways are the same from the
-outside: the same socket path (grouping by the sandbox annotation included, a live
-shim of the pod is reused), the same files in the bundle (``shim.pid``, ``address``,
-the ``s`` link), the same ``BootstrapResult``.
+never runs an event loop, and answers one request at a time. A request carries what
+the shim's ``start`` command would read from a ``BootstrapParams`` on its stdin (the
+task's namespace and id, the daemon's addresses, the socket directory, the runtime
+options) and its bundle; the reply is what ``start`` would print. The two ways are the
+same from the outside: the same socket path (grouping by the sandbox annotation
+included: a live shim of the pod is reused), the same files in the bundle
+(``shim.pid``, ``address``, the ``s`` link), the same ``BootstrapResult``.
 
-A new shim is forked twice: the child forks the shim and exits at once, so the
-shim is re-parented (to init or the nearest subreaper) and is never a child of the
-zygote or of the daemon; ``serve`` makes it a session leader, closes every
-inherited descriptor but its listener, and runs its own event loop.
+Shims are forked ahead of time: the zygote keeps a few *spares*, each forked
+through an intermediate child that exits at once (so the spare is re-parented to
+init or the nearest subreaper, never a child of the zygote or of the daemon) and in
+a session of its own, waiting on a socketpair. A start binds the shim's socket and
+hands it to a spare (``SCM_RIGHTS``) with its parameters; the spare becomes the shim
+(``arun.shim.server.serve``: it closes every descriptor but its listener and runs its
+own event loop), and the zygote forks a replacement after it has replied.
 
 When the daemon goes away the zygote reads end-of-file and exits; the shims it
 forked live on.
@@ -34,7 +37,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1 << 20
+SPARES = 2  # pre-forked shims kept waiting
 READY_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 
@@ -61,109 +65,259 @@ def _write_atomic(path: str, data: str) -> None:
     os.replace(tmp, path)
 
 
-def _fork_shim(params: Any, listener_fd: int, env: dict[str, str], bundle: str) -> int:
-    """Fork the shim server (detached, via an intermediate child); its pid."""
+class _Spare:
+    """A pre-forked shim waiting for its parameters: already detached (forked through an
+    intermediate that exited, so re-parented; a session of its own), it turns into a shim the
+    moment it receives its listener, so a start costs a message, not a fork."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    def alive(self) -> bool:
+        """Still waiting (a spare that died closed its end of the socket)."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+
+class Zygote_:
+    """The zygote process's state: its spares, and intermediates still to be reaped."""
+
+    def __init__(self, spares: int) -> None:
+        self.want = max(1, spares)
+        self.spares: list[_Spare] = []
+        self.unreaped: list[int] = []
+
+    def fork_spare(self) -> _Spare:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # the intermediate
+            code = 1
+            try:
+                os.close(r)
+                ours.close()
+                spare = os.fork()
+                if spare == 0:
+                    code = 1
+                    try:
+                        os.close(w)
+                        code = _spare_main(theirs)
+                    finally:
+                        os._exit(code)
+                os.write(w, str(spare).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        theirs.close()
+        os.close(w)
+        self.unreaped.append(child)
+        with os.fdopen(r, "rb") as fh:
+            raw = fh.read()  # written by the intermediate right after its fork
+        if not raw:
+            ours.close()
+            raise RuntimeError("forking a spare shim failed")
+        return _Spare(int(raw), ours)
+
+    def take_spare(self) -> _Spare:
+        while self.spares:
+            spare = self.spares.pop(0)
+            if spare.alive():
+                return spare
+            spare.sock.close()
+        return self.fork_spare()
+
+    def replenish(self) -> None:
+        self.reap()
+        while len(self.spares) < self.want:
+            self.spares.append(self.fork_spare())
+
+    def reap(self) -> None:
+        for pid in list(self.unreaped):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.unreaped.remove(pid)
+
+    def launch(self, spare: _Spare, activation: dict[str, Any], listener_fd: int) -> int:
+        """Hand ``listener_fd`` and the shim's parameters to ``spare`` (to another one, should
+        it have died); the shim's pid."""
+        payload = json.dumps(activation).encode()
+        for _ in range(3):
+            try:
+                socket.send_fds(spare.sock, [payload], [listener_fd])
+            except OSError:
+                spare.sock.close()
+                spare = self.take_spare()  # that one is gone (killed): another
+                continue
+            spare.sock.close()
+            return spare.pid
+        raise RuntimeError("no spare shim could be started")
+
+    def close(self) -> None:
+        for spare in self.spares:
+            spare.sock.close()  # end-of-file: the spare exits
+        self.spares.clear()
+
+
+def _spare_main(sock: socket.socket) -> int:
+    """Life of a spare: wait for the zygote's go, then be a shim (``server.serve``)."""
+    os.setsid()
+    fd = sock.fileno()
+    # Nothing of the zygote's: not its socket to the daemon, not the other spares' sockets.
+    os.closerange(3, fd)
+    os.closerange(fd + 1, 1 << 16)
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+    except OSError:
+        return 0
+    sock.close()
+    if not msg or not fds:
+        return 0  # the zygote let go of us, or is gone
     from arun.shim import server
 
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:  # the intermediate
-        code = 1
-        try:
-            os.close(r)
-            shim = os.fork()
-            if shim == 0:  # the shim
-                code = 1
-                try:
-                    os.close(w)
-                    os.environ.clear()
-                    os.environ.update(env)
-                    serve_params = server.ServeParams.from_environment(
-                        params.namespace, params.id, bundle, params.debug, env
-                    )
-                    code = server.serve(serve_params, listener_fd)
-                finally:
-                    os._exit(code)
-            os.write(w, str(shim).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
+    req = json.loads(msg)
+    env: dict[str, str] = req["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    _set_name(b"arun-shim")
+    params = server.ServeParams.from_environment(
+        req["namespace"], req["id"], req["bundle"], req["debug"], env
+    )
+    return server.serve(params, fds[0])
+
+
+def _set_name(name: bytes) -> None:
+    """The process name in ``ps`` (comm); its command line stays the zygote's."""
     try:
-        _, status = os.waitpid(child, 0)
-        with os.fdopen(r, "rb") as fh:
-            raw = fh.read()
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(r)
-        raise
-    if os.waitstatus_to_exitcode(status) != 0 or not raw:
-        raise RuntimeError(f"forking the shim failed (intermediate status {status})")
-    return int(raw)
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
-def handle(request: dict[str, Any]) -> dict[str, Any]:
-    """Do what ``containerd-shim-arun-v1 <flags> start`` does, forking instead of exec'ing."""
+def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Callable[[], None]]:
+    """Do what ``containerd-shim-arun-v1 … start`` does with a ``BootstrapParams``, with a spare
+    instead of an exec: the reply, and what is left to do once it has been sent.
+
+    Only finding the address and binding the socket come before the reply: connections
+    queue on a bound socket until the shim accepts them, so the spare is set going, and the
+    bundle files written, after the daemon has its answer."""
     from arun.shim import manager, wire
 
-    argv: list[str] = list(request["argv"])
-    stdin = base64.b64decode(request.get("stdin", ""))
-    env: dict[str, str] = dict(request["env"])
-    bundle: str = request["bundle"]
     started = time.monotonic()
-    flags = manager.parse_flags(argv)
-    p = manager.start_params(flags, stdin, env)
-    if not p.namespace:
+    namespace: str = request["namespace"]
+    id: str = request["id"]
+    bundle: str = request["bundle"]
+    socket_dir: str = request.get("socket_dir") or manager.DEFAULT_SOCKET_DIR
+    if not namespace:
         raise manager.UsageError("shim namespace cannot be empty")
-    if not p.id:
+    if not id:
         raise manager.UsageError("shim id cannot be empty")
-    group = manager.group_key(bundle, p.id)
-    address = manager.socket_address(p.grpc_address, p.namespace, group, p.socket_dir)
+    group = manager.group_key(bundle, id)
+    address = manager.socket_address(request["grpc_address"], namespace, group, socket_dir)
     path = manager.socket_path(address)
     if len(path.encode()) > 107:
         raise manager.UsageError(f"socket path {path!r} is longer than a unix socket address allows")
-    if p.bootstrap and p.socket_dir:
-        link = os.path.join(bundle, "s")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(p.socket_dir, link)
     listener = manager.listen(path)
-    pid = 0
+    spare = None
     if listener is not None:
         try:
-            pid = _fork_shim(p, listener.fileno(), manager.server_environment(p, env), bundle)
+            spare = state.take_spare()
         except BaseException:
+            listener.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             raise
-        finally:
-            listener.close()
-        _write_atomic(os.path.join(bundle, "shim.pid"), str(pid))
-    _write_atomic(os.path.join(bundle, "address"), address)
-    if p.bootstrap:
-        out = wire.bootstrap_result(address, 3)
-    else:
-        out = json.dumps({"version": 2, "address": address, "protocol": "ttrpc"}).encode()
-    return {
-        "output": base64.b64encode(out).decode(),
-        "pid": pid,
+    reply = {
+        "output": base64.b64encode(wire.bootstrap_result(address, 3)).decode(),
+        "pid": spare.pid if spare is not None else 0,
         "micros": int((time.monotonic() - started) * 1e6),
     }
 
+    def after() -> None:
+        if listener is not None and spare is not None:
+            runc = None
+            if request.get("options"):
+                any_ = wire.AnyMessage.decode(base64.b64decode(request["options"]))
+                runc = wire.RuncOptions.from_any(any_)
+            p = manager.StartParams(
+                namespace=namespace,
+                id=id,
+                grpc_address=request["grpc_address"],
+                ttrpc_address=request["ttrpc_address"],
+                socket_dir=socket_dir,
+                debug=bool(request.get("debug")),
+                runc=runc,
+                bootstrap=True,
+            )
+            activation = {
+                "namespace": namespace,
+                "id": id,
+                "bundle": bundle,
+                "debug": p.debug,
+                "env": manager.server_environment(p, dict(os.environ)),
+            }
+            try:
+                pid = state.launch(spare, activation, listener.fileno())
+            finally:
+                listener.close()
+            _write_files([(os.path.join(bundle, "shim.pid"), str(pid))])
+        files = [(os.path.join(bundle, "address"), address)]
+        if socket_dir:
+            files.append((os.path.join(bundle, "s"), "->" + socket_dir))
+        _write_files(files)
 
-def serve_requests(sock: socket.socket) -> None:
-    while True:
+    return reply, after
+
+
+def _write_files(files: list[tuple[str, str]]) -> None:
+    """What ``start`` leaves in the bundle besides the socket (``shim.pid``, ``address``, the
+    ``s`` link to the socket directory); written after the reply, off the critical path."""
+    for path, data in files:
         try:
-            data = sock.recv(MAX_MESSAGE)
-        except InterruptedError:
-            continue
-        if not data:
-            return  # the daemon is gone
-        try:
-            reply = handle(json.loads(data))
-        except Exception as exc:
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sock.sendall(json.dumps(reply).encode())
+            if data.startswith("->"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                os.symlink(data[2:], path)
+            else:
+                _write_atomic(path, data)
+        except OSError:
+            pass  # the bundle went away meanwhile (a failed create)
+
+
+def serve_requests(sock: socket.socket, state: Zygote_) -> None:
+    try:
+        while True:
+            try:
+                data = sock.recv(MAX_MESSAGE)
+            except InterruptedError:
+                continue
+            if not data:
+                return  # the daemon is gone
+            after: Callable[[], None] | None = None
+            try:
+                reply, after = handle(state, json.loads(data))
+            except Exception as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            sock.sendall(json.dumps(reply).encode())
+            # Off the critical path: the shim itself, the bundle files, the next spare.
+            if after is not None:
+                try:
+                    after()
+                except Exception as exc:
+                    sys.stderr.write(f"arun zygote: starting a shim failed: {exc!r}\n")
+            state.replenish()
+    finally:
+        state.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,8 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import arun.shim.manager
     import arun.shim.wire  # noqa: F401
 
+    state = Zygote_(int(os.environ.get("ARUN_ZYGOTE_SPARES", SPARES)))
+    state.replenish()
     sock.sendall(json.dumps({"ready": os.getpid()}).encode())
-    serve_requests(sock)
+    serve_requests(sock, state)
     return 0
 
 
@@ -202,6 +358,8 @@ class Zygote:
         self._sock: socket.socket | None = None
         self._lock: asyncio.Lock | None = None
         self._ready = False
+        # How long the zygote itself took for the last start (microseconds).
+        self.last_micros = 0
 
     @property
     def ready(self) -> bool:
@@ -246,21 +404,34 @@ class Zygote:
 
     async def spawn(
         self,
-        argv: Sequence[str],
-        stdin: bytes,
-        env: Mapping[str, str],
-        bundle: str,
         *,
+        namespace: str,
+        id: str,
+        bundle: str,
+        grpc_address: str,
+        ttrpc_address: str,
+        socket_dir: str,
+        debug: bool = False,
+        options: bytes = b"",
         timeout: float = REQUEST_TIMEOUT,  # noqa: ASYNC109
     ) -> tuple[bytes, int]:
-        """What ``start`` would print, and the new shim's pid (0 when a live shim was reused)."""
+        """Start (or find) the shim of task ``id`` as ``start`` would, given a
+        ``BootstrapParams`` with these fields (``options``: a serialized Any, the runtime
+        options); what ``start`` would print, and the new shim's pid (0 when the live shim
+        of the task's pod was reused)."""
         import asyncio
 
-        message = {"argv": list(argv), "stdin": base64.b64encode(stdin).decode(), "env": dict(env)}
-        message["bundle"] = bundle
+        message = {
+            "namespace": namespace,
+            "id": id,
+            "bundle": bundle,
+            "grpc_address": grpc_address,
+            "ttrpc_address": ttrpc_address,
+            "socket_dir": socket_dir,
+            "debug": debug,
+            "options": base64.b64encode(options).decode() if options else "",
+        }
         request = json.dumps(message).encode()
-        if len(request) > MAX_MESSAGE:
-            raise ZygoteError("zygote request too large")
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -285,6 +456,7 @@ class Zygote:
         reply = json.loads(data)
         if "error" in reply:
             raise ZygoteError(str(reply["error"]))
+        self.last_micros = int(reply.get("micros", 0))
         return base64.b64decode(reply["output"]), int(reply.get("pid", 0))
 
     async def _fail(self, why: str) -> None:

@@ -10,6 +10,7 @@ import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,17 @@ def env_for(base: Path) -> ShimEnv:
         ttrpc_address=str(base / "arun.sock.ttrpc"),
         socket_dir=str(base / "s"),
     )
+
+
+def spawn_args(env: ShimEnv, b: Bundle) -> dict[str, Any]:
+    return {
+        "namespace": b.namespace,
+        "id": b.id,
+        "bundle": str(b.path),
+        "grpc_address": env.grpc_address,
+        "ttrpc_address": env.ttrpc_address,
+        "socket_dir": env.socket_dir,
+    }
 
 
 @pytest.fixture
@@ -81,15 +93,17 @@ async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> No
     b = make_bundle(base, "b")
     logs = [os.open(x.path / "log", os.O_RDWR | os.O_NONBLOCK) for x in (a, b)]
     try:
-        argv = [*env.flags("ns", "a"), "start"]
-        stdin = binary.bootstrap_params(env, "ns", "a", None).SerializeToString()
-        out, pid = await zygote.spawn(argv, stdin, env.environment("ns"), str(a.path))
+        out, pid = await zygote.spawn(**spawn_args(env, a))
         by_zygote = binary.parse_start_output(out)
         by_binary = await binary.start(binary.builtin_shim(), env, b.path, "ns", "b", None)
         try:
             assert by_zygote.version == by_binary.version == 3
             # Same socket rule: <socket dir>/<sha256(grpc/ns/group)>.
             assert os.path.dirname(by_zygote.address) == os.path.dirname(by_binary.address)
+            for _ in range(100):  # the zygote writes the files once it has replied
+                if (a.path / "shim.pid").exists() and (a.path / "s").exists():
+                    break
+                await asyncio.sleep(0.01)
             assert sorted(p.name for p in a.path.iterdir()) == sorted(p.name for p in b.path.iterdir())
             assert (a.path / "shim.pid").read_text() == str(pid)
             assert (a.path / "address").read_text() == by_zygote.address
@@ -121,9 +135,7 @@ async def test_zygote_reuses_the_pod_shim(base: Path, zygote: Zygote) -> None:
     try:
         results = []
         for bnd in (first, second):
-            argv = [*env.flags("ns", bnd.id), "start"]
-            stdin = binary.bootstrap_params(env, "ns", bnd.id, None).SerializeToString()
-            results.append(await zygote.spawn(argv, stdin, env.environment("ns"), str(bnd.path)))
+            results.append(await zygote.spawn(**spawn_args(env, bnd)))
         (out1, pid1), (out2, pid2) = results
         assert pid1 > 0 and pid2 == 0
         assert binary.parse_start_output(out1) == binary.parse_start_output(out2)
@@ -135,8 +147,9 @@ async def test_zygote_reuses_the_pod_shim(base: Path, zygote: Zygote) -> None:
 
 async def test_zygote_errors_are_reported(base: Path, zygote: Zygote) -> None:
     env = env_for(base)
+    bad = {**spawn_args(env, make_bundle(base, "x")), "namespace": ""}
     with pytest.raises(ZygoteError, match="namespace"):
-        await zygote.spawn(["start"], b"", env.environment(""), str(base))
+        await zygote.spawn(**bad)
     # Still serving after a failed request.
     assert zygote.ready
 
@@ -169,4 +182,60 @@ async def test_zygote_exits_with_the_daemon_end(base: Path) -> None:
     await z.close()
     assert await _gone(pid)
     with pytest.raises(ZygoteError):
-        await z.spawn(["start"], b"", {}, str(base))
+        await z.spawn(**spawn_args(env_for(base), make_bundle(base, "y")))
+
+
+def spares_of(zygote: Zygote) -> list[int]:
+    """The zygote's waiting spares: forked from it, so with its command line, but not it."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == zygote.pid:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
+            with open(f"/proc/{entry.name}/comm", "rb") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            continue
+        if b"arun.runtime.zygote" in cmd and comm != b"arun-shim":
+            found.append(int(entry.name))
+    return found
+
+
+async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Path) -> None:
+    env = env_for(base)
+    z = Zygote(env=env.environment(""))
+    await z.start()
+    try:
+        spares = spares_of(z)
+        assert len(spares) >= 1
+        for pid in spares:
+            os.kill(pid, signal.SIGKILL)
+        bnd = make_bundle(base, "c")
+        log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            out, pid = await z.spawn(**spawn_args(env, bnd))
+            assert pid not in spares
+            result = binary.parse_start_output(out)
+            conn = await ShimConnection.connect(result, "ns", lambda: None)
+            try:
+                resp = await conn.call("Connect", conn.request("Connect", id="c"))
+                assert resp.shim_pid == pid
+                assert Path(f"/proc/{pid}/comm").read_text().strip() == "arun-shim"
+            finally:
+                await conn.close()
+            await _shutdown(result.address)
+            assert await _gone(pid)
+        finally:
+            os.close(log_fd)
+        for _ in range(100):
+            if spares_of(z):
+                break
+            await asyncio.sleep(0.02)
+        waiting = spares_of(z)
+        assert waiting
+    finally:
+        await z.close()
+    for pid in waiting:
+        assert await _gone(pid)
