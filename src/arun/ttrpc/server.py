@@ -1,6 +1,6 @@
 """The asyncio ttrpc server: unix sockets in, one task per request.
 
-Per connection there is one reader (an :class:`asyncio.Protocol` feeding the sans-IO
+Per connection there is one reader (an :class:`asyncio.BufferedProtocol` feeding the sans-IO
 :class:`~arun.ttrpc.connection.Connection`) and one writer (the transport; every frame
 goes out through ``transport.write`` from the loop, so frames never interleave).
 Each request runs in its own task:
@@ -53,6 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+READ_BUFFER = 64 * 1024  # bytes read per recv_into: reused, so no allocation per read
 STREAM_BUFFER = 64  # messages buffered per client-streaming request (Go HEAD: 64)
 STREAM_FULL_TIMEOUT = 1.0  # seconds a full buffer may block the connection before the stream fails
 
@@ -212,7 +213,7 @@ class Server:
             self._all_closed.set()
 
 
-class _ServerConnection(asyncio.Protocol):
+class _ServerConnection(asyncio.BufferedProtocol):
     """Reader and writer of one accepted connection."""
 
     def __init__(self, server: Server) -> None:
@@ -225,6 +226,7 @@ class _ServerConnection(asyncio.Protocol):
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._full = 0  # request streams over their buffer limit: reading is paused while > 0
         self._lost = False
+        self._rbuf = memoryview(bytearray(READ_BUFFER))
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -245,6 +247,12 @@ class _ServerConnection(asyncio.Protocol):
                 transport.abort()  # closed without a word, as Go's handshaker does
                 return
         self._server._conns.add(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._rbuf[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         for ev in self._conn.receive_data(data):
@@ -413,8 +421,13 @@ class _ServerConnection(asyncio.Protocol):
         _set_metadata(md)
         timeout = ev.timeout_nano / 1e9 if ev.timeout_nano else None
         hook = self._server._request_context
+        method = registered.method
         try:
-            if hook is None:
+            if hook is None and timeout is None and stream is None and not method.server_streaming:
+                # The plain unary call, without the extra coroutine frames of the general path.
+                resp = await registered.handler(_decode(method.request_type, ev.payload))
+                self._respond(sid, _encode(method.response_type, resp))
+            elif hook is None:
                 await self._invoke(ev, registered, stream, timeout)
             else:
                 with hook(RequestInfo(sid, ev.service, ev.method, md, timeout)):
@@ -424,8 +437,9 @@ class _ServerConnection(asyncio.Protocol):
         finally:
             if self.tasks.get(sid) is asyncio.current_task():
                 del self.tasks[sid]
-            self._streams.pop(sid, None)
-            if not self.tasks and self._server._closing:
+            if stream is not None:
+                self._streams.pop(sid, None)
+            if self._server._closing and not self.tasks:
                 self.close_if_idle()
 
     async def _invoke(
