@@ -26,11 +26,10 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -38,6 +37,7 @@ from google.protobuf.message import DecodeError, Message
 from arun.ttrpc.connection import Connection, Role, StreamState
 from arun.ttrpc.errors import ClosedError, OversizedMessageError, StatusError
 from arun.ttrpc.events import DataReceived, RequestReceived, StreamFailed
+from arun.ttrpc.handshake import PeerCredentials, peer_credentials, require_same_user
 from arun.ttrpc.metadata import MD
 from arun.ttrpc.metadata import set_current as _set_metadata
 from arun.ttrpc.service import RegisteredMethod, bind_service
@@ -64,24 +64,6 @@ _INVALID_ARGUMENT = int(Code.INVALID_ARGUMENT)
 _UNIMPLEMENTED = int(Code.UNIMPLEMENTED)
 _RESOURCE_EXHAUSTED = int(Code.RESOURCE_EXHAUSTED)
 _LOGGED_CODES = frozenset({_UNKNOWN, _INTERNAL})
-_UCRED = struct.Struct("3i")
-
-
-class PeerCredentials(NamedTuple):
-    pid: int
-    uid: int
-    gid: int
-
-
-def peer_credentials(sock: Any) -> PeerCredentials:
-    """SO_PEERCRED of a connected unix socket."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return PeerCredentials(*_UCRED.unpack(raw))
-
-
-def require_same_user(creds: PeerCredentials) -> bool:
-    """The check the Go shims enable: the peer runs with this process's effective uid and gid."""
-    return creds.uid == os.geteuid() and creds.gid == os.getegid()
 
 
 @dataclass(frozen=True, slots=True)
