@@ -219,7 +219,7 @@ class Client(asyncio.BufferedProtocol):
         server_streaming: bool = False,
     ) -> tuple[int, float | None]:
         """Send the Request of a new stream; returns (stream id, timeout in seconds)."""
-        if self._closed or self._transport is None:
+        if self._closed or self._transport is None or self._transport.is_closing():
             raise ClosedError()
         if timeout is None and self._deadline is not None:
             timeout = self._deadline()
@@ -382,7 +382,7 @@ class Client(asyncio.BufferedProtocol):
         self._conn.forget_stream(sid)
 
     def _send_frame(self, sid: int, data: bytes | None) -> None:
-        if self._closed or self._transport is None:
+        if self._closed or self._transport is None or self._transport.is_closing():
             raise ClosedError()
         if data is None:
             self._conn.end_stream(sid)

@@ -58,6 +58,7 @@ STREAM_BUFFER = 64  # messages buffered per client-streaming request (Go HEAD: 6
 STREAM_FULL_TIMEOUT = 1.0  # seconds a full buffer may block the connection before the stream fails
 
 _CLOSED = StreamState.CLOSED
+_CANCELLED = int(Code.CANCELLED)
 _UNKNOWN = int(Code.UNKNOWN)
 _INTERNAL = int(Code.INTERNAL)
 _INVALID_ARGUMENT = int(Code.INVALID_ARGUMENT)
@@ -371,9 +372,9 @@ class _ServerConnection(asyncio.BufferedProtocol):
 
     def _flush(self) -> None:
         data = self._conn.data_to_send()
-        if data and not self._lost:
-            assert self._transport is not None
-            self._transport.write(data)
+        transport = self._transport
+        if data and not self._lost and transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _wake_writers(self, exc: BaseException | None) -> None:
         waiters = self._drain_waiters
@@ -417,6 +418,11 @@ class _ServerConnection(asyncio.BufferedProtocol):
         except Exception as exc:
             self._respond_error(sid, ev, exc)
         finally:
+            if not self._lost and self._conn.stream_state(sid) is not _CLOSED:
+                # Only a handler that raised CancelledError by itself gets here (every other way
+                # out answers, or the stream or connection is gone): end the stream all the same.
+                self._conn.send_response(sid, code=_CANCELLED, message="ttrpc: request cancelled")
+                self._flush()
             if self.tasks.get(sid) is asyncio.current_task():
                 del self.tasks[sid]
             if stream is not None:
