@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from arun import errdefs
+
+log = logging.getLogger(__name__)
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -138,9 +141,7 @@ def mount_all(mounter: Mounter, mounts: Sequence[Mount], rootfs: str) -> None:
         try:
             mounter.unmount_all(rootfs)
         except Exception as exc:  # the mount error is the one to report
-            import logging
-
-            logging.getLogger(__name__).warning("cleanup of partial rootfs %s failed: %s", rootfs, exc)
+            log.warning("cleanup of partial rootfs %s failed: %s", rootfs, exc)
         raise
 
 
@@ -160,7 +161,11 @@ class SysMounter:
 
     def _mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         rc = self._libc.mount(
-            source.encode(), target.encode(), fstype.encode() if fstype else None, flags, data.encode() or None
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() or None,
         )
         if rc != 0:
             err = ctypes.get_errno()
@@ -174,8 +179,10 @@ class SysMounter:
             raise errdefs.InvalidArgumentError(
                 f"mount options for {target!r} are {len(opts.data)} bytes, more than a page"
             )
-        fstype = "" if opts.flags & MS_BIND else m.type
-        self._mount(m.source, target, fstype, opts.flags & ~MS_RDONLY if opts.flags & MS_BIND else opts.flags, opts.data)
+        if opts.flags & MS_BIND:
+            self._mount(m.source, target, "", opts.flags & ~MS_RDONLY, opts.data)
+        else:
+            self._mount(m.source, target, m.type, opts.flags, opts.data)
         if opts.flags & MS_BIND and opts.flags & MS_RDONLY:
             # A bind mount ignores MS_RDONLY on creation; it takes a remount to make it read-only.
             self._mount("", target, "", opts.flags | MS_REMOUNT, "")
@@ -217,7 +224,7 @@ def _unescape(field: str) -> str:
     out: list[str] = []
     i = 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
             out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:

@@ -94,7 +94,7 @@ class Subscription:
         e = self._exits.pop(pid, None)
         if e is not None:
             return e
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         self._waiters[pid] = fut
         try:
             return await fut

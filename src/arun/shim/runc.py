@@ -286,9 +286,8 @@ def resolve_binary(binary: str) -> str:
     """An absolute path for ``binary`` (searched on PATH if it has no slash)."""
     if "/" in binary:
         return binary
-    for directory in os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(
-        ":"
-    ):
+    search = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for directory in search.split(":"):
         candidate = os.path.join(directory or ".", binary)
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
             return candidate

@@ -238,7 +238,9 @@ class Init:
         await self.runc.update(self.id, resources)
 
     async def _checkpoint(self, image_path: str, work_path: str, exit: bool) -> None:
-        await self.runc.checkpoint(self.id, image_path=image_path, work_path=work_path, leave_running=not exit)
+        await self.runc.checkpoint(
+            self.id, image_path=image_path, work_path=work_path, leave_running=not exit
+        )
 
     async def _kill(self, signal: int, all: bool) -> None:
         try:

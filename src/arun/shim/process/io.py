@@ -32,6 +32,7 @@ import struct
 import tempfile
 import termios
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from arun import errdefs
@@ -79,12 +80,12 @@ class _Pump:
             else:
                 os.set_blocking(dst_fd, False)
                 self._writer, _ = await self.loop.connect_write_pipe(
-                    lambda: _WriteSide(self), open(dst_fd, "wb", buffering=0, closefd=True)
+                    lambda: _WriteSide(self), _fileobj(dst_fd, "wb")
                 )
             dst_fd = -1
             os.set_blocking(src_fd, False)
             self._reader, _ = await self.loop.connect_read_pipe(
-                lambda: _ReadSide(self), open(src_fd, "rb", buffering=0, closefd=True)
+                lambda: _ReadSide(self), _fileobj(src_fd, "rb")
             )
         except BaseException:
             if dst_fd >= 0:
@@ -205,6 +206,11 @@ class _WriteSide(asyncio.Protocol):
         self.pump._writer_lost()
 
 
+def _fileobj(fd: int, mode: str) -> BinaryIO:
+    """A file object owning ``fd``, as the pipe transports want (no I/O happens here)."""
+    return open(fd, mode, buffering=0, closefd=True)  # type: ignore[return-value]
+
+
 def _is_regular(fd: int) -> bool:
     import stat
 
@@ -225,7 +231,9 @@ def _parse(uri: str) -> tuple[str, str]:
     if scheme == "file":
         return "file", unquote(parts.path)
     if scheme in ("binary", "binary-v2"):
-        raise errdefs.UnimplementedError(f"stdio scheme {scheme!r} is not supported by the arun shim ({uri!r})")
+        raise errdefs.UnimplementedError(
+            f"stdio scheme {scheme!r} is not supported by the arun shim ({uri!r})"
+        )
     raise errdefs.InvalidArgumentError(f"unknown stdio scheme {scheme!r} in {uri!r}")
 
 
@@ -297,12 +305,12 @@ class _Copies:
         fd, self.stdin_writer = self.stdin_writer, -1
         _close(fd)
 
-    async def drain(self, timeout: float) -> bool:
+    async def drain(self, grace: float) -> bool:
         """Wait for the output copies to finish; False on timeout."""
         waiting = [p.done for p in self.pumps if not p.done.done()]
         if not waiting:
             return True
-        _done, pending = await asyncio.wait(waiting, timeout=timeout)
+        _done, pending = await asyncio.wait(waiting, timeout=grace)
         return not pending
 
     def close(self) -> None:
@@ -386,8 +394,8 @@ class ProcessIO:
     def close_stdin(self) -> None:
         self._copies.close_stdin()
 
-    async def drain(self, timeout: float) -> bool:
-        return await self._copies.drain(timeout)
+    async def drain(self, grace: float) -> bool:
+        return await self._copies.drain(grace)
 
     def close(self) -> None:
         for ours, theirs in (self._stdin, self._stdout, self._stderr):
@@ -422,10 +430,10 @@ class ConsoleSocket:
             raise
         return cls(directory, sock)
 
-    async def receive_master(self, timeout: float = 30.0) -> int:
-        """Accept runc's connection and return the pty master fd it sends."""
+    async def receive_master(self) -> int:
+        """Accept runc's connection and return the pty master fd it sends (within 30 s)."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(30.0):
             conn, _ = await loop.sock_accept(self._sock)
             with conn:
                 conn.setblocking(False)
@@ -505,8 +513,8 @@ class Console:
         if self._out is not None:
             self._out.drain_now()
 
-    async def drain(self, timeout: float) -> bool:
-        return await self._copies.drain(timeout)
+    async def drain(self, grace: float) -> bool:
+        return await self._copies.drain(grace)
 
     def close(self) -> None:
         self._copies.close()
