@@ -158,13 +158,17 @@ class Reaper:
             if pid == 0:
                 break
             exits.append(Exit(pid, exit_status(status), time.time_ns()))
+        self.dispatch(exits)
+        return exits
+
+    def dispatch(self, exits: Sequence[Exit]) -> None:
+        """Hand ``exits`` to every subscriber (what ``reap`` does; tests call it directly)."""
         for e in exits:
             for sub in list(self._subscribers):
                 try:
                     sub._deliver(e)
                 except Exception:
                     log.exception("exit subscriber failed for pid %d", e.pid)
-        return exits
 
     def spawn(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +32,17 @@ class FakeRunc:
         self.fail: dict[str, errdefs.ArunError] = {}
         self.pids: dict[str, list[int]] = {}
         self.states: dict[str, str] = {}
+        #: name → callable run inside that command (e.g. to deliver an exit mid-call)
+        self.hooks: dict[str, Callable[[], None]] = {}
 
     def names(self) -> list[str]:
         return [c.name for c in self.calls]
 
     def _record(self, name: str, id: str, **args: Any) -> None:
         self.calls.append(Call(name, id, args))
+        hook = self.hooks.pop(name, None)
+        if hook is not None:
+            hook()
         err = self.fail.pop(name, None)
         if err is not None:
             raise err
@@ -146,3 +151,37 @@ class RecordingMounter:
     def unmount_all(self, target: str) -> None:
         self.unmounted.append(target)
         self.mounted = [(m, t) for m, t in self.mounted if not (t == target or t.startswith(target + "/"))]
+
+
+class RecordingForwarder:
+    """Implements ``arun.shim.events.Forwarder``: decodes and records what would be forwarded.
+
+    ``failures`` makes the next N forwards raise ConnectionError.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.failures = 0
+        self.attempts = 0
+        self.closed = False
+
+    async def forward(self, request: bytes, namespace: str) -> None:
+        from google.protobuf import descriptor_pool, message_factory
+
+        from arun.api.containerd.events import task_pb2  # noqa: F401  (registers the types)
+        from arun.api.containerd.services.ttrpc.events.v1 import events_pb2
+
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("daemon not listening (test)")
+        req = events_pb2.ForwardRequest.FromString(request)
+        desc = descriptor_pool.Default().FindMessageTypeByName(req.envelope.event.type_url)
+        cls = message_factory.GetMessageClass(desc)
+        self.events.append((req.envelope.topic, cls.FromString(req.envelope.event.value)))
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def topics(self) -> list[str]:
+        return [t for t, _ in self.events]

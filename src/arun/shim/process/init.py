@@ -198,7 +198,7 @@ class Init:
         self._close_io()
         if self.rootfs is not None and self.mounter is not None:
             try:
-                await asyncio.to_thread(self.mounter.unmount_all, self.rootfs)
+                self.mounter.unmount_all(self.rootfs)  # quick; no thread needed
             except Exception as exc:
                 log.warning("unmount rootfs of %s failed: %s", self.id, exc)
                 if error is None:
