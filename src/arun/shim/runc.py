@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from arun import errdefs
+from arun.shim import util
 from arun.shim.reaper import Reaper
 
 DEFAULT_BINARY = "runc"
@@ -283,15 +284,11 @@ class RuncCli:
 
 
 def resolve_binary(binary: str) -> str:
-    """An absolute path for ``binary`` (searched on PATH if it has no slash)."""
-    if "/" in binary:
-        return binary
-    search = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    for directory in search.split(":"):
-        candidate = os.path.join(directory or ".", binary)
-        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-            return candidate
-    raise errdefs.NotFoundError(f"OCI runtime binary {binary!r} not found in PATH")
+    """An absolute path for ``binary``; NotFoundError if there is none."""
+    try:
+        return util.resolve_binary(binary)
+    except FileNotFoundError as exc:
+        raise errdefs.NotFoundError(str(exc)) from None
 
 
 async def read_all(fd: int) -> bytes:

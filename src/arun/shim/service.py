@@ -38,10 +38,10 @@ from arun.shim.process.io import Stdio
 from arun.shim.process.states import Status
 from arun.shim.reaper import Exit, Reaper
 from arun.shim.runc import Runc, RuncCli
+from arun.shim.util import DEFAULT_RUNC_ROOT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUNC_ROOT = "/run/arun/runc"
 OPTIONS_FILE = "options.json"
 # Go's zero time.Time as a protobuf Timestamp: what a runc shim reports for "not exited".
 _ZERO_TIME_SECONDS = -62135596800
@@ -127,7 +127,11 @@ class RuntimeOptions:
 
 def write_options(bundle: str, opts: RuntimeOptions) -> None:
     """Record binary and root in the bundle for the ``delete`` command."""
-    data = {"binary_name": opts.binary_name, "root": opts.root, "systemd_cgroup": opts.systemd_cgroup}
+    data = {
+        "binary_name": opts.binary_name or "runc",
+        "root": opts.root or DEFAULT_RUNC_ROOT,
+        "systemd_cgroup": opts.systemd_cgroup,
+    }
     tmp = os.path.join(bundle, f".{OPTIONS_FILE}.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f)
@@ -225,7 +229,7 @@ class Shim:
         runc_factory: RuncFactory | None = None,
         defaults: RuntimeOptions | None = None,
         cgroup_loader: Callable[[int], cg.Cgroup | None] = cg.load,
-        oom: cg.OOMWatcher | None = None,
+        watch_oom: bool = False,
         on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         self.namespace = namespace
@@ -235,7 +239,7 @@ class Shim:
         self.defaults = defaults or RuntimeOptions()
         self._runc_factory = runc_factory or self._real_runc
         self._cgroup_loader = cgroup_loader
-        self.oom = oom
+        self.oom = cg.OOMWatcher(self._oom) if watch_oom else None
         self._on_shutdown = on_shutdown
         self.containers: dict[str, Container] = {}
         self._creating: set[str] = set()

@@ -230,4 +230,5 @@ def bootstrap_result(address: str, version: int = 3, protocol: str = "ttrpc") ->
 def delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
     seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
     ts = encode_varint_field(1, seconds) + encode_varint_field(2, nanos)
-    return encode_varint_field(1, pid) + encode_varint_field(2, exit_status) + _key(3, LEN) + _length_prefixed(ts)
+    head = encode_varint_field(1, pid) + encode_varint_field(2, exit_status)
+    return head + _key(3, LEN) + _length_prefixed(ts)
