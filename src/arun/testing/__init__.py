@@ -1,4 +1,4 @@
-"""Test helpers shipped with arun: fakes for privileged interfaces, conformance suites.
+"""Test helpers shipped with arun (fakes, in-memory protocol pairs, conformance suites).
 
-Nothing under ``src/`` imports this package.
+Nothing under ``src/arun`` imports this package; tests and users' test suites do.
 """

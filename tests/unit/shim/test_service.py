@@ -73,7 +73,8 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         cgroup_loader=lambda pid: None,
         on_shutdown=lambda: shutdowns.append(True),
     )
-    yield Env(shim, TaskAPI(shim, v2), TaskAPI(shim, v3), runc, mounter, forwarder, events, reaper, tmp_path, shutdowns)
+    apis = (TaskAPI(shim, v2), TaskAPI(shim, v3))
+    yield Env(shim, *apis, runc, mounter, forwarder, events, reaper, tmp_path, shutdowns)
     shim.close()
     await events.close(1)
 
@@ -242,7 +243,7 @@ async def test_failed_mount_leaves_nothing(env: Env) -> None:
 async def test_bad_requests(env: Env) -> None:
     with pytest.raises(errdefs.InvalidArgumentError):
         await env.api.Create(v2.CreateTaskRequest(id="../evil", bundle=env.bundle("x")))
-    with pytest.raises(errdefs.InvalidArgumentError, match="config.json"):
+    with pytest.raises(errdefs.InvalidArgumentError, match=r"config\.json"):
         await env.api.Create(v2.CreateTaskRequest(id="c1", bundle=str(env.tmp / "nowhere")))
     with pytest.raises(errdefs.NotFoundError):
         await env.api.Kill(v2.KillRequest(id="nope", signal=9))

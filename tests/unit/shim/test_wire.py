@@ -74,6 +74,7 @@ def test_delete_response_encodes_like_generated(pid: int, status: int, ns: int) 
 
 
 def test_truncated_input_is_refused() -> None:
-    data = bootstrap_pb2.BootstrapParams(namespace="default", containerd_grpc_address="/x").SerializeToString()
+    msg = bootstrap_pb2.BootstrapParams(namespace="default", containerd_grpc_address="/x")
+    data = msg.SerializeToString()
     with pytest.raises(ValueError):
         wire.decode(data[:-1])

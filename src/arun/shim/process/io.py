@@ -441,9 +441,7 @@ class ConsoleSocket:
                     await _readable(conn.fileno())
                     try:
                         fds = array.array("i")
-                        msg, ancdata, _flags, _addr = conn.recvmsg(
-                            4096, socket.CMSG_SPACE(fds.itemsize * 4)
-                        )
+                        msg, ancdata, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize * 4))
                     except BlockingIOError:
                         continue
                     received: list[int] = []
@@ -453,9 +451,7 @@ class ConsoleSocket:
                             fds.frombytes(data[:usable])
                             received.extend(fds)
                     if not received:
-                        raise errdefs.UnknownError(
-                            f"console socket: no pty master received ({msg[:100]!r})"
-                        )
+                        raise errdefs.UnknownError(f"console socket: no pty master received ({msg[:100]!r})")
                     for extra in received[1:]:
                         os.close(extra)
                     os.set_inheritable(received[0], False)
