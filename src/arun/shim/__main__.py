@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         sys.stderr.write(f"containerd-shim-arun-v1: {exc}\n")
         return 1
-    from arun.shim.server import main_serve
+    from arun.shim.server import main_serve, trim_imports
 
+    trim_imports()
     return main_serve(flags.namespace, flags.id, flags.debug, flags.socket)
 
 

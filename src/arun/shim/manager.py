@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import socket
@@ -128,6 +127,8 @@ def group_key(bundle: str, id: str) -> str:
 
 
 def socket_address(grpc_address: str, namespace: str, group: str, socket_dir: str) -> str:
+    import hashlib  # here: it loads libcrypto, which the long-running server never needs
+
     digest = hashlib.sha256(f"{grpc_address}/{namespace}/{group}".encode()).hexdigest()
     return "unix://" + os.path.join(socket_dir, digest)
 
