@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 SCRIPT = textwrap.dedent(
@@ -69,3 +75,54 @@ def test_serve_after_fork_from_a_preloaded_template(tmp_path: Path) -> None:
     finally:
         os.close(log_r)
     assert '"msg": "shim z1 serving on' in logged
+
+
+def test_start_command_launches_a_server_that_exits_on_sigterm(tmp_path: Path) -> None:
+    """``start`` binds the socket and detaches the server; a second ``start`` for the same pod
+    returns the same address; SIGTERM ends the server, which removes its socket. (No container:
+    no root needed.)"""
+    short = Path(tempfile.mkdtemp(prefix="ss-", dir="/tmp"))  # socket paths must fit in 108 bytes
+    try:
+        _start_and_sigterm(tmp_path, short)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _start_and_sigterm(tmp_path: Path, short: Path) -> None:
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(sys.path),
+        ARUN_SHIM_SOCKET_DIR=str(short / "s"),
+        TTRPC_ADDRESS="",
+    )
+    env.pop("MAX_SHIM_VERSION", None)
+    cmd = [sys.executable, "-m", "arun.shim", "-namespace", "ns1", "-address", "/x.sock", "-id"]
+    first = subprocess.run([*cmd, "c1", "start"], cwd=bundle, env=env, capture_output=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    address = first.stdout.decode()
+    assert address.startswith(f"unix://{short}/s/")
+    assert len(address) == len(f"unix://{short}/s/") + 64
+    pid = int((bundle / "shim.pid").read_text())
+    try:
+        second = subprocess.run([*cmd, "c2", "start"], cwd=bundle, env=env, capture_output=True, timeout=30)
+        assert second.stdout.decode() == address
+        assert int((bundle / "shim.pid").read_text()) == pid  # no second server
+        assert (bundle / "address").read_text() == address
+        path = address[len("unix://") :]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until the server has taken over the socket
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"arun.shim" in f.read() and os.path.exists(path):
+                    break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGTERM)
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
