@@ -3,10 +3,22 @@
 :func:`serve` is the whole life of a shim process once it has its listening socket. It is
 called by ``python -m arun.shim`` (the ``start`` command launched it with the socket as fd 3),
 and is meant to be called just as well in the child of a fork from a pre-imported template
-process (the daemon's zygote): call :func:`preload` in the template, then in the child
-``sys.exit(serve(params, listener_fd))``. ``serve`` makes the process a session leader in the
-bundle directory, points stderr at the bundle's ``log`` FIFO (JSON lines), resets the signal
-dispositions a parent may have left, and runs a fresh event loop.
+process (the daemon's zygote)::
+
+    from arun.shim import manager, server
+    server.preload()                      # once, in the single-threaded template, no loop running
+    ...
+    address = manager.socket_address(grpc_address, ns, manager.group_key(bundle, id), socket_dir)
+    listener = manager.listen(manager.socket_path(address))
+    if listener is None: ...              # a live shim of this pod already serves: reuse address
+    if os.fork() == 0:
+        os._exit(server.serve(server.ServeParams(ns, id, bundle, grpc_address, ttrpc_address),
+                              listener.fileno()))
+    listener.close()
+
+``serve`` makes the process a session leader in the bundle directory, closes every inherited fd
+but stdio and the listener, points stderr at the bundle's ``log`` FIFO (JSON lines), resets the
+signal dispositions a parent may have left, and runs a fresh event loop.
 
 The process is a child subreaper with one reaper owning every wait, accepts only peers with its
 own uid/gid (SO_PEERCRED, as the Go shims do), and exits on SIGTERM/SIGINT or after a
@@ -108,10 +120,13 @@ class _JSONFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def _setup_process(params: ServeParams) -> None:
-    """Session, cwd, stdio, signals and logging of a fresh shim process."""
+def _setup_process(params: ServeParams, listener_fd: int) -> None:
+    """Session, cwd, file descriptors, stdio, signals and logging of a fresh shim process."""
     if os.getsid(0) != os.getpid():
         os.setsid()
+    # Whatever a parent (the zygote) left open is not the shim's: keep only stdio and the socket.
+    os.closerange(3, listener_fd)
+    os.closerange(listener_fd + 1, 1 << 20)
     os.chdir(params.bundle)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -142,8 +157,12 @@ def _setup_process(params: ServeParams) -> None:
 
 
 def serve(params: ServeParams, listener_fd: int) -> int:
-    """Run the shim on the listening unix socket ``listener_fd``; returns the exit status."""
-    _setup_process(params)
+    """Run the shim on the listening unix socket ``listener_fd``; returns the exit status.
+
+    In a zygote child: ``os._exit(serve(params, fd))``. Every fd but 0-2 and ``listener_fd`` is
+    closed first, stdio is re-pointed (log FIFO on 2), and a new event loop is run.
+    """
+    _setup_process(params, listener_fd)
     trim_imports()
     import asyncio
 
