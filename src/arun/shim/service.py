@@ -346,7 +346,7 @@ class Shim:
         if is_init and self.oom is not None and c.cgroup is not None and c.cgroup.version == 2:
             self.oom.remove(c.id)
         ev = events_pb2.TaskExit(container_id=c.id, id=p.id, pid=e.pid, exit_status=e.status)
-        _ts(ev.exited_at, p.exited_at_ns)
+        _ts(ev.exited_at, e.timestamp_ns)
         self.events.send(ev)
         if not is_init:
             c.exec_changed(-1)

@@ -316,3 +316,24 @@ async def test_event_queue_retries_in_order_and_drops_after_budget() -> None:
     assert fwd.topics()[-1] == "/tasks/oom" and q.dropped == 1
     await q.close(1)
     assert fwd.closed
+
+
+async def test_waiters_return_when_a_never_started_process_is_deleted(env: Env) -> None:
+    pid = await env.create("c1")
+    req = v2.ExecProcessRequest(id="c1", exec_id="e1")
+    req.spec.value = b'{"args": ["true"]}'
+    await env.api.Start(v2.StartRequest(id="c1"))
+    await env.api.Exec(req)
+    exec_wait = asyncio.create_task(env.api.Wait(v2.WaitRequest(id="c1", exec_id="e1")))
+    await asyncio.sleep(0)
+    await env.api.Delete(v2.DeleteRequest(id="c1", exec_id="e1"))
+    assert (await asyncio.wait_for(exec_wait, 5)).exit_status == 255
+    # a created container deleted before start: runc delete kills it, the exit still arrives
+    await env.create("c2")
+    c2 = env.shim.containers["c2"].init.pid
+    init_wait = asyncio.create_task(env.api.Wait(v2.WaitRequest(id="c2")))
+    await asyncio.sleep(0)
+    await env.api.Delete(v2.DeleteRequest(id="c2"))
+    env.exit(c2, 137)
+    assert (await asyncio.wait_for(init_wait, 5)).exit_status == 137
+    assert pid != c2

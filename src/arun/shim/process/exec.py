@@ -126,6 +126,8 @@ class ExecProcess:
         self._close_io()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.pid_file)
+        if not self.exited:  # deleted without ever running: release anyone waiting
+            self._set_exited(255, time.time_ns())
 
     def _close_io(self) -> None:
         if self.io is not None:

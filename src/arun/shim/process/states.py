@@ -174,7 +174,10 @@ class InitDeleted(InitState):
         raise self._no("kill")
 
     def set_exited(self, status: int, timestamp_ns: int) -> None:
-        return None
+        # Deleted before it ever ran (runc delete killed it): record the exit so that waiters
+        # return, without leaving the deleted state.
+        if not self.p.exited:
+            self.p._set_exited(status, timestamp_ns)
 
 
 INIT_STATES: dict[Status, type[InitState]] = {
@@ -265,7 +268,8 @@ class ExecDeleted(ExecState):
     status = Status.DELETED
 
     def set_exited(self, status: int, timestamp_ns: int) -> None:
-        return None
+        if not self.p.exited:
+            self.p._set_exited(status, timestamp_ns)
 
 
 EXEC_STATES: dict[Status, type[ExecState]] = {
