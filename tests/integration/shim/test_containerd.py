@@ -271,8 +271,15 @@ def test_tasks_survive_a_containerd_restart(containerd: Containerd) -> None:
     assert c.proc is not None
     c.stop(signal.SIGKILL)
     c.start()
-    ls = c.ctr("task", "ls").stdout.split()
-    assert ls[3:6] == ["r1", pid, "RUNNING"]
+    deadline = time.monotonic() + 15
+    ls: list[str] = []
+    while time.monotonic() < deadline:  # the restarted daemon reconnects its shims as it loads
+        ls = c.ctr("task", "ls", check=False).stdout.split()
+        if ls[3:6] == ["r1", pid, "RUNNING"]:
+            break
+        time.sleep(0.2)
+    log = (c.root / "containerd.log").read_text()[-4000:]
+    assert ls[3:6] == ["r1", pid, "RUNNING"], f"{ls}\n{log}"
     assert c.ctr("task", "exec", "--exec-id", "x", "r1", "/bin/echo", "still-here").stdout == "still-here\n"
     c.ctr("task", "kill", "-s", "9", "r1")
     deadline = time.monotonic() + 10
