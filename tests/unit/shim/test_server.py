@@ -102,11 +102,11 @@ def _start_and_sigterm(tmp_path: Path, short: Path) -> None:
     cmd = [sys.executable, "-m", "arun.shim", "-namespace", "ns1", "-address", "/x.sock", "-id"]
     first = subprocess.run([*cmd, "c1", "start"], cwd=bundle, env=env, capture_output=True, timeout=30)
     assert first.returncode == 0, first.stderr
-    address = first.stdout.decode()
-    assert address.startswith(f"unix://{short}/s/")
-    assert len(address) == len(f"unix://{short}/s/") + 64
     pid = int((bundle / "shim.pid").read_text())
     try:
+        address = first.stdout.decode()
+        assert address.startswith(f"unix://{short}/s/")
+        assert len(address) == len(f"unix://{short}/s/") + 64
         second = subprocess.run([*cmd, "c2", "start"], cwd=bundle, env=env, capture_output=True, timeout=30)
         assert second.stdout.decode() == address
         assert int((bundle / "shim.pid").read_text()) == pid  # no second server
