@@ -30,10 +30,9 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 
 from arun.shim import wire
-from arun.shim.util import DEFAULT_RUNC_ROOT, resolve_binary
+from arun.shim.util import DEFAULT_RUNC_ROOT, record, resolve_binary
 
 DEFAULT_SOCKET_DIR = "/run/containerd/s"
 GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
@@ -52,7 +51,7 @@ class UsageError(Exception):
     """Bad command line or input: printed, exit status 1."""
 
 
-@dataclass
+@record
 class Flags:
     """The Go ``flag`` set of a runtime v2 shim (``-name value``, ``-name=value``, ``--name``)."""
 
@@ -66,7 +65,7 @@ class Flags:
     version: bool = False
     info: bool = False
     action: str = ""
-    rest: list[str] = field(default_factory=list)
+    rest: list[str] = []
 
 
 _VALUE_FLAGS = {"namespace", "id", "address", "publish-binary", "bundle", "socket"}
@@ -173,7 +172,7 @@ def listen(path: str) -> socket.socket | None:
 # -- start --------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class StartParams:
     namespace: str
     id: str

@@ -12,7 +12,7 @@ classes in the unit tests):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from arun.shim.util import record
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
@@ -117,7 +117,7 @@ def encode_bytes_field(number: int, value: bytes) -> bytes:
     return _key(number, LEN) + _encode_varint(len(value)) + value if value else b""
 
 
-@dataclass
+@record
 class AnyMessage:
     type_url: str = ""
     value: bytes = b""
@@ -134,7 +134,7 @@ class AnyMessage:
         return encode_bytes_field(1, self.type_url.encode()) + encode_bytes_field(2, self.value)
 
 
-@dataclass
+@record
 class BootstrapParams:
     instance_id: str = ""
     namespace: str = ""
@@ -143,7 +143,7 @@ class BootstrapParams:
     containerd_ttrpc_address: str = ""
     containerd_grpc_address: str = ""
     containerd_binary: str = ""
-    extensions: list[AnyMessage] = field(default_factory=list)
+    extensions: list[AnyMessage] = []
     socket_dir: str | None = None
 
     @classmethod
@@ -203,7 +203,7 @@ def looks_like_bootstrap(data: bytes) -> BootstrapParams | None:
     return params if params.namespace else None
 
 
-@dataclass
+@record
 class RuncOptions:
     """The parts of ``containerd.runc.v1.Options`` the server needs as defaults."""
 
