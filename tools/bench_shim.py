@@ -35,12 +35,11 @@ from typing import Any
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, SRC)
 
-from arun.ttrpc import Client, Server, ServiceStub  # noqa: E402
-
 from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2  # noqa: E402
 from arun.api.containerd.services.ttrpc.events.v1 import events_pb2  # noqa: E402, F401
 from arun.api.containerd.types.runc.options import oci_pb2  # noqa: E402
 from arun.errdefs import grpc as errgrpc  # noqa: E402
+from arun.ttrpc import Client, Server, ServiceStub  # noqa: E402
 
 TEMPLATE = textwrap.dedent(
     """
@@ -282,6 +281,12 @@ async def main() -> None:
         await server.close()
         bench.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+    bare = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)  # noqa: ASYNC221 - timing it
+        bare.append(time.perf_counter() - t0)
+    print(f"(bare `python -c pass` p50: {statistics.median(bare) * 1000:.1f} ms)")
     summary: dict[str, dict[str, float]] = {}
     print(f"{'shim':<8} {'start p50 ms':>13} {'ready p50 ms':>13} {'PSS KiB':>9} {'RSS KiB':>9}")
     for kind, runs in results.items():
@@ -295,7 +300,8 @@ async def main() -> None:
         times = f"{s['start_p50_ms']:>13.1f} {s['ready_p50_ms']:>13.1f}"
         print(f"{kind:<8} {times} {s['pss_kb']:>9.0f} {s['rss_kb']:>9.0f}")
     print(f"(PSS/RSS: mean over {args.pods} idle shims with one running container each)")
-    print(json.dumps({"runs": args.runs, "pods": args.pods, "load": os.getloadavg()[0], **summary}))
+    extra = {"python_bare_p50_ms": statistics.median(bare) * 1000, "load": os.getloadavg()[0]}
+    print(json.dumps({"runs": args.runs, "pods": args.pods, **extra, **summary}))
 
 
 if __name__ == "__main__":

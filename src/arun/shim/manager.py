@@ -23,11 +23,9 @@ standard library and ``arun.shim.wire`` — no asyncio, no protobuf runtime.
 
 from __future__ import annotations
 
-import contextlib
+import _socket  # not `socket`: this module must import fast, and needs nothing of the wrapper
 import errno
-import json
 import os
-import socket
 import sys
 import time
 
@@ -112,9 +110,18 @@ def parse_flags(argv: list[str]) -> Flags:
 def group_key(bundle: str, id: str) -> str:
     """The grouping key from the bundle's annotations (see the module docstring)."""
     try:
-        with open(os.path.join(bundle, "config.json")) as fh:
-            spec = json.load(fh)
-    except (OSError, ValueError):
+        with open(os.path.join(bundle, "config.json"), "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return id
+    # Most specs carry neither annotation: then there is nothing to parse (json costs an import).
+    if not any(key.encode() in raw for key in GROUP_ANNOTATIONS):
+        return id
+    import json
+
+    try:
+        spec = json.loads(raw)
+    except ValueError:
         return id
     annotations = spec.get("annotations") if isinstance(spec, dict) else None
     if isinstance(annotations, dict):
@@ -126,9 +133,12 @@ def group_key(bundle: str, id: str) -> str:
 
 
 def socket_address(grpc_address: str, namespace: str, group: str, socket_dir: str) -> str:
-    import hashlib  # here: it loads libcrypto, which the long-running server never needs
+    try:  # the builtin module: hashlib would load libcrypto for one digest
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - interpreters without it
+        from hashlib import sha256
 
-    digest = hashlib.sha256(f"{grpc_address}/{namespace}/{group}".encode()).hexdigest()
+    digest = sha256(f"{grpc_address}/{namespace}/{group}".encode()).hexdigest()
     return "unix://" + os.path.join(socket_dir, digest)
 
 
@@ -137,19 +147,21 @@ def socket_path(address: str) -> str:
 
 
 def _alive(path: str, timeout: float = 0.1) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
         s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except OSError:
-            return False
+        s.connect(path)
+    except OSError:
+        return False
+    finally:
+        s.close()
     return True
 
 
-def listen(path: str) -> socket.socket | None:
+def listen(path: str) -> _socket.socket | None:
     """A listening socket at ``path``, or None if a live shim already listens there."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         try:
             s.bind(path)
@@ -204,8 +216,10 @@ def start_params(flags: Flags, stdin: bytes, env: dict[str, str]) -> StartParams
         )
     runc = None
     if stdin:
-        with contextlib.suppress(ValueError):
+        try:
             runc = wire.RuncOptions.from_any(wire.AnyMessage.decode(stdin))
+        except ValueError:
+            runc = None
     return StartParams(
         namespace=flags.namespace,
         id=flags.id,
@@ -263,8 +277,10 @@ def start(flags: Flags, stdin: bytes, env: dict[str, str], bundle: str) -> bytes
         raise UsageError(f"socket path {path!r} is longer than a unix socket address allows")
     if p.bootstrap and p.socket_dir:
         link = os.path.join(bundle, "s")
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(link)
+        except FileNotFoundError:
+            pass
         os.symlink(p.socket_dir, link)
     listener = listen(path)
     if listener is not None:
@@ -272,8 +288,10 @@ def start(flags: Flags, stdin: bytes, env: dict[str, str], bundle: str) -> bytes
             pid = spawn_server(p, listener.fileno(), env)
         except BaseException:
             listener.close()
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(path)
+            except FileNotFoundError:
+                pass
             raise
         listener.close()
         _write_atomic(os.path.join(bundle, "shim.pid"), str(pid))
@@ -282,13 +300,15 @@ def start(flags: Flags, stdin: bytes, env: dict[str, str], bundle: str) -> bytes
     if p.bootstrap:
         return wire.bootstrap_result(address, 3)
     if env.get("MAX_SHIM_VERSION"):
+        import json
+
         return json.dumps({"version": 2, "address": address, "protocol": "ttrpc"}).encode()
     return address.encode()
 
 
 def spawn_server(p: StartParams, listener_fd: int, env: dict[str, str]) -> int:
     """Launch the long-running server detached (new session), the listener as its fd 3."""
-    import signal
+    import _signal  # type: ignore[import-not-found]  # not `signal`, which imports enum
 
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -308,7 +328,7 @@ def spawn_server(p: StartParams, listener_fd: int, env: dict[str, str]) -> int:
                     (os.POSIX_SPAWN_DUP2, src, 3),
                 ],
                 setsid=True,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ),
             )
         finally:
             if src != listener_fd:
@@ -347,13 +367,17 @@ def delete(flags: Flags, env: dict[str, str], bundle: str) -> bytes:
         except Exception as exc:
             sys.stderr.write(f"unmount {rootfs}: {exc}\n")
     pid = 0
-    with contextlib.suppress(OSError, ValueError):
+    try:
         with open(os.path.join(bundle, "init.pid")) as fh:
             pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        pass
     return wire.delete_response(pid, 128 + 9, time.time_ns())
 
 
 def _read_options(bundle: str) -> dict[str, object]:
+    import json
+
     try:
         with open(os.path.join(bundle, "options.json")) as fh:
             data = json.load(fh)
