@@ -215,9 +215,8 @@ class ShimEnv:
         return address
 
     async def connect(self, address: str, version: int = 2) -> Any:
-        from arun.ttrpc import Client, ServiceStub
-
         from arun.errdefs import grpc as errgrpc
+        from arun.ttrpc import Client, ServiceStub
 
         client = await Client.connect(address, timeout=10, from_status=errgrpc.from_code)
         self.clients.append(client)
@@ -269,9 +268,8 @@ def _cleanup(env: ShimEnv) -> None:
 
 @pytest.fixture
 async def shim_env() -> AsyncIterator[ShimEnv]:
-    from arun.ttrpc import Server
-
     from arun.api.containerd.services.ttrpc.events.v1 import events_pb2  # noqa: F401
+    from arun.ttrpc import Server
 
     root = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
     tag = uuid.uuid4().hex[:8]

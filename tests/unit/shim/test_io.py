@@ -204,4 +204,4 @@ async def test_console_socket_receives_the_master() -> None:
         cs.close()
         os.close(master)
         os.close(slave)
-    assert not Path(cs.directory).exists()  # noqa: ASYNC240
+    assert not Path(cs.directory).exists()
