@@ -39,7 +39,7 @@ from arun.cni.errors import InvalidResultError, PluginFailedPreconditionError
 from arun.cni.invoke import DEFAULT_BIN_DIRS, Args, Executor, PluginExecutor, decode_result, find_plugin
 from arun.cni.invoke import version_info as _version_info
 from arun.cni.types import JSON, Result, convert_result, parse_result, version_at_least
-from arun.errdefs import NotFoundError, UnimplementedError
+from arun.errdefs import ArunError, NotFoundError, UnimplementedError
 
 __all__ = ["CNI", "DEFAULT_CACHE_DIR", "CachedAttachment", "ResultCache", "RuntimeConf"]
 
@@ -256,12 +256,26 @@ class CNI:
         return result
 
     async def del_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> None:
-        """DEL every plugin in reverse order, then forget the cached result."""
+        """DEL every plugin in reverse order, then forget the cached result.
+
+        Unlike libcni, a failing plugin does not stop the others: each still
+        releases what it holds (an undo after a missing binary must not leak
+        the bridge's veth and IP). The first error is raised afterwards, the
+        others are attached as notes, and the cache entry is kept for a retry.
+        """
         cached = (
             self.cache.read_result(netlist, rt) if version_at_least(netlist.cni_version, "0.4.0") else None
         )
+        errors: list[Exception] = []
         for plugin in reversed(netlist.plugins):
-            await self._run("DEL", netlist, plugin, cached, rt)
+            try:
+                await self._run("DEL", netlist, plugin, cached, rt)
+            except ArunError as exc:
+                errors.append(exc)
+        if errors:
+            for other in errors[1:]:
+                errors[0].add_note(f"also failed: {other}")
+            raise errors[0]
         self.cache.delete(netlist.name, rt)
 
     async def check_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> None:
