@@ -104,6 +104,8 @@ class PodNetworkRequest:
     bandwidth: BandWidth | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
     cgroup_parent: str = ""
+    #: further well-known capabilities (``ips``, ``mac``, ``ipRanges``, ...), JSON-ready values
+    extra_capabilities: Mapping[str, Any] = field(default_factory=dict)
 
     def cni_args(self) -> tuple[tuple[str, str], ...]:
         """CNI_ARGS, the labels containerd's toCNILabels sets."""
@@ -131,6 +133,7 @@ class PodNetworkRequest:
             caps["dns"] = self.dns.to_json()
         if self.cgroup_parent:
             caps["cgroupPath"] = self.cgroup_parent
+        caps.update(self.extra_capabilities)
         return caps
 
 
