@@ -59,7 +59,9 @@ from arun.cni.types import (
     PortMapping,
     Result,
     Route,
+    dns_to_json,
     parse_result,
+    route_to_json,
     version_at_least,
 )
 from arun.errdefs import ArunError, InvalidArgumentError
@@ -178,6 +180,62 @@ class PodNetworkResult:
             if ipaddress.ip_address(ip).version == want:
                 return ip, ips[:i] + ips[i + 1 :]
         return ips[0], ips[1:]
+
+    def to_json(self) -> dict[str, Any]:
+        """go-cni's Result as Go marshals it: what containerd stores with a sandbox and shows
+        as ``cniResult`` in the verbose PodSandboxStatus."""
+        return {
+            "Interfaces": {
+                name: {
+                    "IPConfigs": [
+                        {"IP": str(c.ip), "Gateway": str(c.gateway) if c.gateway is not None else None}
+                        for c in cfg.ip_configs
+                    ]
+                    or None,
+                    "Mac": cfg.mac,
+                    "Sandbox": cfg.sandbox,
+                    "PciID": cfg.pci_id,
+                    "SocketPath": cfg.socket_path,
+                }
+                for name, cfg in self.interfaces.items()
+            },
+            "DNS": [dns_to_json(d) for d in self.dns],
+            "Routes": [route_to_json(r) for r in self.routes],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], default_interface: str = "eth0") -> PodNetworkResult:
+        """The inverse of to_json (``raw`` is not part of it and comes back empty)."""
+        try:
+            interfaces = {}
+            for name, cfg in (doc.get("Interfaces") or {}).items():
+                ips = []
+                for c in cfg.get("IPConfigs") or ():
+                    ip = ipaddress.ip_address(c["IP"])
+                    gw = ipaddress.ip_address(c["Gateway"]) if c.get("Gateway") else None
+                    ips.append(IPConfig(address=ipaddress.ip_interface(str(ip)), gateway=gw))
+                interfaces[name] = InterfaceConfig(
+                    ip_configs=tuple(ips),
+                    mac=cfg.get("Mac", ""),
+                    sandbox=cfg.get("Sandbox", ""),
+                    pci_id=cfg.get("PciID", ""),
+                    socket_path=cfg.get("SocketPath", ""),
+                )
+            parsed = parse_result(
+                {"cniVersion": "1.0.0", "routes": doc.get("Routes") or [], "dns": None}, "1.0.0"
+            )
+            dns = tuple(
+                parse_result({"cniVersion": "1.0.0", "dns": d}, "1.0.0").dns for d in doc.get("DNS") or ()
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InvalidResultError(f"invalid stored pod network result: {exc}") from exc
+        return cls(
+            interfaces=interfaces,
+            dns=dns,
+            routes=parsed.routes,
+            raw=(),
+            default_interface=default_interface,
+        )
 
 
 @dataclass(frozen=True)

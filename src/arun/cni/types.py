@@ -29,8 +29,11 @@ __all__ = [
     "Result",
     "Route",
     "convert_result",
+    "dns_to_json",
     "parse_result",
     "parse_version",
+    "result_to_json",
+    "route_to_json",
     "version_at_least",
 ]
 
@@ -289,7 +292,7 @@ def _parse_result_02x(raw: JSON, version: str) -> Result:
     )
 
 
-def _dns_json(dns: DNS) -> JSON:
+def dns_to_json(dns: DNS) -> JSON:
     out: JSON = {}
     if dns.nameservers:
         out["nameservers"] = list(dns.nameservers)
@@ -302,7 +305,7 @@ def _dns_json(dns: DNS) -> JSON:
     return out
 
 
-def _route_json(r: Route) -> JSON:
+def route_to_json(r: Route) -> JSON:
     out: JSON = {"dst": str(r.dst)}
     if r.gw is not None:
         out["gw"] = str(r.gw)
@@ -331,7 +334,7 @@ def result_to_json(result: Result, version: str) -> JSON:
             o: JSON = {"ip": str(ipc.address)}
             if ipc.gateway is not None:
                 o["gateway"] = str(ipc.gateway)
-            fam_routes = [_route_json(r) for r in result.routes if r.dst.version == fam]
+            fam_routes = [route_to_json(r) for r in result.routes if r.dst.version == fam]
             if fam_routes:
                 o["routes"] = fam_routes
             out[key] = o
@@ -367,8 +370,8 @@ def result_to_json(result: Result, version: str) -> JSON:
                 ips.append(o)
             out["ips"] = ips
         if result.routes:
-            out["routes"] = [_route_json(r) for r in result.routes]
-    dns = _dns_json(result.dns)
+            out["routes"] = [route_to_json(r) for r in result.routes]
+    dns = dns_to_json(result.dns)
     if dns:
         out["dns"] = dns
     return out

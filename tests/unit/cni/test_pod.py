@@ -312,3 +312,46 @@ async def test_create_removes_netns_on_failure_without_root(
     with pytest.raises(CNINotInitializedError):
         await pn.create(REQ)
     assert not (tmp_path / "netns").exists()
+
+
+async def test_result_json_round_trip_in_go_cni_shape(
+    fake_plugins: FakePlugins, conf_dir: Path, tmp_path: Path, netns_file: str
+) -> None:
+    write_conflist(conf_dir, "10-podnet.conflist", CONFLIST)
+    pn = make(fake_plugins, conf_dir, tmp_path, loopback="none")
+    fake_plugins.behave(
+        "main",
+        ADD={
+            "result": {
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "veth9", "mac": "aa:bb"}, {"name": "eth0", "sandbox": netns_file}],
+                "ips": [
+                    {"interface": 1, "address": "fd00::5/64"},
+                    {"interface": 1, "address": "10.4.0.5/24", "gateway": "10.4.0.1"},
+                ],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.4.0.1"}],
+                "dns": {"nameservers": ["10.4.0.10"]},
+            }
+        },
+    )
+    res = await pn.setup(REQ, netns_file)
+    assert res.pod_ips() == ("10.4.0.5", ["fd00::5"])
+    assert res.pod_ips("ipv6") == ("fd00::5", ["10.4.0.5"])
+    assert res.pod_ips("cni") == ("fd00::5", ["10.4.0.5"])
+    doc = json.loads(json.dumps(res.to_json()))
+    assert doc["Interfaces"]["eth0"] == {
+        "IPConfigs": [{"IP": "fd00::5", "Gateway": None}, {"IP": "10.4.0.5", "Gateway": "10.4.0.1"}],
+        "Mac": "",
+        "Sandbox": netns_file,
+        "PciID": "",
+        "SocketPath": "",
+    }
+    assert doc["Interfaces"]["veth9"]["IPConfigs"] is None
+    assert doc["Interfaces"]["veth9"]["Mac"] == "aa:bb"
+    assert doc["DNS"] == [{"nameservers": ["10.4.0.10"]}]
+    assert doc["Routes"] == [{"dst": "0.0.0.0/0", "gw": "10.4.0.1"}]
+    back = type(res).from_json(doc)
+    assert back.pod_ips() == res.pod_ips()
+    assert back.to_json() == doc
+    with pytest.raises(InvalidResultError):
+        type(res).from_json({"Interfaces": {"eth0": {"IPConfigs": [{"IP": "nope"}]}}})
