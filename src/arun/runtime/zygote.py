@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1 << 20
 SPARES = 2  # pre-forked shims kept waiting
+ACK_TIMEOUT = 5.0
 READY_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 
@@ -152,12 +153,16 @@ class Zygote_:
         for _ in range(3):
             try:
                 socket.send_fds(spare.sock, [payload], [listener_fd])
+                # The spare acknowledges once it holds the listener: a spare that died after
+                # we picked it must not take the socket with it.
+                spare.sock.settimeout(ACK_TIMEOUT)
+                ok = spare.sock.recv(8) == b"ok"
             except OSError:
-                spare.sock.close()
-                spare = self.take_spare()  # that one is gone (killed): another
-                continue
+                ok = False
             spare.sock.close()
-            return spare.pid
+            if ok:
+                return spare.pid
+            spare = self.take_spare()  # that one is gone (killed): another
         raise RuntimeError("no spare shim could be started")
 
     def close(self) -> None:
@@ -177,9 +182,13 @@ def _spare_main(sock: socket.socket) -> int:
         msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
     except OSError:
         return 0
-    sock.close()
     if not msg or not fds:
         return 0  # the zygote let go of us, or is gone
+    try:
+        sock.sendall(b"ok")
+    except OSError:
+        return 0
+    sock.close()
     from arun.shim import server
 
     req = json.loads(msg)
@@ -320,6 +329,42 @@ def serve_requests(sock: socket.socket, state: Zygote_) -> None:
         state.close()
 
 
+# Modules a shim imports only when it first needs them (runtime options, OOM and metrics,
+# events): imported here they are shared by every shim instead of loaded into each.
+_LAZY = (
+    "json",
+    "arun.shim.manager",
+    "arun.shim.wire",
+    "arun.shim.events",
+    "arun.shim.mount",
+    "arun.shim.reaper",
+    "arun.shim.process.init",
+    "arun.shim.process.exec",
+    "arun.errdefs.grpc",
+    "google.protobuf.empty_pb2",
+    "arun.api.containerd.types.runc.options.oci_pb2",
+    "arun.api.containerd.runtime.linux.runctypes.runc_pb2",
+    "arun.api.containerd.services.ttrpc.events.v1.events_pb2",
+    "arun.api.cgroups.v1.metrics_pb2",
+    "arun.api.cgroups.v2.metrics_pb2",
+)
+
+
+def warm() -> None:
+    """Import what a shim will run, then freeze the collector's view of it (``preload``)."""
+    import gc
+    import importlib
+
+    from arun.shim import server
+
+    server.preload()
+    for name in _LAZY:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1 or not args[0].isdigit():
@@ -327,11 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(True)
-    from arun.shim import server
-
-    server.preload()
-    import arun.shim.manager
-    import arun.shim.wire  # noqa: F401
+    warm()
 
     state = Zygote_(int(os.environ.get("ARUN_ZYGOTE_SPARES", SPARES)))
     state.replenish()

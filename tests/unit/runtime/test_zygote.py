@@ -77,11 +77,18 @@ def _ppid(pid: int) -> int:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 async def _gone(pid: int) -> bool:
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    for _ in range(300):
+        if not _alive(pid):
             return True
         await asyncio.sleep(0.01)
     return False
@@ -212,6 +219,8 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
         assert len(spares) >= 1
         for pid in spares:
             os.kill(pid, signal.SIGKILL)
+        for pid in spares:
+            assert await _gone(pid)
         bnd = make_bundle(base, "c")
         log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
         try:
