@@ -240,17 +240,24 @@ class TaskManager:
         self._reserved.add(key)
         try:
             shim = self.shims.resolve(opts.runtime)
-            b = await asyncio.to_thread(bundlemod.create, self.root, self.state, ns, id, opts.spec)
+            # A few small files and directories: cheaper inline than a thread hop.
+            b = bundlemod.create(self.root, self.state, ns, id, opts.spec)
             task: ShimTask | None = None
             shim_log: ShimLog | None = None
+            record: asyncio.Future[None] | None = None
             try:
                 shim_log = await ShimLog.open(b.file(bundlemod.LOG), ns, id)
                 result = await self.shims.start(shim, b, opts.task_options or opts.runtime_options)
-                await asyncio.to_thread(_record_start, b, shim, result)
+                # bootstrap.json and shim-binary-path (for restarts) are written while the shim
+                # creates the task.
+                record = asyncio.ensure_future(asyncio.to_thread(_record_start, b, shim, result))
                 task = await self._connect(b, shim, result, opts.runtime, shim_log)
                 self._tasks[key] = task
                 await task.create(opts)
+                await record
             except BaseException:
+                if record is not None:
+                    await asyncio.gather(record, return_exceptions=True)
                 await asyncio.shield(self._undo_create(key, b, task, shim_log))
                 raise
             return task
