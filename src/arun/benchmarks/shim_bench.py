@@ -41,8 +41,7 @@ from arun import namespaces
 from arun.core.runtime import RUNTIME_ARUN, RUNTIME_RUNC, CreateOpts
 from arun.runtime.bundle import Bundle
 from arun.runtime.manager import ShimManager, TaskManager, shim_env
-from arun.runtime.shim import ShimConnection
-from arun.ttrpc import ClosedError
+from arun.runtime.shim import ShimConnection, ShimGoneError
 
 BUSYBOX = "/bin/busybox"
 IMAGE = "docker.io/library/arun-bench:latest"
@@ -155,7 +154,7 @@ async def bench_start(runs: int) -> dict[str, Any]:
                         ready.append((t2 - t0) * 1000)
                         if zygote and shims.zygote is not None:
                             inner.append(shims.zygote.last_micros / 1000)
-                        with contextlib.suppress(ClosedError):  # the Go shim exits before replying
+                        with contextlib.suppress(ShimGoneError):  # the Go shim exits before replying
                             await conn.call("Shutdown", conn.request("Shutdown", id=b.id))
                         await conn.close()
                     finally:

@@ -58,10 +58,9 @@ from arun.runtime import binary as binarymod
 from arun.runtime import bundle as bundlemod
 from arun.runtime.binary import BootstrapResult, Resolver, ShimBinary, ShimEnv
 from arun.runtime.bundle import Bundle
-from arun.runtime.shim import SHUTDOWN_TIMEOUT, ShimConnection, ShimTask
+from arun.runtime.shim import SHUTDOWN_TIMEOUT, ShimConnection, ShimGoneError, ShimTask
 from arun.runtime.shimlog import ShimLog
 from arun.runtime.zygote import Zygote, ZygoteError
-from arun.ttrpc import ClosedError
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +281,7 @@ class TaskManager:
         key = (task.namespace, task.id)
         try:
             exit = await task.delete_task()
-        except ClosedError:
+        except ShimGoneError:
             # The shim is gone: its clean-up (delete command, events) is under way.
             await self._wait_closed(task)
             raise NotFoundError(f"task {id!r}: its shim exited") from None

@@ -31,7 +31,7 @@ from arun.core.runtime import (
     State,
     Status,
 )
-from arun.errdefs import NotFoundError, UnimplementedError
+from arun.errdefs import NotFoundError, UnavailableError, UnimplementedError
 from arun.errdefs import grpc as errgrpc
 from arun.runtime.binary import BootstrapResult, ShimBinary
 from arun.runtime.bundle import Bundle
@@ -64,6 +64,10 @@ def _any(stub_request: Any, name: str, value: AnyValue | None) -> None:
         target = getattr(stub_request, name)
         target.type_url = value.type_url
         target.value = value.value
+
+
+class ShimGoneError(UnavailableError):
+    """The shim's connection closed (the shim exited or was killed)."""
 
 
 class ShimConnection:
@@ -111,12 +115,15 @@ class ShimConnection:
 
     async def call(self, method: str, request: Any, *, downgrade: bool = False) -> Any:
         try:
-            return await getattr(self.stub, method)(request)
-        except UnimplementedError:
-            if downgrade and self.downgrade():
-                request = self.stub.methods[method].request_type.FromString(request.SerializeToString())
+            try:
                 return await getattr(self.stub, method)(request)
-            raise
+            except UnimplementedError:
+                if downgrade and self.downgrade():
+                    req = self.stub.methods[method].request_type.FromString(request.SerializeToString())
+                    return await getattr(self.stub, method)(req)
+                raise
+        except ClosedError as e:
+            raise ShimGoneError(f"shim connection closed ({method}): the shim exited") from e
 
     @property
     def closed(self) -> bool:
@@ -201,7 +208,7 @@ class ShimTask:
     async def _state(self, exec_id: str) -> State:
         try:
             resp = await self.conn.call("State", self.conn.request("State", id=self.id, exec_id=exec_id))
-        except ClosedError:
+        except ShimGoneError:
             raise NotFoundError(f"task {self.id!r}: shim connection closed") from None
         return _state(resp)
 
@@ -303,7 +310,7 @@ class ShimTask:
         is success."""
         try:
             await self.conn.call("Shutdown", self.conn.request("Shutdown", id=self.id), downgrade=False)
-        except ClosedError:
+        except ShimGoneError:
             pass
 
     @property

@@ -20,6 +20,7 @@ from arun.errdefs import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
     UnimplementedError,
 )
 from arun.runtime import manager as managermod
@@ -216,6 +217,11 @@ async def test_shim_death_reports_exit_and_cleans_up(env: Env) -> None:
     assert exit_event.pid == 1001
     assert await env.tasks.tasks() == []
     assert not (env.base / "state" / NS / "c1").exists()
+    # A caller still holding the task gets UNAVAILABLE, and NOT_FOUND for its state.
+    with pytest.raises(UnavailableError, match="shim exited"):
+        await task.kill(9)
+    with pytest.raises(NotFoundError):
+        await task.state()
 
 
 async def test_shim_death_without_delete_binary_is_255(env: Env) -> None:
