@@ -353,7 +353,8 @@ class LocalStore:
             raise
 
     async def _open_writer(self, ref: str, path: str, total: int, expected: str) -> LocalWriter:
-        if expected and await asyncio.to_thread(os.path.exists, self.blob_path(expected)):
+        exists = bool(expected) and await asyncio.to_thread(os.path.exists, self.blob_path(expected))
+        if exists:
             raise AlreadyExistsError(f"content {expected!r}: already exists")
 
         def open_ingest() -> tuple[Status, Hash]:
