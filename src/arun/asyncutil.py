@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-__all__ = ["to_thread_complete"]
+__all__ = ["to_thread_complete", "to_thread_interruptible"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -26,6 +26,22 @@ async def to_thread_complete(fn: Callable[P, T], /, *args: P.args, **kwargs: P.k
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait({fut})
+        raise
+
+
+async def to_thread_interruptible(fn: Callable[[], T], interrupt: Callable[[], None]) -> T:
+    """Run ``fn`` in a thread; on cancellation call ``interrupt`` (from the loop), then wait for ``fn``.
+
+    For long work that polls a flag (``interrupt`` sets it) and must have
+    stopped before the caller cleans up after it.
+    """
+    fut = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        interrupt()
         with contextlib.suppress(BaseException):
             await asyncio.wait({fut})
         raise

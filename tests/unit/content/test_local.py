@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -120,31 +119,30 @@ async def test_walk_skips_unknown_algorithms(tmp_path: Path) -> None:
     assert [i async for i in store.walk()] == []
 
 
-async def test_writes_leave_the_loop_responsive(tmp_path: Path) -> None:
-    """Hashing 64 MiB in 4 MiB chunks must not block the loop for long (no timing assertion on totals)."""
+async def test_large_writes_leave_the_loop(tmp_path: Path) -> None:
+    """While a large chunk is hashed and written, other tasks run (the work is off the loop)."""
     store = LocalStore(tmp_path)
-    chunk = os.urandom(4 << 20)
-    gaps: list[float] = []
-    stop = asyncio.Event()
+    chunk = os.urandom(32 << 20)
+    w = await store.writer("loop")
+    ticks = 0
+    done = False
 
     async def ticker() -> None:
-        last = time.perf_counter()
-        while not stop.is_set():
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
 
     t = asyncio.create_task(ticker())
-    w = await store.writer("loop")
-    for _ in range(16):
-        await w.write(chunk)
-    await w.commit(0)
-    stop.set()
+    await asyncio.sleep(0)
+    start = ticks
+    await w.write(chunk)
+    during = ticks - start
+    done = True
     await t
-    # A synchronous sha256 of 4 MiB takes ~10 ms here; the loop must never have waited for one.
-    assert gaps, "ticker never ran"
-    assert max(gaps) < 0.5
+    await w.commit(len(chunk))
+    # Inline hashing would have kept the ticker from running until write() returned.
+    assert during > 1
 
 
 async def test_status_of_unknown_ref(tmp_path: Path) -> None:
