@@ -1,0 +1,1 @@
+"""Metadata on SQLite: namespaced records of containers, images, content, snapshots, leases."""
