@@ -28,6 +28,8 @@ class Applier(Protocol):
         A hostile archive is InvalidArgumentError and nothing is written
         outside the target; a blob that does not match ``desc.digest``/``size``
         is FailedPreconditionError; an unknown media type UnimplementedError.
+        On any error the target may hold part of the layer: the caller discards
+        the snapshot it prepared (as containerd's unpacker removes it).
         """
         ...
 
