@@ -420,7 +420,7 @@ class _Applier:
                 for child in os.listdir(_proc_path(pfd, ".")):
                     if (*parent, child) not in self.unpacked:
                         _remove(pfd, child)
-                        self.tree.forget((*parent, child))
+                        self._forget((*parent, child))
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             log.debug("ignored whiteout meta entry %r", ti.name)
@@ -429,11 +429,18 @@ class _Applier:
         if target in ("", ".", ".."):
             raise _bad(ti.name, "whiteout does not name an entry in its directory")
         _remove(pfd, target)
-        self.tree.forget((*parent, target))
+        self._forget((*parent, target))
         if self.opts.overlay_whiteouts:
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
             if self.opts.same_owner:
                 os.chown(target, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+
+    def _forget(self, parts: tuple[str, ...]) -> None:
+        """A whiteout removed ``parts``: drop what was remembered of it and below it, so that
+        the mode and times of a removed directory never land on a later one of the same name."""
+        self.tree.forget(parts)
+        n = len(parts)
+        self.dirs = [d for d in self.dirs if d[0][:n] != parts]
 
     def _finish_dirs(self) -> None:
         for parts, mode, atime, mtime in self.dirs:

@@ -155,3 +155,21 @@ def test_diff_apply_round_trip(
 
         asyncio.run(run())
         assert snapshot_tree(str(target)) == snapshot_tree(str(upper))
+
+
+def test_whiteout_forgets_the_mode_of_the_directory_it_removes() -> None:
+    # Found by the property above: a directory whited out and then recreated implicitly in the
+    # same layer must not get the removed directory's deferred mode.
+    entries = [Entry("d/", "dir", mode=0o700), Entry(".wh.d"), Entry("d/a/", "dir", mode=0o755)]
+
+    async def run(d: str) -> Tree:
+        store = LocalStore(os.path.join(d, "content"))
+        root = os.path.join(d, "root")
+        os.mkdir(root)
+        desc, _ = await put_layer(store, tar_bytes(entries))
+        await WalkingDiff(store, tmp_root=d).apply(desc, [Mount("bind", root, ("rbind", "rw"))])
+        return _actual(root)
+
+    with tempfile.TemporaryDirectory() as d:
+        got = asyncio.run(run(d))
+    assert got == {("d",): ("dir", 0o755, b""), ("d", "a"): ("dir", 0o755, b"")}
