@@ -203,7 +203,7 @@ async def test_cri_version_and_unimplemented(daemon: Daemon) -> None:
     [
         "/runtime.v1.RuntimeService/RunPodSandbox",
         "/runtime.v1.ImageService/PullImage",
-        "/containerd.services.tasks.v1.Tasks/Create",
+        "/containerd.services.transfer.v1.Transfer/Transfer",
         "/containerd.services.content.v1.Content/Read",  # server-streaming
         "/runtime.v1.NoSuchService/Nope",
     ],
