@@ -106,7 +106,7 @@ def _message_field(msg: Message, path: Sequence[str]) -> str | None:
     if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
         key = ".".join(path[1:])
         return str(value[key]) if key in value else None
-    if fd.label == FieldDescriptor.LABEL_REPEATED:
+    if fd.is_repeated:
         return None
     if fd.message_type is not None:
         if not msg.HasField(fd.name):

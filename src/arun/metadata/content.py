@@ -106,6 +106,7 @@ class SqlContentStore:
     # ------------------------------------------------------------------ Manager
 
     async def info(self, digest: str) -> Info:
+        validate_digest(digest)
         ns = namespaces.required()
         async with self.db.view() as tx:
             row = await tx.fetchone(
@@ -117,6 +118,7 @@ class SqlContentStore:
         return _info(row)
 
     async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
+        validate_digest(info.digest)
         ns = namespaces.required()
         async with self.db.update() as tx:
             row = await tx.fetchone(
@@ -166,6 +168,7 @@ class SqlContentStore:
                 yield info
 
     async def delete(self, digest: str) -> None:
+        validate_digest(digest)
         ns = namespaces.required()
         async with self.db.update() as tx:
             n = await tx.execute("DELETE FROM content WHERE namespace = ? AND digest = ?", (ns, digest))
