@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from arun.core.content import Descriptor, Platform
 
-@dataclass(frozen=True)
-class Platform:
-    """An OCI platform (``architecture``/``os`` and the optional refinements)."""
-
-    architecture: str
-    os: str
-    variant: str = ""
-    os_version: str = ""
-    os_features: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI content descriptor: what a blob is, its digest and size."""
-
-    media_type: str
-    digest: str
-    size: int
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    urls: tuple[str, ...] = ()
-    platform: Platform | None = None
+__all__ = ["Descriptor", "Image", "ImageStore", "Platform"]
 
 
 @dataclass

@@ -14,7 +14,6 @@ from google.protobuf import any_pb2
 
 from arun import filters, namespaces
 from arun.core import typeurl
-from arun.errdefs import InvalidArgumentError
 
 if TYPE_CHECKING:
     from arun.core.events import Publisher
@@ -128,22 +127,6 @@ class Hooks:
                 cb(dirty)
 
         tx.on_commit(notify)
-
-
-_DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
-
-
-def validate_digest(d: str) -> str:
-    """Return ``d`` if it is a well-formed ``algorithm:hex`` digest, else InvalidArgumentError."""
-    alg, sep, hexpart = d.partition(":")
-    if not sep or not alg or not hexpart:
-        raise InvalidArgumentError(f"invalid digest {d!r}: invalid checksum digest format")
-    want = _DIGEST_HEX_LENGTHS.get(alg)
-    if want is None:
-        raise InvalidArgumentError(f"invalid digest {d!r}: unsupported digest algorithm")
-    if len(hexpart) != want or any(c not in "0123456789abcdef" for c in hexpart):
-        raise InvalidArgumentError(f"invalid digest {d!r}: invalid checksum digest length or characters")
-    return d
 
 
 async def next_sequence(tx: Tx, name: str) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from arun import labels, namespaces
 from arun.api.containerd.events import image_pb2
+from arun.core.content import validate_digest
 from arun.core.images import Descriptor, Image
 from arun.core.leases import LABEL_EXPIRE
 from arun.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
@@ -23,7 +24,6 @@ from arun.metadata.common import (
     load_map,
     nonempty,
     to_datetime,
-    validate_digest,
 )
 from arun.metadata.db import Database, Tx
 from arun.metadata.namespaces import ensure

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from arun import labels, leasectx, namespaces
+from arun.core.content import validate_digest
 from arun.core.leases import Lease, Resource
 from arun.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnimplementedError
 from arun.metadata.common import (
@@ -20,7 +21,6 @@ from arun.metadata.common import (
     load_map,
     nonempty,
     to_datetime,
-    validate_digest,
 )
 from arun.metadata.db import Database, Tx
 from arun.metadata.namespaces import ensure
