@@ -231,8 +231,8 @@ class SqlContainerStore:
                     snapshot_key=updated.snapshot_key,
                 ),
             )
-            # A changed snapshot key or image may drop a reference.
-            self.hooks.mutated(tx, dirty=True)
+            # Like containerd, an update is a mutation but not a deletion.
+            self.hooks.mutated(tx)
         return updated
 
     async def delete(self, id: str) -> None:

@@ -20,6 +20,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from arun import namespaces
 from arun.api.containerd.events import content_pb2
@@ -149,8 +150,9 @@ class SqlContentStore:
                 (dump_map(updated.labels), now, ns, info.digest),
             )
             updated.updated_at = to_datetime(now)
-            # Labels are references for garbage collection: removing one may free something.
-            self.hooks.mutated(tx, dirty=True)
+            # Like containerd, a label change is a mutation, not a deletion: it does not
+            # schedule a collection by itself.
+            self.hooks.mutated(tx)
         return updated
 
     async def walk(self, *filters: str) -> AsyncIterator[Info]:
@@ -249,7 +251,7 @@ class SqlContentStore:
             except NotFoundError:
                 if not row["expected"]:
                     log.debug("ingest %r had no backend data to abort", ref)
-            self.hooks.mutated(tx, dirty=True)
+            self.hooks.mutated(tx)
 
     # ------------------------------------------------------------------ Ingester
 
@@ -476,4 +478,15 @@ async def garbage_collect(store: SqlContentStore) -> tuple[int, int]:
                     log.debug("aborted unreferenced ingest %r", st.ref)
                 except NotFoundError:
                     pass
+        # A backend may also know leftovers no listing shows (an ingest interrupted
+        # before its ref was written): let it drop them.
+        if isinstance(store.backend, Cleaner):
+            await store.backend.cleanup()
     return blobs, ingests
+
+
+@runtime_checkable
+class Cleaner(Protocol):
+    """Optional for a backend content store: remove its own unlisted leftovers."""
+
+    async def cleanup(self) -> None: ...

@@ -194,8 +194,7 @@ class SqlImageStore:
             self.hooks.publish(
                 tx, ns, "/images/update", image_pb2.ImageUpdate(name=updated.name, labels=updated.labels)
             )
-            # The target may have changed: the old one may now be garbage.
-            self.hooks.mutated(tx, dirty=True)
+            self.hooks.mutated(tx)
         return updated
 
     async def delete(self, name: str, *, target: Descriptor | None = None) -> None:

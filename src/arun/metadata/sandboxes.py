@@ -157,7 +157,7 @@ class SqlSandboxStore:
                 f"SELECT {_COLUMNS} FROM sandboxes WHERE namespace = ? AND id = ?", (ns, sandbox.id)
             )
             assert row is not None
-            self.hooks.mutated(tx, dirty=True)
+            self.hooks.mutated(tx)
         return _read(row)
 
     async def get(self, id: str) -> Sandbox:

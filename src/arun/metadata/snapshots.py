@@ -159,7 +159,7 @@ class NamespacedSnapshotter:
             binfo = await self.backend.update(
                 Info(name=row["backend_key"], kind=Kind.UNKNOWN, labels=inherited(local)), ["labels"]
             )
-            self.hooks.mutated(tx, dirty=True)
+            self.hooks.mutated(tx)
             row = await self._row(tx, ns, info.name)
             assert row is not None
         return _overlay(binfo, row)

@@ -288,3 +288,16 @@ def test_parse_duration() -> None:
     assert gc.parse_duration("1m30s") == 90
     with pytest.raises(Exception, match="invalid duration"):
         gc.parse_duration("10 parsecs")
+
+
+async def test_content_backend_cleanup_hook(db: Database, tmp_path: Path, ns: str) -> None:
+    class CleaningStore(LocalStore):
+        cleaned = 0
+
+        async def cleanup(self) -> None:
+            self.cleaned += 1
+
+    backend = CleaningStore(tmp_path / "c2")
+    meta = Metadata(db, content=backend)
+    await meta.garbage_collect()
+    assert backend.cleaned == 1
