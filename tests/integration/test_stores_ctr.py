@@ -590,3 +590,123 @@ async def test_bad_input_over_grpc(daemon: Daemon) -> None:
     assert rows(daemon.ctr("containers", "ls").stdout)[0][0] == "c1"
     assert rows(daemon.ctr("containers", "ls", namespace="other").stdout) == []
     daemon.ctr("containers", "rm", "c1")
+
+
+async def test_content_write_protocol_errors(quiet_daemon: Daemon) -> None:
+    daemon = quiet_daemon
+    async with daemon.channel() as ch:
+        stub = content_grpc.ContentStub(ch)
+        # a write that skips ahead of the current offset
+        with pytest.raises(GRPCError) as e:
+            async with stub.Write.open(metadata=md()) as stream:
+                await stream.send_message(
+                    content_pb2.WriteContentRequest(action=content_pb2.WRITE, ref="r1", data=b"abc")
+                )
+                assert (await stream.recv_message()).offset == 3
+                await stream.send_message(
+                    content_pb2.WriteContentRequest(action=content_pb2.WRITE, ref="r1", offset=10, data=b"x")
+                )
+                await stream.recv_message()
+        assert e.value.status == Status.OUT_OF_RANGE
+        # offset 0 on a non-empty ingest starts it again
+        async with stub.Write.open(metadata=md()) as stream:
+            await stream.send_message(content_pb2.WriteContentRequest(action=content_pb2.STAT, ref="r1"))
+            assert (await stream.recv_message()).offset == 3
+            await stream.send_message(
+                content_pb2.WriteContentRequest(
+                    action=content_pb2.COMMIT, ref="r1", offset=0, data=b"xyz", total=3
+                )
+            )
+            resp = await stream.recv_message()
+            assert (resp.offset, resp.digest) == (3, sha256(b"xyz"))
+            await stream.end()
+        # a first message without a ref
+        with pytest.raises(GRPCError) as e:
+            async with stub.Write.open(metadata=md()) as stream:
+                await stream.send_message(content_pb2.WriteContentRequest(action=content_pb2.STAT))
+                await stream.recv_message()
+        assert e.value.status == Status.INVALID_ARGUMENT
+        # the expected blob is already here: ALREADY_EXISTS, and the ingest is not left behind
+        with pytest.raises(GRPCError) as e:
+            async with stub.Write.open(metadata=md()) as stream:
+                await stream.send_message(
+                    content_pb2.WriteContentRequest(
+                        action=content_pb2.STAT, ref="r2", expected=sha256(b"xyz")
+                    )
+                )
+                await stream.recv_message()
+        assert e.value.status == Status.ALREADY_EXISTS
+        statuses = await stub.ListStatuses(content_pb2.ListStatusesRequest(), metadata=md())
+        assert list(statuses.statuses) == []
+        # abort of an unknown ref
+        with pytest.raises(GRPCError) as e:
+            await stub.Abort(content_pb2.AbortRequest(ref="nope"), metadata=md())
+        assert e.value.status == Status.NOT_FOUND
+
+
+ROOT = {"containerd.io/gc.root": "2024-01-01T00:00:00Z"}
+
+
+async def test_snapshots_service_on_native(quiet_daemon: Daemon) -> None:
+    from arun.api.containerd.services.snapshots.v1 import snapshots_grpc, snapshots_pb2
+
+    daemon = quiet_daemon
+    async with daemon.channel() as ch:
+        sn = snapshots_grpc.SnapshotsStub(ch)
+        native = "native"
+        prep = await sn.Prepare(
+            snapshots_pb2.PrepareSnapshotRequest(snapshotter=native, key="k1", labels={"a": "1"}),
+            metadata=md(),
+        )
+        (m,) = prep.mounts
+        assert m.type == "bind" and "rw" in m.options
+        Path(m.source, "hello").write_text("hi")
+        await sn.Commit(
+            # as ctr does: a root label, or the next collection would take it
+            snapshots_pb2.CommitSnapshotRequest(snapshotter=native, name="c1", key="k1", labels=ROOT),
+            metadata=md(),
+        )
+        view = await sn.View(
+            snapshots_pb2.ViewSnapshotRequest(snapshotter=native, key="v1", parent="c1", labels=ROOT),
+            metadata=md(),
+        )
+        assert Path(view.mounts[0].source, "hello").read_text() == "hi"
+        stat = await sn.Stat(snapshots_pb2.StatSnapshotRequest(snapshotter=native, key="v1"), metadata=md())
+        assert (stat.info.name, stat.info.parent, stat.info.kind) == ("v1", "c1", snapshots_pb2.VIEW)
+        upd = await sn.Update(
+            snapshots_pb2.UpdateSnapshotRequest(
+                snapshotter=native,
+                info=snapshots_pb2.Info(name="c1", labels={"x": "y"}),
+                update_mask={"paths": ["labels.x"]},
+            ),
+            metadata=md(),
+        )
+        assert dict(upd.info.labels) == {**ROOT, "x": "y"}
+        usage = await sn.Usage(snapshots_pb2.UsageRequest(snapshotter=native, key="c1"), metadata=md())
+        assert usage.size > 0 and usage.inodes > 0
+        names = []
+        async with sn.List.open(metadata=md()) as stream:
+            await stream.send_message(
+                snapshots_pb2.ListSnapshotsRequest(snapshotter=native, filters=["kind==committed"]), end=True
+            )
+            async for resp in stream:
+                names.extend(i.name for i in resp.info)
+        assert names == ["c1"]
+        for req, status in (
+            (snapshots_pb2.StatSnapshotRequest(snapshotter="", key="c1"), Status.INVALID_ARGUMENT),
+            (snapshots_pb2.StatSnapshotRequest(snapshotter="zfs", key="c1"), Status.INVALID_ARGUMENT),
+            (snapshots_pb2.StatSnapshotRequest(snapshotter=native, key="missing"), Status.NOT_FOUND),
+        ):
+            with pytest.raises(GRPCError) as e:
+                await sn.Stat(req, metadata=md())
+            assert e.value.status == status
+        with pytest.raises(GRPCError) as e:
+            await sn.Stat(
+                snapshots_pb2.StatSnapshotRequest(snapshotter=native, key="c1"), metadata=md("other")
+            )
+        assert e.value.status == Status.NOT_FOUND
+        await sn.Remove(snapshots_pb2.RemoveSnapshotRequest(snapshotter=native, key="v1"), metadata=md())
+        await sn.Remove(snapshots_pb2.RemoveSnapshotRequest(snapshotter=native, key="c1"), metadata=md())
+        await sn.Cleanup(snapshots_pb2.CleanupRequest(snapshotter=native), metadata=md())
+    native_root = daemon.root / "io.containerd.snapshotter.v1.native" / "snapshots"
+    assert list(native_root.iterdir()) == []

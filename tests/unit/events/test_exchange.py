@@ -4,9 +4,9 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from arun.api.containerd.events import container_pb2, task_pb2
 
 from arun import namespaces
+from arun.api.containerd.events import container_pb2, task_pb2
 from arun.core import typeurl
 from arun.core.events import Envelope
 from arun.errdefs import FailedPreconditionError, InvalidArgumentError

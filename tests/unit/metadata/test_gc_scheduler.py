@@ -27,7 +27,7 @@ class CountingCollector:
 
 async def wait_for(cond: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):
-        while not cond():  # noqa: ASYNC110 - polling a plain counter
+        while not cond():
             await asyncio.sleep(0.001)
 
 
