@@ -710,3 +710,31 @@ async def test_snapshots_service_on_native(quiet_daemon: Daemon) -> None:
         await sn.Cleanup(snapshots_pb2.CleanupRequest(snapshotter=native), metadata=md())
     native_root = daemon.root / "io.containerd.snapshotter.v1.native" / "snapshots"
     assert list(native_root.iterdir()) == []
+
+
+@pytest.mark.root
+@pytest.mark.overlay
+def test_ctr_containers_and_labels(daemon: Daemon, archive: ArchiveImage) -> None:
+    import_image(daemon, archive)
+    daemon.ctr("containers", "create", IMAGE, "box")
+    (row,) = rows(daemon.ctr("containers", "ls").stdout)
+    assert row[:3] == ["box", IMAGE, "io.containerd.runc.v2"]
+    info = daemon.ctr("containers", "info", "box").stdout
+    assert '"SnapshotKey": "box"' in info and '"Snapshotter": "overlayfs"' in info
+    assert "box" in snapshot_keys(daemon)
+    daemon.ctr("containers", "label", "box", "team=arun")
+    assert '"team": "arun"' in daemon.ctr("containers", "info", "box").stdout
+    assert rows(daemon.ctr("containers", "ls", "labels.team==arun").stdout)[0][0] == "box"
+    assert rows(daemon.ctr("containers", "ls", "labels.team==other").stdout) == []
+    # snapshot and image labels through their Update RPCs
+    daemon.ctr("snapshots", "label", "box", "snap=1")
+    assert '"snap": "1"' in daemon.ctr("snapshots", "info", "box").stdout
+    usage = rows(daemon.ctr("snapshots", "usage", "box").stdout)
+    assert usage[0][0] == "box"
+    daemon.ctr("images", "label", IMAGE, "img=1")
+    assert rows(daemon.ctr("images", "ls", "labels.img==1").stdout)[0][0] == IMAGE
+    daemon.ctr("containers", "rm", "box")
+    assert rows(daemon.ctr("containers", "ls").stdout) == []
+    assert "box" not in snapshot_keys(daemon)
+    daemon.ctr("images", "rm", "--sync", IMAGE)
+    assert overlay_snapshot_dirs(daemon) == []
