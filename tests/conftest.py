@@ -23,6 +23,7 @@ _REQUIREMENTS = {
     "root": (lambda: os.geteuid() == 0, "needs root"),
     "runc": (lambda: shutil.which("runc") is not None, "needs runc on PATH"),
     "overlay": (lambda: os.geteuid() == 0 and _have_overlay(), "needs root and overlayfs"),
+    "ctr": (lambda: shutil.which("ctr") is not None, "needs containerd's ctr client on PATH"),
 }
 
 

@@ -50,7 +50,12 @@ async def init(ic: InitContext) -> Metadata:
         raise InvalidArgumentError(
             f'content_sharing_policy must be "shared" or "isolated", not {cfg.content_sharing_policy!r}'
         )
-    content = ic.get_single(PluginType.CONTENT)
+    try:
+        content = ic.get_single(PluginType.CONTENT)
+    except NotFoundError as e:
+        # The rest of the metadata (namespaces, containers, images, leases) still works.
+        log.warning("metadata without a content store: %s", e)
+        content = None
     snapshotters = ic.get_all(PluginType.SNAPSHOT)
     try:
         publisher = ic.get_single(PluginType.EVENT)
