@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arun.content.local import LocalStore
-from arun.testing.daemon import Daemon
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
@@ -28,6 +26,8 @@ from arun.api.containerd.services.containers.v1 import containers_grpc, containe
 from arun.api.containerd.services.content.v1 import content_grpc, content_pb2
 from arun.api.containerd.services.images.v1 import images_grpc, images_pb2
 from arun.api.containerd.services.leases.v1 import leases_grpc, leases_pb2
+from arun.content.local import LocalStore
+from arun.testing.daemon import Daemon
 from arun.testing.ociarchive import ArchiveImage, Entry, build_archive, busybox_rootfs
 
 pytestmark = [pytest.mark.integration, pytest.mark.ctr]
@@ -592,49 +592,52 @@ async def test_bad_input_over_grpc(daemon: Daemon) -> None:
     daemon.ctr("containers", "rm", "c1")
 
 
+async def write_session(
+    stub: content_grpc.ContentStub, *reqs: content_pb2.WriteContentRequest
+) -> list[content_pb2.WriteContentResponse]:
+    """One Write stream: each request answered in turn; a failure status raises GRPCError."""
+    out = []
+    async with stub.Write.open(metadata=md()) as stream:
+        for req in reqs:
+            await stream.send_message(req)
+            resp = await stream.recv_message()
+            if resp is None:
+                break
+            out.append(resp)
+        await stream.end()
+        while await stream.recv_message() is not None:
+            pass
+    return out
+
+
 async def test_content_write_protocol_errors(quiet_daemon: Daemon) -> None:
     daemon = quiet_daemon
+    W = content_pb2.WriteContentRequest
     async with daemon.channel() as ch:
         stub = content_grpc.ContentStub(ch)
         # a write that skips ahead of the current offset
         with pytest.raises(GRPCError) as e:
-            async with stub.Write.open(metadata=md()) as stream:
-                await stream.send_message(
-                    content_pb2.WriteContentRequest(action=content_pb2.WRITE, ref="r1", data=b"abc")
-                )
-                assert (await stream.recv_message()).offset == 3
-                await stream.send_message(
-                    content_pb2.WriteContentRequest(action=content_pb2.WRITE, ref="r1", offset=10, data=b"x")
-                )
-                await stream.recv_message()
+            await write_session(
+                stub,
+                W(action=content_pb2.WRITE, ref="r1", data=b"abc"),
+                W(action=content_pb2.WRITE, ref="r1", offset=10, data=b"x"),
+            )
         assert e.value.status == Status.OUT_OF_RANGE
         # offset 0 on a non-empty ingest starts it again
-        async with stub.Write.open(metadata=md()) as stream:
-            await stream.send_message(content_pb2.WriteContentRequest(action=content_pb2.STAT, ref="r1"))
-            assert (await stream.recv_message()).offset == 3
-            await stream.send_message(
-                content_pb2.WriteContentRequest(
-                    action=content_pb2.COMMIT, ref="r1", offset=0, data=b"xyz", total=3
-                )
-            )
-            resp = await stream.recv_message()
-            assert (resp.offset, resp.digest) == (3, sha256(b"xyz"))
-            await stream.end()
+        st, done = await write_session(
+            stub,
+            W(action=content_pb2.STAT, ref="r1"),
+            W(action=content_pb2.COMMIT, ref="r1", offset=0, data=b"xyz", total=3),
+        )
+        assert st.offset == 3
+        assert (done.offset, done.digest) == (3, sha256(b"xyz"))
         # a first message without a ref
         with pytest.raises(GRPCError) as e:
-            async with stub.Write.open(metadata=md()) as stream:
-                await stream.send_message(content_pb2.WriteContentRequest(action=content_pb2.STAT))
-                await stream.recv_message()
+            await write_session(stub, W(action=content_pb2.STAT))
         assert e.value.status == Status.INVALID_ARGUMENT
         # the expected blob is already here: ALREADY_EXISTS, and the ingest is not left behind
         with pytest.raises(GRPCError) as e:
-            async with stub.Write.open(metadata=md()) as stream:
-                await stream.send_message(
-                    content_pb2.WriteContentRequest(
-                        action=content_pb2.STAT, ref="r2", expected=sha256(b"xyz")
-                    )
-                )
-                await stream.recv_message()
+            await write_session(stub, W(action=content_pb2.STAT, ref="r2", expected=sha256(b"xyz")))
         assert e.value.status == Status.ALREADY_EXISTS
         statuses = await stub.ListStatuses(content_pb2.ListStatusesRequest(), metadata=md())
         assert list(statuses.statuses) == []

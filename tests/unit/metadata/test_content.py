@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from arun.content.local import LocalStore
-from arun.core.content import Descriptor, Info, digest_bytes
-from arun.testing.suites import content as suite
 
 from arun import leasectx, namespaces
+from arun.content.local import LocalStore
+from arun.core.content import Descriptor, Info, digest_bytes
 from arun.core.leases import Resource
 from arun.errdefs import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from arun.metadata.common import Hooks
@@ -18,6 +17,7 @@ from arun.metadata.content import SqlContentStore
 from arun.metadata.db import Database
 from arun.metadata.leases import SqlLeaseManager
 from arun.testing.events import RecordingPublisher
+from arun.testing.suites import content as suite
 
 
 @pytest.fixture

@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from arun.content.local import LocalStore
-from arun.core.content import Descriptor, digest_bytes
-from arun.core.snapshots import Info, Kind
 
 from arun import leasectx, namespaces
+from arun.content.local import LocalStore
 from arun.core import typeurl
 from arun.core.containers import Container, RuntimeInfo
+from arun.core.content import Descriptor, digest_bytes
 from arun.core.images import Image
 from arun.core.leases import Resource
 from arun.core.sandbox import Sandbox
+from arun.core.snapshots import Info, Kind
 from arun.errdefs import NotFoundError
 from arun.metadata import gc
 from arun.metadata.db import Database

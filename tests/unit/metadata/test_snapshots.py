@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from arun.core.snapshots import Info, Kind
 
 from arun import leasectx, namespaces
 from arun.core.leases import Resource
+from arun.core.snapshots import Info, Kind
 from arun.errdefs import (
     AlreadyExistsError,
     FailedPreconditionError,

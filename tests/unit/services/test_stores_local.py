@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from arun.content.local import LocalStore
-from arun.core.content import Descriptor, digest_bytes
-from arun.core.mount import Mount
 
 from arun import namespaces
+from arun.content.local import LocalStore
+from arun.core.content import Descriptor, digest_bytes
 from arun.core.images import Image
+from arun.core.mount import Mount
 from arun.errdefs import (
     FailedPreconditionError,
     InvalidArgumentError,
