@@ -119,7 +119,8 @@ def build_archive(
     if layers is None:
         layers = [busybox_rootfs(), top_layer()]
     blobs: dict[str, bytes] = {}
-    layer_descs = []
+    layer_descs: list[dict[str, object]] = []
+    layer_digests: list[str] = []
     diff_ids = []
     for entries in layers:
         tar = layer_tar(entries)
@@ -127,6 +128,7 @@ def build_archive(
         blobs[sha256(gz)] = gz
         diff_ids.append(sha256(tar))
         layer_descs.append({"mediaType": OCI_LAYER_GZIP, "digest": sha256(gz), "size": len(gz)})
+        layer_digests.append(sha256(gz))
     config = json.dumps(
         {
             "architecture": goarch(),
@@ -183,7 +185,7 @@ def build_archive(
         manifest=sha256(manifest),
         manifest_size=len(manifest),
         config=sha256(config),
-        layers=[d["digest"] for d in layer_descs],
+        layers=layer_digests,
         diff_ids=diff_ids,
         blobs=blobs,
     )
