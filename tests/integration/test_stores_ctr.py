@@ -741,3 +741,22 @@ def test_ctr_containers_and_labels(daemon: Daemon, archive: ArchiveImage) -> Non
     assert "box" not in snapshot_keys(daemon)
     daemon.ctr("images", "rm", "--sync", IMAGE)
     assert overlay_snapshot_dirs(daemon) == []
+
+
+def test_event_subscribers_do_not_hold_up_shutdown(daemon_factory: Callable[..., Daemon]) -> None:
+    d = daemon_factory()
+    ev = subprocess.Popen(
+        ["ctr", "--address", str(d.address), "events"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(1.0)  # let the subscription reach the daemon
+        assert d.stop(keep=True) == 0
+        logs = d.logs()
+    finally:
+        try:
+            ev.wait(timeout=30)  # its stream ended with the daemon
+        except subprocess.TimeoutExpired:
+            ev.kill()
+            ev.wait()
+        d.cleanup()
+    assert "still running" not in logs, logs

@@ -224,6 +224,10 @@ class Exchange:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    async def close(self) -> None:
+    def begin_shutdown(self) -> None:
+        """The daemon is stopping: end every subscription (their streams finish cleanly)."""
         for sub in list(self._subscribers):
             sub.close()
+
+    async def close(self) -> None:
+        self.begin_shutdown()
