@@ -24,6 +24,7 @@ _REQUIREMENTS = {
     "runc": (lambda: shutil.which("runc") is not None, "needs runc on PATH"),
     "overlay": (lambda: os.geteuid() == 0 and _have_overlay(), "needs root and overlayfs"),
     "ctr": (lambda: shutil.which("ctr") is not None, "needs containerd's ctr client on PATH"),
+    "containerd": (lambda: shutil.which("containerd") is not None, "needs the containerd daemon on PATH"),
 }
 
 
