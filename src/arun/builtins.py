@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 # ruff: noqa: F401
+import arun.content.local.plugin
 import arun.cri.plugin
+import arun.diff.plugin
 import arun.events.plugin
 import arun.metadata.plugin
 import arun.services.containers.plugin
@@ -18,3 +20,5 @@ import arun.services.leases.plugin
 import arun.services.namespaces.plugin
 import arun.services.snapshots.plugin
 import arun.services.version.plugin
+import arun.snapshots.native.plugin
+import arun.snapshots.overlay.plugin
