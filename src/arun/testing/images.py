@@ -345,7 +345,7 @@ async def push_blob_raw(
     sep = "&" if "?" in location else "?"
     async with session.put(
         f"{location}{sep}digest={dgst}",
-        data=data,
+        data=io.BytesIO(data),
         headers={**hdrs, "Content-Type": "application/octet-stream"},
     ) as resp:
         if resp.status != 201:
