@@ -1,0 +1,1 @@
+"""Generated from protos/ by tools/genprotos.py (make protos). Do not edit."""

@@ -1,0 +1,1 @@
+"""OCI runtime specs: arun's defaults and the options that shape them."""
