@@ -71,7 +71,9 @@ class Repository:
         return [f"repository:{self.name}:{'pull,push' if push else 'pull'}"]
 
     @staticmethod
-    def _path_for(desc: Descriptor) -> tuple[str, str]:
+    def _path_for(desc: Descriptor, manifest: bool | None = None) -> tuple[str, str]:
+        if manifest is not None:
+            return ("manifests" if manifest else "blobs"), desc.digest
         if mt.is_manifest(desc.media_type) or mt.is_index(desc.media_type):
             return "manifests", desc.digest
         return "blobs", desc.digest
@@ -184,10 +186,13 @@ class Repository:
     # -- fetch -------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _open(self, desc: Descriptor, offset: int) -> AsyncIterator[tuple[aiohttp.ClientResponse, int]]:
+    async def _open(
+        self, desc: Descriptor, offset: int, manifest: bool | None = None
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, int]]:
         """A response carrying ``desc`` from ``offset`` (or from 0 if the server ignored the
-        range); yields it with the offset its body starts at."""
-        kind, obj = self._path_for(desc)
+        range); yields it with the offset its body starts at. ``manifest`` forces the
+        endpoint (``/manifests/`` or ``/blobs/``) instead of choosing by media type."""
+        kind, obj = self._path_for(desc, manifest)
         headers = {"Accept": f"{desc.media_type}, */*" if desc.media_type else "*/*"}
         if offset > 0:
             headers["Range"] = f"bytes={offset}-"
@@ -259,6 +264,7 @@ class Repository:
         offset: int = 0,
         *,
         on_resume: Callable[[int, BaseException], None] | None = None,
+        manifest: bool | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """The bytes of ``desc`` from ``offset``, in chunks; resumes dropped connections."""
         pos = offset
@@ -270,7 +276,7 @@ class Repository:
             # Errors thrown in by the consumer at a yield are not ours to retry.
             yielding = False
             try:
-                async with self._open(desc, pos) as (resp, start):
+                async with self._open(desc, pos, manifest) as (resp, start):
                     skip = pos - start
                     async for data in resp.content.iter_chunked(chunk):
                         if skip:
@@ -317,7 +323,9 @@ class Repository:
             if desc.size == 0:
                 return
 
-    async def fetch_bytes(self, desc: Descriptor, *, limit: int | None = None) -> bytes:
+    async def fetch_bytes(
+        self, desc: Descriptor, *, limit: int | None = None, manifest: bool | None = None
+    ) -> bytes:
         """The whole of a small blob (a manifest, a config), size and digest verified."""
         cap = limit if limit is not None else self.client.options.max_manifest_size
         if desc.size > cap:
@@ -325,7 +333,7 @@ class Repository:
                 f"{desc.digest}: {desc.size} bytes is larger than the limit of {cap} bytes"
             )
         parts: list[bytes] = []
-        async with contextlib.aclosing(self.iter_blob(desc)) as it:
+        async with contextlib.aclosing(self.iter_blob(desc, manifest=manifest)) as it:
             async for data in it:
                 parts.append(data)
         body = b"".join(parts)

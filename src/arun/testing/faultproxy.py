@@ -22,7 +22,7 @@ from aiohttp import web
 
 __all__ = ["FaultProxy", "Recorded", "Rule"]
 
-Action = Literal["status", "cut", "stall", "replace", "ignore_range", "redirect"]
+Action = Literal["status", "cut", "stall", "replace", "ignore_range", "redirect", "delay"]
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -39,7 +39,7 @@ class Rule:
     content_type: str = "text/plain"
     headers: dict[str, str] = field(default_factory=dict)
     after: int = 0  # cut / stall: bytes sent first
-    stall_for: float = 3600.0
+    stall_for: float = 3600.0  # stall: how long; delay: seconds before forwarding
     # Only requests carrying a Range header (for resume tests).
     with_range: bool | None = None
     hits: int = 0
@@ -72,6 +72,9 @@ class FaultProxy:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()
+        # Requests being served now, and the most at once, per path pattern given to track().
+        self.inflight: dict[str, int] = {}
+        self.max_inflight: dict[str, int] = {}
 
     @property
     def host(self) -> str:
@@ -84,6 +87,11 @@ class FaultProxy:
     def add(self, rule: Rule) -> Rule:
         self.rules.append(rule)
         return rule
+
+    def track(self, pattern: str) -> None:
+        """Count concurrent requests whose path matches ``pattern`` (see ``max_inflight``)."""
+        self.inflight.setdefault(pattern, 0)
+        self.max_inflight.setdefault(pattern, 0)
 
     def count(self, method: str, pattern: str, predicate: Callable[[Recorded], bool] | None = None) -> int:
         return sum(
@@ -134,9 +142,19 @@ class FaultProxy:
             path = path[len("/_redirect") :]
         rule = None if redirected else self._rule_for(request)
         status_holder = [0]
+        tracked = [p for p in self.inflight if re.search(p, request.path)]
+        for p in tracked:
+            self.inflight[p] += 1
+            self.max_inflight[p] = max(self.max_inflight[p], self.inflight[p])
         try:
+            if rule is not None and rule.action == "delay":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), rule.stall_for)
+                rule = None
             return await self._serve(request, path, rule, status_holder)
         finally:
+            for p in tracked:
+                self.inflight[p] -= 1
             self.requests.append(
                 Recorded(
                     request.method,
@@ -181,20 +199,23 @@ class FaultProxy:
             loc = out_headers.get("Location")
             if loc and loc.startswith(self.upstream):
                 out_headers["Location"] = loc[len(self.upstream) :]
+            up_status = up.status
             if rule is not None and rule.action == "replace":
+                # The replacement is served as a success, whatever upstream said.
+                up_status = 200
                 data = rule.body
                 out_headers["Content-Type"] = rule.content_type
                 out_headers.update(rule.headers)
-            status[0] = up.status
+            status[0] = up_status
             if rule is None or rule.action not in ("cut", "stall"):
                 if request.method == "HEAD":
-                    resp = web.Response(status=up.status, headers=out_headers)
+                    resp = web.Response(status=up_status, headers=out_headers)
                     if "Content-Length" in up.headers and rule is None:
                         resp.headers["Content-Length"] = up.headers["Content-Length"]
                     elif rule is not None and rule.action == "replace":
                         resp.headers["Content-Length"] = str(len(data))
                     return resp
-                return web.Response(status=up.status, body=data, headers=out_headers)
+                return web.Response(status=up_status, body=data, headers=out_headers)
         # cut / stall: announce the whole body, send part of it, then drop or hang.
         stream = web.StreamResponse(status=up.status, headers=out_headers)
         stream.content_length = len(data)
