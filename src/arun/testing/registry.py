@@ -309,6 +309,8 @@ async def start_registry(
     """Start a registry with its storage under ``tmp`` (a new temp dir if None)."""
     if not have_registry():
         raise FileNotFoundError(f"{REGISTRY_BINARY} not found (Debian package docker-registry)")
+    if tmp is not None:
+        os.makedirs(tmp, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="arun-registry-", dir=tmp))
     extra = dict(extra_config or {})
     token_server: TokenServer | None = None
