@@ -1,0 +1,1 @@
+"""Entry points: the ``arun`` command line (daemon, config)."""

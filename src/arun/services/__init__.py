@@ -1,0 +1,9 @@
+"""containerd's API services: per service, ``local.py`` (the work, over the stores), ``grpc.py``
+(the grpclib servicer: protobuf in and out) and ``plugin.py`` (registrations).
+
+Service plugin ids are containerd's, so configs and ``ctr plugins ls`` read the same.
+"""
+
+# ids of the io.containerd.service.v1 plugins that the gRPC plugins look up.
+NAMESPACES_SERVICE = "namespaces-service"
+INTROSPECTION_SERVICE = "introspection-service"
