@@ -1,1 +1,4 @@
-"""Helpers for tests and benchmarks (never imported by the daemon)."""
+"""Test helpers: fakes of privileged or external pieces, and clients that behave like upstream ones.
+
+Nothing under ``src/arun`` outside this package imports it.
+"""

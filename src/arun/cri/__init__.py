@@ -1,0 +1,1 @@
+"""The Kubernetes CRI v1 plugin: runtime and image services, and the streaming server."""
