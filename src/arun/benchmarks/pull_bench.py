@@ -171,6 +171,31 @@ async def _seed(reg: RegistryServer, img: im.BuiltImage) -> str:
     return f"{reg.host}/bench/big:v1"
 
 
+async def run_arun_pull(ref: str, runs: int, tmp: Path) -> tuple[Runs, list[float]]:
+    """Pull through a private arun daemon (``arun images pull``), sampling Version latency."""
+    from arun.benchmarks.arun_daemon import private_arun, version_sampler
+
+    out = Runs()
+    latencies: list[float] = []
+    for i in range(runs):
+        async with private_arun(tmp / f"arun-{i}") as sock:
+            async with version_sampler(sock, interval=0.01) as samples:
+                t0 = time.perf_counter()
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "arun", "images", "-a", sock, "-n", "bench",
+                    "pull", "--plain-http", "--quiet", ref,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                    env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+                )  # fmt: skip
+                _, err = await proc.communicate()
+                dt = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(f"arun images pull failed: {err.decode()[-2000:]}")
+            out.seconds.append(dt)
+            latencies.extend(samples)
+    return out, latencies
+
+
 def _pct(values: Sequence[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -204,6 +229,23 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
                 ctd = await run_containerd_pull(ref, args.runs, tmp)
                 result["containerd_seconds"] = ctd.seconds
                 print(f"containerd 1.6 ctr pull: median {ctd.median:.2f}s {ctd.seconds}", file=sys.stderr)
+            if not args.skip_arun:
+                ar, lat = await run_arun_pull(ref, args.runs, tmp)
+                result["arun_seconds"] = ar.seconds
+                result["version_p50_ms"] = _pct(lat, 50) * 1000
+                result["version_p99_ms"] = _pct(lat, 99) * 1000
+                result["version_max_ms"] = max(lat) * 1000 if lat else float("nan")
+                result["version_samples"] = len(lat)
+                print(f"arun images pull: median {ar.median:.2f}s {ar.seconds}", file=sys.stderr)
+                print(
+                    f"Version every 10 ms during the pull: p50 {_pct(lat, 50) * 1000:.1f} ms, "
+                    f"p99 {_pct(lat, 99) * 1000:.1f} ms ({len(lat)} calls; goal p99 <= 50 ms)",
+                    file=sys.stderr,
+                )
+                if "containerd_seconds" in result:
+                    ratio = ar.median / statistics.median(result["containerd_seconds"])  # type: ignore[arg-type]
+                    result["ratio"] = ratio
+                    print(f"ratio arun/containerd: {ratio:.2f} (goal <= 1.0)", file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
@@ -216,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mb", type=int, default=120, help="compressed size of the layers, about")
     p.add_argument("--tmp", default=None, help="directory for registries and daemon roots")
     p.add_argument("--skip-containerd", action="store_true")
+    p.add_argument("--skip-arun", action="store_true")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     args = p.parse_args(argv)
     result = asyncio.run(amain(args))
