@@ -251,17 +251,19 @@ class TokenServer:
 
 @dataclass
 class RegistryServer:
-    """A running ``docker-registry``; ``host`` is ``127.0.0.1:<port>``."""
+    """A running ``docker-registry``; ``host`` is ``127.0.0.1:<port>``. With TLS,
+    ``ca_cert`` is the PEM file of its self-signed certificate (for 127.0.0.1)."""
 
     host: str
     root: Path
     process: subprocess.Popen[bytes]
     log_path: Path
     token_server: TokenServer | None = None
+    ca_cert: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ca_cert else 'http'}://{self.host}"
 
     def log(self) -> str:
         try:
@@ -282,6 +284,21 @@ class RegistryServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 await asyncio.to_thread(self.process.wait)
+
+
+def make_tls_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost: (cert, key)."""
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def _config(root: Path, port: int, auth: HtpasswdAuth | TokenAuth | None, extra: Mapping[str, Any]) -> str:
@@ -305,14 +322,17 @@ async def start_registry(
     *,
     auth: HtpasswdAuth | TokenAuth | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    tls: bool = False,
 ) -> RegistryServer:
-    """Start a registry with its storage under ``tmp`` (a new temp dir if None)."""
+    """Start a registry with its storage under ``tmp`` (a new temp dir if None); with
+    ``tls``, serving HTTPS with a fresh self-signed certificate."""
     if not have_registry():
         raise FileNotFoundError(f"{REGISTRY_BINARY} not found (Debian package docker-registry)")
     if tmp is not None:
         os.makedirs(tmp, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="arun-registry-", dir=tmp))
     extra = dict(extra_config or {})
+    ca_cert: Path | None = None
     token_server: TokenServer | None = None
     if isinstance(auth, TokenAuth):
         signer = await asyncio.to_thread(_Signer, root)
@@ -326,13 +346,22 @@ async def start_registry(
                 "rootcertbundle": str(signer.cert),
             }
         }
+    tls_cfg: dict[str, str] | None = None
+    if tls:
+        ca_cert, key = await asyncio.to_thread(make_tls_cert, root)
+        tls_cfg = {"certificate": str(ca_cert), "key": str(key)}
     for _ in range(5):
         port = free_port()
         config = root / "config.yml"
-        config.write_text(_config(root, port, auth, extra))
+        text = _config(root, port, auth, extra)
+        if tls_cfg is not None:
+            cfg = json.loads(text)
+            cfg["http"]["tls"] = tls_cfg
+            text = json.dumps(cfg)
+        config.write_text(text)
         log_path = root / "registry.log"
         proc = _spawn(config, log_path)
-        server = RegistryServer(f"127.0.0.1:{port}", root, proc, log_path, token_server)
+        server = RegistryServer(f"127.0.0.1:{port}", root, proc, log_path, token_server, ca_cert)
         if await _wait_ready(server):
             return server
         await server.stop_process()
@@ -354,12 +383,17 @@ def _spawn(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
 
 async def _wait_ready(server: RegistryServer, wait: float = 10.0) -> bool:
     deadline = time.monotonic() + wait
+    ssl_arg: Any = True
+    if server.ca_cert is not None:
+        import ssl
+
+        ssl_arg = ssl.create_default_context(cafile=str(server.ca_cert))
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
                 return False
             try:
-                async with session.get(f"{server.url}/v2/") as resp:
+                async with session.get(f"{server.url}/v2/", ssl=ssl_arg) as resp:
                     if resp.status in (200, 401):
                         return True
             except aiohttp.ClientError:
@@ -375,9 +409,10 @@ async def registry(
     auth: HtpasswdAuth | TokenAuth | None = None,
     extra_config: Mapping[str, Any] | None = None,
     keep_data: bool = False,
+    tls: bool = False,
 ) -> AsyncIterator[RegistryServer]:
     """``async with registry(tmp_path) as reg:`` — started, then stopped and removed."""
-    server = await start_registry(tmp, auth=auth, extra_config=extra_config)
+    server = await start_registry(tmp, auth=auth, extra_config=extra_config, tls=tls)
     try:
         yield server
     finally:

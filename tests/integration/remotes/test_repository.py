@@ -362,3 +362,35 @@ async def test_mirror_from_hosts_toml(proxied: tuple[FaultProxy, im.BuiltImage],
         assert desc.digest == img.digest
     [rec] = [r for r in proxy.requests if r.method == "HEAD"]
     assert rec.query == "ns=docker.io"
+
+
+async def test_tls_registry_ca_skip_verify_and_localhost_default(tmp_path: Path) -> None:
+    import ssl
+
+    import aiohttp
+
+    img = small_image()
+    async with registry(tmp_path, tls=True) as reg:
+        assert reg.ca_cert is not None
+        ctx = ssl.create_default_context(cafile=str(reg.ca_cert))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+            await im.push_raw(reg.url, "app/x", "v1", img, session=s)
+        certs = tmp_path / "certs.d"
+
+        def hosts_toml(body: str) -> HostsConfig:
+            d = certs / f"{reg.host.replace(':', '_')}_"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "hosts.toml").write_text(f'server = "https://{reg.host}"\n{body}')
+            return HostsConfig(config_path=[str(certs)])
+
+        ref = f"{reg.host}/app/x:v1"
+        async with RegistryClient(hosts_toml(f'ca = "{reg.ca_cert}"\n'), options=FAST) as c:
+            assert (await c.repository(ref).resolve()).digest == img.digest
+        async with RegistryClient(hosts_toml(""), options=FAST) as c:
+            with pytest.raises(errdefs.UnavailableError, match="TLS"):
+                await c.repository(ref).resolve()
+        async with RegistryClient(hosts_toml("skip_verify = true\n"), options=FAST) as c:
+            assert (await c.repository(ref).resolve()).digest == img.digest
+        # No configuration: a loopback registry is tried over HTTPS without verification first.
+        async with RegistryClient(options=FAST) as c:
+            assert (await c.repository(ref).resolve()).digest == img.digest
