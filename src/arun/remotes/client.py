@@ -25,7 +25,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -33,6 +33,9 @@ from arun import errdefs
 from arun.remotes.auth import Authorizer, Credentials
 from arun.remotes.errors import error_for_status
 from arun.remotes.hosts import HostsConfig, RegistryHost
+
+if TYPE_CHECKING:
+    from arun.remotes.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,7 @@ class RegistryClient:
             self._ssl.setdefault(h.host, h.ssl_context())
         return hosts
 
-    def repository(self, ref: str) -> Any:
+    def repository(self, ref: str) -> Repository:
         """A ``Repository`` for a fully qualified reference (``host/path[:tag][@digest]``)."""
         from arun.remotes.repository import Repository
 

@@ -36,7 +36,7 @@ import os
 import re
 import ssl
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -462,5 +462,3 @@ class HostsConfig:
             )
         return [self._with_headers(h) for h in out]
 
-
-HostsFunc = Callable[[str], list[RegistryHost]]
