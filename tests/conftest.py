@@ -27,6 +27,7 @@ _REQUIREMENTS = {
         lambda: os.access(os.environ.get("ARUN_TEST_REGISTRY", "/usr/bin/docker-registry"), os.X_OK),
         "needs docker-registry (Debian package docker-registry)",
     ),
+    "ctr": (lambda: shutil.which("ctr") is not None, "needs containerd's ctr client on PATH"),
 }
 
 

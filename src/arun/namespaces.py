@@ -24,7 +24,7 @@ _current: ContextVar[str] = ContextVar("namespace")
 
 def current() -> str | None:
     """The namespace of this context, or None."""
-    return _current.get(None)
+    return _current.get(None) or None
 
 
 def required() -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "origin",
     "resolve",
 ]
 
@@ -127,9 +128,22 @@ _BUILTINS: tuple[tuple[type[BaseException], type[ArunError]], ...] = (
 def resolve(exc: BaseException) -> type[ArunError] | None:
     """The errdefs class that best describes ``exc``, or None.
 
-    Walks ``__cause__``/``__context__`` and ExceptionGroup members the way Go's
+    Walks ``__cause__`` and ExceptionGroup members the way Go's
     ``errdefs.Resolve`` unwraps, and maps the few builtins STYLE.md names.
     """
+    found = origin(exc)
+    if found is None:
+        return None
+    if isinstance(found, ArunError):
+        return type(found)
+    for builtin, cls in _BUILTINS:
+        if isinstance(found, builtin):
+            return cls
+    return None
+
+
+def origin(exc: BaseException) -> BaseException | None:
+    """The exception (``exc`` itself, a cause or a group member) that ``resolve`` classifies ``exc`` by."""
     seen: set[int] = set()
     stack: list[BaseException] = [exc]
     while stack:
@@ -137,11 +151,8 @@ def resolve(exc: BaseException) -> type[ArunError] | None:
         if id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, ArunError):
-            return type(e)
-        for builtin, cls in _BUILTINS:
-            if isinstance(e, builtin):
-                return cls
+        if isinstance(e, ArunError) or isinstance(e, tuple(b for b, _ in _BUILTINS)):
+            return e
         if isinstance(e, BaseExceptionGroup):
             stack.extend(e.exceptions)
         if e.__cause__ is not None:

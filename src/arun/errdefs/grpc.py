@@ -38,11 +38,22 @@ def code_of(exc: BaseException) -> int:
 
 
 def message_of(exc: BaseException) -> str:
-    """The text sent on the wire for ``exc``."""
+    """The text sent on the wire for ``exc``.
+
+    When the code comes from a cause or a group member, its text is what the
+    peer needs: a wrapper's own text is put in front (``"loading x: not
+    found"``), a group's ("unhandled errors in a TaskGroup") is dropped.
+    """
     if isinstance(exc, errdefs.ArunError):
         return exc.message
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename!r}" if exc.filename else exc.strerror
+    inner = errdefs.origin(exc)
+    if inner is not None and inner is not exc:
+        if isinstance(exc, BaseExceptionGroup):
+            return message_of(inner)
+        outer = str(exc)
+        return f"{outer}: {message_of(inner)}" if outer else message_of(inner)
     return str(exc)
 
 

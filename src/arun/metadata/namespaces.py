@@ -70,6 +70,23 @@ class SqlNamespaceStore:
                 "UPDATE namespaces SET labels = ? WHERE name = ?", (json.dumps(current, sort_keys=True), name)
             )
 
+    async def replace_labels(self, name: str, labels_: dict[str, str]) -> None:
+        """Set the labels of ``name`` to exactly ``labels_``."""
+        identifiers.validate(name)
+        labels.validate_all(labels_)
+        async with self.db.update() as tx:
+            changed = await tx.execute(
+                "UPDATE namespaces SET labels = ? WHERE name = ?", (json.dumps(labels_, sort_keys=True), name)
+            )
+            if not changed:
+                raise NotFoundError(f"namespace {name!r}: not found")
+
+    async def list_with_labels(self) -> dict[str, dict[str, str]]:
+        """Every namespace with its labels, by name, in name order."""
+        async with self.db.view() as tx:
+            rows = await tx.fetchall("SELECT name, labels FROM namespaces ORDER BY name")
+        return {r["name"]: json.loads(r["labels"]) for r in rows}
+
     async def list(self) -> list[str]:
         async with self.db.view() as tx:
             rows = await tx.fetchall("SELECT name FROM namespaces ORDER BY name")

@@ -72,6 +72,16 @@ class CgroupConfig:
 
 
 @dataclass
+class ArunConfig:
+    """Settings of arun itself, with no containerd counterpart."""
+
+    # Run the daemon's event loop on uvloop (faster); false uses asyncio's default loop.
+    uvloop: bool = True
+    # Seconds a SIGTERM waits for requests in flight before cancelling them.
+    shutdown_grace: float = 10.0
+
+
+@dataclass
 class Config:
     version: int = 2
     root: str = DEFAULT_ROOT
@@ -87,6 +97,7 @@ class Config:
     debug: DebugConfig = field(default_factory=DebugConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cgroup: CgroupConfig = field(default_factory=CgroupConfig)
+    arun: ArunConfig = field(default_factory=ArunConfig)
     timeouts: dict[str, str] = field(default_factory=dict)
     proxy_plugins: dict[str, Any] = field(default_factory=dict)
     stream_processors: dict[str, Any] = field(default_factory=dict)
@@ -204,3 +215,77 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise InvalidArgumentError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def to_dict(obj: Any) -> Any:
+    """A config dataclass as plain TOML-ready data (internal fields left out)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """TOML text for ``data`` (tables of scalars, lists of scalars and nested tables)."""
+    lines: list[str] = []
+    _dump_table(lines, [], data)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _dump_table(lines: list[str], path: list[str], table: dict[str, Any]) -> None:
+    scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+    if path and (scalars or not tables):
+        lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
+    for k, v in scalars:
+        lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    if path and (scalars or not tables):
+        lines.append("")
+    elif not path and scalars:
+        lines.append("")
+    for k, v in tables:
+        _dump_table(lines, [*path, k], v)
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
+        return key
+    return _toml_string(key)
+
+
+def _toml_string(s: str) -> str:
+    out = ['"']
+    for c in s:
+        if c == '"':
+            out.append('\\"')
+        elif c == "\\":
+            out.append("\\\\")
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\t":
+            out.append("\\t")
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return _toml_string(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise InvalidArgumentError(f"cannot write {type(v).__name__} as a TOML value")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from arun.plugin.config import Config, decode
 from arun.plugin.registry import Registration, SkipPlugin
 
 log = logging.getLogger(__name__)
+
+# The URI of the plugin whose ``init`` is running (tasks it starts inherit it); log
+# records carry it as ``plugin``.
+current_plugin: ContextVar[str | None] = ContextVar("plugin", default=None)
 
 
 @dataclass
@@ -162,7 +167,11 @@ async def load(
                 meta=meta,
                 properties=dict(properties or {}),
             )
-            plugin.instance = await reg.init(ic)
+            token = current_plugin.set(reg.uri)
+            try:
+                plugin.instance = await reg.init(ic)
+            finally:
+                current_plugin.reset(token)
         except SkipPlugin as e:
             plugin.error = e
             log.info("skip loading plugin %s: %s", reg.uri, e)

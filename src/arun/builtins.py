@@ -1,0 +1,12 @@
+"""Imports every plugin registration module, filling ``arun.plugin.registry.default``
+(containerd's ``cmd/containerd/builtins``). Add a line here for each new ``plugin.py``."""
+
+from __future__ import annotations
+
+# ruff: noqa: F401
+import arun.cri.plugin
+import arun.metadata.plugin
+import arun.services.healthcheck.plugin
+import arun.services.introspection.plugin
+import arun.services.namespaces.plugin
+import arun.services.version.plugin

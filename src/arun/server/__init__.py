@@ -1,0 +1,1 @@
+"""The daemon's listeners: gRPC (grpclib) and ttrpc on unix sockets, and their request middleware."""

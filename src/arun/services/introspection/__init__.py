@@ -1,0 +1,1 @@
+"""containerd.services.introspection.v1.Introspection: the plugins and the server's identity."""

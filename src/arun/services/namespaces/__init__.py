@@ -1,0 +1,1 @@
+"""containerd.services.namespaces.v1.Namespaces: create, inspect, label and delete namespaces."""

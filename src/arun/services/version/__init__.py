@@ -1,0 +1,1 @@
+"""containerd.services.version.v1.Version: the daemon's version and revision."""
