@@ -9,4 +9,6 @@ import arun.metadata.plugin
 import arun.services.healthcheck.plugin
 import arun.services.introspection.plugin
 import arun.services.namespaces.plugin
+import arun.services.streaming.plugin
 import arun.services.version.plugin
+import arun.streaming.plugin
