@@ -28,6 +28,7 @@ _REQUIREMENTS = {
         "needs docker-registry (Debian package docker-registry)",
     ),
     "ctr": (lambda: shutil.which("ctr") is not None, "needs containerd's ctr client on PATH"),
+    "containerd": (lambda: shutil.which("containerd") is not None, "needs the containerd daemon on PATH"),
 }
 
 

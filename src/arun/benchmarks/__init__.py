@@ -1,1 +1,1 @@
-"""Benchmarks (not tests): ``python -m arun.benchmarks.<name>``."""
+"""Benchmarks (not tests): ``python -m arun.benchmarks`` runs every ``*_bench`` module here."""

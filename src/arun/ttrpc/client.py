@@ -1,6 +1,6 @@
 """The asyncio ttrpc client.
 
-One :class:`asyncio.Protocol` per connection reads and feeds the sans-IO
+One :class:`asyncio.BufferedProtocol` per connection reads and feeds the sans-IO
 :class:`~arun.ttrpc.connection.Connection`; every frame goes out through
 ``transport.write`` from the loop, so frames never interleave and stream ids reach
 the wire in increasing order. Pending unary calls are futures keyed by stream id;
@@ -38,6 +38,7 @@ __all__ = ["Client", "ClientStream", "unix_address"]
 
 log = logging.getLogger(__name__)
 
+READ_BUFFER = 64 * 1024  # bytes read per recv_into: reused, so no allocation per read
 STREAM_BUFFER = 64  # replies buffered per stream before reading pauses (Go HEAD: 64)
 STREAM_FULL_TIMEOUT = 1.0  # seconds a full stream may stall the connection before it fails
 
@@ -60,7 +61,7 @@ def unix_address(address: str) -> str:
     return address
 
 
-class Client(asyncio.Protocol):
+class Client(asyncio.BufferedProtocol):
     """A ttrpc client connection. Make one with :meth:`connect` (or :meth:`from_socket`)."""
 
     def __init__(
@@ -85,6 +86,7 @@ class Client(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._full = 0
+        self._rbuf = memoryview(bytearray(READ_BUFFER))
 
     # -- connecting ----------------------------------------------------------------------------
 
@@ -135,6 +137,12 @@ class Client(asyncio.Protocol):
         self._transport = transport = cast(asyncio.Transport, transport)
         self._loop = loop = asyncio.get_running_loop()
         self._closed_fut = loop.create_future()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._rbuf[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         for ev in self._conn.receive_data(data):
@@ -211,7 +219,7 @@ class Client(asyncio.Protocol):
         server_streaming: bool = False,
     ) -> tuple[int, float | None]:
         """Send the Request of a new stream; returns (stream id, timeout in seconds)."""
-        if self._closed or self._transport is None:
+        if self._closed or self._transport is None or self._transport.is_closing():
             raise ClosedError()
         if timeout is None and self._deadline is not None:
             timeout = self._deadline()
@@ -252,8 +260,15 @@ class Client(asyncio.Protocol):
         metadata: MetadataArg = None,
     ) -> bytes:
         """A unary call with raw payloads: the reply's payload, or the status as an exception."""
-        sid, timeout = self._open(service, method, payload, timeout, metadata)
-        ev = await self._wait(sid, timeout)
+        sid, fut, timer = self._start_unary(service, method, payload, timeout, metadata)
+        try:
+            ev = await fut
+        except BaseException:
+            self._abandon(sid)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if ev.code:
             raise self._status_exception(ev)
         return ev.payload
@@ -267,8 +282,17 @@ class Client(asyncio.Protocol):
         metadata: MetadataArg = None,
     ) -> Any:
         """A unary call with messages: the decoded reply of ``method.response_type``."""
-        sid, timeout = self._open(method.service, method.name, request.SerializeToString(), timeout, metadata)
-        ev = await self._wait(sid, timeout)
+        sid, fut, timer = self._start_unary(
+            method.service, method.name, request.SerializeToString(), timeout, metadata
+        )
+        try:
+            ev = await fut
+        except BaseException:
+            self._abandon(sid)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if ev.code:
             raise self._status_exception(ev)
         try:
@@ -276,23 +300,23 @@ class Client(asyncio.Protocol):
         except DecodeError as exc:
             raise self._from_status(_INTERNAL, f"ttrpc: error unmarshalling response: {exc}") from exc
 
-    async def _wait(self, sid: int, limit: float | None) -> ResponseReceived:
+    def _start_unary(
+        self, service: str, method: str, payload: bytes, timeout: float | None, metadata: MetadataArg
+    ) -> tuple[int, asyncio.Future[ResponseReceived], asyncio.TimerHandle | None]:
+        """Send the Request and register the future its Response (or failure) will complete."""
+        sid, limit = self._open(service, method, payload, timeout, metadata)
         loop = self._loop
         assert loop is not None
         fut: asyncio.Future[ResponseReceived] = loop.create_future()
         self._calls[sid] = fut
         timer = None if limit is None else loop.call_later(limit, self._expire, sid)
-        try:
-            return await fut
-        except BaseException:
-            # Given up (deadline, cancellation) or failed: forget the stream so a late reply
-            # is dropped. ttrpc has no frame to tell the server.
-            self._conn.forget_stream(sid)
-            self._calls.pop(sid, None)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
+        return sid, fut, timer
+
+    def _abandon(self, sid: int) -> None:
+        """Given up (deadline, cancellation) or failed: forget the stream so that a late reply is
+        dropped. ttrpc has no frame to tell the server."""
+        self._conn.forget_stream(sid)
+        self._calls.pop(sid, None)
 
     def _expire(self, sid: int) -> None:
         fut = self._calls.pop(sid, None)
@@ -358,7 +382,7 @@ class Client(asyncio.Protocol):
         self._conn.forget_stream(sid)
 
     def _send_frame(self, sid: int, data: bytes | None) -> None:
-        if self._closed or self._transport is None:
+        if self._closed or self._transport is None or self._transport.is_closing():
             raise ClosedError()
         if data is None:
             self._conn.end_stream(sid)

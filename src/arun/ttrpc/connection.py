@@ -69,12 +69,18 @@ class Role(enum.Enum):
     CLIENT = "client"  # connected; opens streams with odd ids
     SERVER = "server"  # accepted; answers them
 
+    __hash__ = object.__hash__
+
 
 class StreamState(enum.Enum):
     OPEN = "open"  # both sides may still send
     LOCAL_CLOSED = "local-closed"  # this side sent its last frame; the peer may still send
     REMOTE_CLOSED = "remote-closed"  # the peer sent its last frame; this side may still send
     CLOSED = "closed"  # finished; the stream is forgotten
+
+    # Members are singletons: identity hashing keeps the table lookups off Enum.__hash__ (a
+    # Python-level function), which showed in the profile of the call path.
+    __hash__ = object.__hash__
 
 
 class Act(enum.Enum):
@@ -90,6 +96,8 @@ class Act(enum.Enum):
     RECV_DATA = "receive Data"
     RECV_DATA_END = "receive Data(remote-closed)"
     RECV_RESPONSE = "receive Response"
+
+    __hash__ = object.__hash__
 
 
 _C, _S = Role.CLIENT, Role.SERVER
@@ -128,6 +136,15 @@ TRANSITIONS: dict[tuple[Role, StreamState | None, Act], StreamState] = {
     (_S, _OPEN, Act.SEND_RESPONSE): _CLOSED,
     (_S, _REMOTE, Act.SEND_RESPONSE): _CLOSED,
 }
+
+
+# The same table split by role, keyed by (state, act): what the hot paths look up.
+_CLIENT_T = {(b, a): after for (r, b, a), after in TRANSITIONS.items() if r is Role.CLIENT}
+_SERVER_T = {(b, a): after for (r, b, a), after in TRANSITIONS.items() if r is Role.SERVER}
+_SEND_REQUEST, _SEND_REQUEST_OPEN = Act.SEND_REQUEST, Act.SEND_REQUEST_OPEN
+_RECV_REQUEST, _RECV_REQUEST_OPEN = Act.RECV_REQUEST, Act.RECV_REQUEST_OPEN
+_SEND_DATA, _SEND_DATA_END, _SEND_RESPONSE = Act.SEND_DATA, Act.SEND_DATA_END, Act.SEND_RESPONSE
+_RECV_DATA, _RECV_DATA_END, _RECV_RESPONSE = Act.RECV_DATA, Act.RECV_DATA_END, Act.RECV_RESPONSE
 
 
 class _Stream:
@@ -187,7 +204,7 @@ class Connection:
 
     def _transition(self, stream_id: int, st: _Stream | None, act: Act) -> StreamState:
         before = None if st is None else st.state
-        after = TRANSITIONS.get((self.role, before, act))
+        after = (_CLIENT_T if self.role is _C else _SERVER_T).get((before, act))
         if after is None:
             state = "not open" if before is None else before.value
             raise LocalProtocolError(f"cannot {act.value} on stream {stream_id}: it is {state}")
@@ -229,10 +246,10 @@ class Connection:
         if stream_id > _MAX_STREAM_ID:
             raise LocalProtocolError("stream ids exhausted on this connection")
         if client_streaming:
-            act, flags = Act.SEND_REQUEST_OPEN, _REMOTE_OPEN
+            act, flags = _SEND_REQUEST_OPEN, _REMOTE_OPEN
         else:
-            act, flags = Act.SEND_REQUEST, (_REMOTE_CLOSED if server_streaming else 0)
-        after = self._transition(stream_id, None, act)
+            act, flags = _SEND_REQUEST, (_REMOTE_CLOSED if server_streaming else 0)
+        after = _CLIENT_T[(None, act)]
         self._next_id = stream_id + 2
         self._streams[stream_id] = _Stream(after, server_streaming)
         self._out.append(_pack(len(data), stream_id, _REQUEST, flags) + data)
@@ -250,7 +267,7 @@ class Connection:
         if len(data) > MAX_DATA:
             raise OversizedMessageError(len(data), MAX_DATA)
         st = self._streams.get(stream_id)
-        after = self._transition(stream_id, st, Act.SEND_DATA)
+        after = self._transition(stream_id, st, _SEND_DATA)
         assert st is not None
         self._apply(stream_id, st, after)
         self._frame(stream_id, _DATA, 0, data)
@@ -259,7 +276,7 @@ class Connection:
         """Data frame with remote-closed and no-data: a client half-closes; a streaming server
         ends the stream successfully."""
         st = self._streams.get(stream_id)
-        after = self._transition(stream_id, st, Act.SEND_DATA_END)
+        after = self._transition(stream_id, st, _SEND_DATA_END)
         assert st is not None
         self._apply(stream_id, st, after)
         self._frame(stream_id, _DATA, _CLOSE, b"")
@@ -276,7 +293,7 @@ class Connection:
     ) -> None:
         """The final Response of a stream: its status, and the reply message when OK."""
         st = self._streams.get(stream_id)
-        after = self._transition(stream_id, st, Act.SEND_RESPONSE)
+        after = self._transition(stream_id, st, _SEND_RESPONSE)
         assert st is not None
         if code:
             data = _Response(status=_Status(code=code, message=message, details=details)).SerializeToString()
@@ -344,8 +361,8 @@ class Connection:
             except DecodeError as exc:
                 self._reject(stream_id, _INVALID_ARGUMENT, f"unmarshal request error: {exc}", events)
                 return
-            act = Act.RECV_REQUEST_OPEN if frame.flags & _REMOTE_OPEN else Act.RECV_REQUEST
-            self._streams[stream_id] = _Stream(TRANSITIONS[(_S, None, act)], False)
+            act = _RECV_REQUEST_OPEN if frame.flags & _REMOTE_OPEN else _RECV_REQUEST
+            self._streams[stream_id] = _Stream(_SERVER_T[(None, act)], False)
             md = req.metadata
             events.append(
                 RequestReceived(
@@ -365,7 +382,7 @@ class Connection:
                 return
             flags = frame.flags
             end = bool(flags & _REMOTE_CLOSED)
-            after = TRANSITIONS.get((_S, st.state, Act.RECV_DATA_END if end else Act.RECV_DATA))
+            after = _SERVER_T.get((st.state, _RECV_DATA_END if end else _RECV_DATA))
             if after is None:
                 self._reject(
                     stream_id, _INVALID_ARGUMENT, "data handling error: ttrpc: stream closed", events
@@ -408,7 +425,7 @@ class Connection:
             except DecodeError as exc:
                 self._fail(stream_id, _INTERNAL, f"unmarshal response error: {exc}", events)
                 return
-            self._apply(stream_id, st, TRANSITIONS[(_C, st.state, Act.RECV_RESPONSE)])
+            self._apply(stream_id, st, _CLIENT_T[(st.state, _RECV_RESPONSE)])
             if resp.HasField("status") and resp.status.code:
                 status = resp.status
                 events.append(
@@ -424,10 +441,10 @@ class Connection:
                 return
             flags = frame.flags
             if flags & _REMOTE_CLOSED:
-                self._apply(stream_id, st, TRANSITIONS[(_C, st.state, Act.RECV_DATA_END)])
+                self._apply(stream_id, st, _CLIENT_T[(st.state, _RECV_DATA_END)])
                 events.append(DataReceived(stream_id, None if flags & _NO_DATA else frame.data, True))
             else:
-                st.state = TRANSITIONS[(_C, st.state, Act.RECV_DATA)]
+                st.state = _CLIENT_T[(st.state, _RECV_DATA)]
                 # A no-data frame without close is an empty message (Go servers send nil bytes so).
                 events.append(DataReceived(stream_id, frame.data, False))
         else:

@@ -19,6 +19,8 @@ class MD(Mapping[str, list[str]]):
 
     def __init__(self, initial: Mapping[str, Iterable[str]] | Iterable[tuple[str, str]] = ()) -> None:
         self._d: dict[str, list[str]] = {}
+        if not initial:
+            return
         if isinstance(initial, Mapping):
             for key, values in initial.items():
                 self.set(key, *values)

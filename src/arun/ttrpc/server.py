@@ -1,6 +1,6 @@
 """The asyncio ttrpc server: unix sockets in, one task per request.
 
-Per connection there is one reader (an :class:`asyncio.Protocol` feeding the sans-IO
+Per connection there is one reader (an :class:`asyncio.BufferedProtocol` feeding the sans-IO
 :class:`~arun.ttrpc.connection.Connection`) and one writer (the transport; every frame
 goes out through ``transport.write`` from the loop, so frames never interleave).
 Each request runs in its own task:
@@ -26,11 +26,10 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -38,6 +37,7 @@ from google.protobuf.message import DecodeError, Message
 from arun.ttrpc.connection import Connection, Role, StreamState
 from arun.ttrpc.errors import ClosedError, OversizedMessageError, StatusError
 from arun.ttrpc.events import DataReceived, RequestReceived, StreamFailed
+from arun.ttrpc.handshake import PeerCredentials, peer_credentials, require_same_user
 from arun.ttrpc.metadata import MD
 from arun.ttrpc.metadata import set_current as _set_metadata
 from arun.ttrpc.service import RegisteredMethod, bind_service
@@ -53,34 +53,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+READ_BUFFER = 64 * 1024  # bytes read per recv_into: reused, so no allocation per read
 STREAM_BUFFER = 64  # messages buffered per client-streaming request (Go HEAD: 64)
 STREAM_FULL_TIMEOUT = 1.0  # seconds a full buffer may block the connection before the stream fails
 
 _CLOSED = StreamState.CLOSED
+_CANCELLED = int(Code.CANCELLED)
 _UNKNOWN = int(Code.UNKNOWN)
 _INTERNAL = int(Code.INTERNAL)
 _INVALID_ARGUMENT = int(Code.INVALID_ARGUMENT)
 _UNIMPLEMENTED = int(Code.UNIMPLEMENTED)
 _RESOURCE_EXHAUSTED = int(Code.RESOURCE_EXHAUSTED)
 _LOGGED_CODES = frozenset({_UNKNOWN, _INTERNAL})
-_UCRED = struct.Struct("3i")
-
-
-class PeerCredentials(NamedTuple):
-    pid: int
-    uid: int
-    gid: int
-
-
-def peer_credentials(sock: Any) -> PeerCredentials:
-    """SO_PEERCRED of a connected unix socket."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return PeerCredentials(*_UCRED.unpack(raw))
-
-
-def require_same_user(creds: PeerCredentials) -> bool:
-    """The check the Go shims enable: the peer runs with this process's effective uid and gid."""
-    return creds.uid == os.geteuid() and creds.gid == os.getegid()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +196,7 @@ class Server:
             self._all_closed.set()
 
 
-class _ServerConnection(asyncio.Protocol):
+class _ServerConnection(asyncio.BufferedProtocol):
     """Reader and writer of one accepted connection."""
 
     def __init__(self, server: Server) -> None:
@@ -225,6 +209,7 @@ class _ServerConnection(asyncio.Protocol):
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._full = 0  # request streams over their buffer limit: reading is paused while > 0
         self._lost = False
+        self._rbuf = memoryview(bytearray(READ_BUFFER))
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -245,6 +230,12 @@ class _ServerConnection(asyncio.Protocol):
                 transport.abort()  # closed without a word, as Go's handshaker does
                 return
         self._server._conns.add(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._rbuf[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         for ev in self._conn.receive_data(data):
@@ -381,9 +372,9 @@ class _ServerConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         data = self._conn.data_to_send()
-        if data and not self._lost:
-            assert self._transport is not None
-            self._transport.write(data)
+        transport = self._transport
+        if data and not self._lost and transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _wake_writers(self, exc: BaseException | None) -> None:
         waiters = self._drain_waiters
@@ -413,8 +404,13 @@ class _ServerConnection(asyncio.Protocol):
         _set_metadata(md)
         timeout = ev.timeout_nano / 1e9 if ev.timeout_nano else None
         hook = self._server._request_context
+        method = registered.method
         try:
-            if hook is None:
+            if hook is None and timeout is None and stream is None and not method.server_streaming:
+                # The plain unary call, without the extra coroutine frames of the general path.
+                resp = await registered.handler(_decode(method.request_type, ev.payload))
+                self._respond(sid, _encode(method.response_type, resp))
+            elif hook is None:
                 await self._invoke(ev, registered, stream, timeout)
             else:
                 with hook(RequestInfo(sid, ev.service, ev.method, md, timeout)):
@@ -422,10 +418,16 @@ class _ServerConnection(asyncio.Protocol):
         except Exception as exc:
             self._respond_error(sid, ev, exc)
         finally:
+            if not self._lost and self._conn.stream_state(sid) is not _CLOSED:
+                # Only a handler that raised CancelledError by itself gets here (every other way
+                # out answers, or the stream or connection is gone): end the stream all the same.
+                self._conn.send_response(sid, code=_CANCELLED, message="ttrpc: request cancelled")
+                self._flush()
             if self.tasks.get(sid) is asyncio.current_task():
                 del self.tasks[sid]
-            self._streams.pop(sid, None)
-            if not self.tasks and self._server._closing:
+            if stream is not None:
+                self._streams.pop(sid, None)
+            if self._server._closing and not self.tasks:
                 self.close_if_idle()
 
     async def _invoke(

@@ -108,3 +108,23 @@ async def test_shutdown_of_a_server_with_no_connections_returns_at_once(sock_pat
     await srv.shutdown(grace=10)
     assert loop.time() - t0 < 1
     await assert_no_tasks_left()
+
+
+async def test_handler_raising_cancelled_by_itself_still_ends_its_stream(sock_path: str) -> None:
+    class SelfCancel:
+        async def Unary(self, req: object) -> object:
+            raise asyncio.CancelledError()
+
+    srv = Server()
+    srv.register(ECHO_SERVICE, SelfCancel())
+    await srv.serve_unix(sock_path)
+    try:
+        async with await Client.connect(sock_path) as c:
+            from arun.ttrpc import StatusError
+
+            with pytest.raises(StatusError) as info:
+                await asyncio.wait_for(ServiceStub(c, echo_descriptor).Unary(EchoRequest()), 5)
+            assert info.value.code == 1  # CANCELLED, rather than a stream left open forever
+    finally:
+        await srv.close()
+    await assert_no_tasks_left()

@@ -1,0 +1,1 @@
+"""Init and exec processes of a container, with their lifecycle states and stdio."""

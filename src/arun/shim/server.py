@@ -1,0 +1,253 @@
+"""The long-running shim: a ttrpc server for ``containerd.task.v2.Task`` and ``v3.Task``.
+
+:func:`serve` is the whole life of a shim process once it has its listening socket. It is
+called by ``python -m arun.shim`` (the ``start`` command launched it with the socket as fd 3),
+and is meant to be called just as well in the child of a fork from a pre-imported template
+process (the daemon's zygote)::
+
+    from arun.shim import manager, server
+    server.preload()                      # once, in the single-threaded template, no loop running
+    ...
+    address = manager.socket_address(grpc_address, ns, manager.group_key(bundle, id), socket_dir)
+    listener = manager.listen(manager.socket_path(address))
+    if listener is None: ...              # a live shim of this pod already serves: reuse address
+    if os.fork() == 0:
+        os._exit(server.serve(server.ServeParams(ns, id, bundle, grpc_address, ttrpc_address),
+                              listener.fileno()))
+    listener.close()
+
+``serve`` makes the process a session leader in the bundle directory, closes every inherited fd
+but stdio and the listener, points stderr at the bundle's ``log`` FIFO (JSON lines), resets the
+signal dispositions a parent may have left, and runs a fresh event loop.
+
+The process is a child subreaper with one reaper owning every wait, accepts only peers with its
+own uid/gid (SO_PEERCRED, as the Go shims do), and exits on SIGTERM/SIGINT or after a
+``Shutdown`` request when it has no container left, removing its socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger("arun.shim")
+
+SHUTDOWN_GRACE = 3.0
+EVENTS_GRACE = 5.0
+
+
+@dataclass
+class ServeParams:
+    namespace: str
+    id: str
+    bundle: str
+    grpc_address: str = ""
+    ttrpc_address: str = ""
+    debug: bool = False
+    runc_binary: str = ""
+    runc_root: str = ""
+    systemd_cgroup: bool = False
+    #: stderr goes here (a FIFO opened by the daemon); None: ``<bundle>/log`` if it exists.
+    log_path: str | None = None
+
+    @classmethod
+    def from_environment(
+        cls, namespace: str, id: str, bundle: str, debug: bool, env: dict[str, str]
+    ) -> ServeParams:
+        from arun.shim import manager
+
+        return cls(
+            namespace=namespace,
+            id=id,
+            bundle=bundle,
+            grpc_address=env.get("GRPC_ADDRESS", ""),
+            ttrpc_address=env.get("TTRPC_ADDRESS", ""),
+            debug=debug,
+            runc_binary=env.get(manager.ENV_RUNC_BINARY, ""),
+            runc_root=env.get(manager.ENV_RUNC_ROOT, ""),
+            systemd_cgroup=env.get(manager.ENV_SYSTEMD_CGROUP, "") not in ("", "0", "false"),
+        )
+
+
+def trim_imports() -> None:
+    """Keep modules the shim never uses out of the process: asyncio imports ``ssl`` (and with it
+    libssl/libcrypto, ~4 MiB of RSS) only if it can; the shim speaks plain unix sockets.
+
+    Call before asyncio is first imported; a no-op afterwards."""
+    if "asyncio" not in sys.modules:
+        sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+
+def preload() -> None:
+    """Import everything :func:`serve` needs, for a template process that forks shims (the
+    zygote), and freeze the garbage collector's view of those objects so that the collector
+    never writes to (and so un-shares) their pages in the children."""
+    import gc
+
+    trim_imports()
+    import arun.api.containerd.runtime.task.v2.shim_pb2
+    import arun.api.containerd.runtime.task.v3.shim_pb2
+    import arun.shim.service
+    import arun.ttrpc  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        micros = int(record.created * 1_000_000) % 1_000_000
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{micros:06d}Z",
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+            "logger": record.name,
+            "pid": record.process,
+        }
+        for key in ("namespace", "id"):
+            value = getattr(record, key, None)
+            if value:
+                entry[key] = value
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_process(params: ServeParams, listener_fd: int) -> None:
+    """Session, cwd, file descriptors, stdio, signals and logging of a fresh shim process."""
+    if os.getsid(0) != os.getpid():
+        os.setsid()
+    # Whatever a parent (the zygote) left open is not the shim's: keep only stdio and the socket.
+    os.closerange(3, listener_fd)
+    os.closerange(listener_fd + 1, 1 << 20)
+    os.chdir(params.bundle)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    log_fd = -1
+    path = params.log_path or os.path.join(params.bundle, "log")
+    with contextlib.suppress(OSError):
+        # Non-blocking so a FIFO without a reader fails instead of hanging; blocking afterwards,
+        # like the Go shim's log.
+        log_fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(log_fd, True)
+    os.dup2(log_fd if log_fd >= 0 else null, 2)
+    for fd in (null, log_fd):
+        if fd > 2:
+            os.close(fd)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    logging.raiseExceptions = False
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(open(2, "w", closefd=False, buffering=1))
+    handler.setFormatter(_JSONFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if params.debug else logging.INFO)
+
+
+def serve(params: ServeParams, listener_fd: int) -> int:
+    """Run the shim on the listening unix socket ``listener_fd``; returns the exit status.
+
+    In a zygote child: ``os._exit(serve(params, fd))``. Every fd but 0-2 and ``listener_fd`` is
+    closed first, stdio is re-pointed (log FIFO on 2), and a new event loop is run.
+    """
+    _setup_process(params, listener_fd)
+    trim_imports()
+    import asyncio
+
+    try:
+        asyncio.run(_serve(params, listener_fd))
+    except Exception:
+        log.exception("shim %s failed", params.id)
+        return 1
+    return 0
+
+
+def _to_status(exc: BaseException) -> tuple[int, str]:
+    """The ttrpc status of a handler's error; errors nobody classified are logged once, here."""
+    from arun import errdefs
+    from arun.errdefs import grpc as errgrpc
+
+    if errdefs.resolve(exc) is None:
+        log.error("request failed", exc_info=exc)
+    return errgrpc.code_of(exc), errgrpc.message_of(exc)
+
+
+async def _serve(params: ServeParams, listener_fd: int) -> None:
+    import asyncio
+
+    from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
+    from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
+    from arun.shim.events import EventQueue, TTRPCForwarder
+    from arun.shim.mount import SysMounter
+    from arun.shim.reaper import Reaper
+    from arun.shim.service import RuntimeOptions, Shim, TaskAPI
+    from arun.ttrpc import Server, require_same_user
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reaper = Reaper()
+    reaper.install(loop)
+    forwarder = TTRPCForwarder(params.ttrpc_address) if params.ttrpc_address else None
+    events = EventQueue(forwarder, params.namespace)
+    events.start()
+    shim = Shim(
+        namespace=params.namespace,
+        reaper=reaper,
+        events=events,
+        mounter=SysMounter(),
+        defaults=RuntimeOptions(
+            binary_name=params.runc_binary, root=params.runc_root, systemd_cgroup=params.systemd_cgroup
+        ),
+        watch_oom=True,
+        on_shutdown=stop.set,
+    )
+    server = Server(to_status=_to_status, peer_check=require_same_user)
+    for pb in (v2, v3):
+        api = TaskAPI(shim, pb)
+        server.register(api.service_name, api)
+    sock = socket.socket(fileno=listener_fd)
+    path = sock.getsockname()
+    await server.serve_socket(sock)
+    log.info("shim %s serving on %s (namespace %s)", params.id, path, params.namespace)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shim %s shutting down", params.id)
+        await server.shutdown(SHUTDOWN_GRACE)
+        await events.close(EVENTS_GRACE)
+        shim.close()
+        reaper.uninstall()
+        if isinstance(path, str) and path and not path.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def main_serve(namespace: str, id: str, debug: bool, socket_path: str) -> int:
+    """``containerd-shim-arun-v1 -namespace N -id ID …`` without an action: serve on fd 3 (or on
+    ``-socket``, created here)."""
+    params = ServeParams.from_environment(namespace, id, os.getcwd(), debug, dict(os.environ))
+    if socket_path:
+        from arun.shim.manager import listen
+
+        listener = listen(socket_path)
+        if listener is None:
+            sys.stderr.write(f"a shim already listens on {socket_path}\n")
+            return 1
+        fd = listener.detach()
+    else:
+        fd = 3
+    return serve(params, fd)

@@ -1,0 +1,128 @@
+"""The shim server started the zygote way: ``preload()`` in a template process, then ``fork`` and
+``serve(params, listener_fd)`` in the child. No root needed: no container is created."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from arun.shim import manager, server
+
+    server.preload()
+    bundle, sock_path = sys.argv[1], sys.argv[2]
+    listener = manager.listen(sock_path)
+    params = server.ServeParams(namespace="zygote-test", id="z1", bundle=bundle)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(server.serve(params, listener.fileno()))
+    listener.close()
+
+    async def drive():
+        from arun.errdefs import grpc as errgrpc
+        from arun.ttrpc import Client, ServiceStub
+        from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
+        from arun import errdefs
+
+        client = await Client.connect(sock_path, timeout=10, from_status=errgrpc.from_code)
+        task = ServiceStub(client, "containerd.task.v2.Task")
+        c = await task.Connect(v2.ConnectRequest(id="z1"))
+        print("connect", c.shim_pid == pid, c.task_pid)
+        try:
+            await task.State(v2.StateRequest(id="nope"))
+        except errdefs.NotFoundError as exc:
+            print("state", "NotFound")
+        await task.Shutdown(v2.ShutdownRequest(id="z1"))
+        await client.close()
+
+    asyncio.run(drive())
+    _, status = os.waitpid(pid, 0)
+    print("exit", os.waitstatus_to_exitcode(status), os.path.exists(sock_path))
+    """
+)
+
+
+def test_serve_after_fork_from_a_preloaded_template(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    os.mkfifo(bundle / "log")
+    log_r = os.open(bundle / "log", os.O_RDONLY | os.O_NONBLOCK)
+    sock = tmp_path / "s.sock"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(bundle), str(sock)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split("\n")[:3] == ["connect True 0", "state NotFound", "exit 0 False"]
+        # the child logged JSON lines to the bundle's log FIFO
+        logged = os.read(log_r, 65536).decode()
+    finally:
+        os.close(log_r)
+    assert '"msg": "shim z1 serving on' in logged
+
+
+def test_start_command_launches_a_server_that_exits_on_sigterm(tmp_path: Path) -> None:
+    """``start`` binds the socket and detaches the server; a second ``start`` for the same pod
+    returns the same address; SIGTERM ends the server, which removes its socket. (No container:
+    no root needed.)"""
+    short = Path(tempfile.mkdtemp(prefix="ss-", dir="/tmp"))  # socket paths must fit in 108 bytes
+    try:
+        _start_and_sigterm(tmp_path, short)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _start_and_sigterm(tmp_path: Path, short: Path) -> None:
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(sys.path),
+        ARUN_SHIM_SOCKET_DIR=str(short / "s"),
+        TTRPC_ADDRESS="",
+    )
+    env.pop("MAX_SHIM_VERSION", None)
+    cmd = [sys.executable, "-m", "arun.shim", "-namespace", "ns1", "-address", "/x.sock", "-id"]
+    first = subprocess.run([*cmd, "c1", "start"], cwd=bundle, env=env, capture_output=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    pid = int((bundle / "shim.pid").read_text())
+    try:
+        address = first.stdout.decode()
+        assert address.startswith(f"unix://{short}/s/")
+        assert len(address) == len(f"unix://{short}/s/") + 64
+        second = subprocess.run([*cmd, "c2", "start"], cwd=bundle, env=env, capture_output=True, timeout=30)
+        assert second.stdout.decode() == address
+        assert int((bundle / "shim.pid").read_text()) == pid  # no second server
+        assert (bundle / "address").read_text() == address
+        path = address[len("unix://") :]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until the server has taken over the socket
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"arun.shim" in f.read() and os.path.exists(path):
+                    break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGTERM)
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
