@@ -1,0 +1,1 @@
+"""Snapshotters: the SQLite metastore (``storage``) and the ``overlay`` and ``native`` implementations."""

@@ -1,0 +1,1 @@
+"""Contract suites that tests run against every implementation of a core protocol."""
