@@ -1,5 +1,8 @@
 """OCI / Docker schema 2 image documents: descriptors, manifests, indexes, image configs.
 
+``Descriptor`` and ``Platform`` are the core types (``arun.core.content``); matching
+platforms is ``arun.platforms``' business (it accepts either platform type).
+
 Parsing validates what pull relies on and rejects the rest with InvalidArgumentError
 naming the document: JSON of the right shape, ``schemaVersion`` 2, digests in canonical
 form, non-negative sizes, a manifest that is not an index (and vice versa), and as many
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arun import platforms
+from arun.core.content import Descriptor, Platform
 from arun.errdefs import InvalidArgumentError, UnimplementedError
 from arun.images import mediatypes as mt
 
@@ -47,18 +51,6 @@ def validate_digest(digest: object, what: str = "digest") -> str:
     return digest
 
 
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI content descriptor (field names as ``arun.core`` uses them)."""
-
-    media_type: str
-    digest: str
-    size: int
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    urls: tuple[str, ...] = ()
-    platform: platforms.Platform | None = None
-
-
 def _str_map(obj: object, what: str) -> dict[str, str]:
     if obj is None:
         return {}
@@ -69,7 +61,7 @@ def _str_map(obj: object, what: str) -> dict[str, str]:
     return dict(obj)
 
 
-def _platform_from_json(obj: object, what: str) -> platforms.Platform | None:
+def _platform_from_json(obj: object, what: str) -> Platform | None:
     if obj is None:
         return None
     if not isinstance(obj, dict):
@@ -79,7 +71,9 @@ def _platform_from_json(obj: object, what: str) -> platforms.Platform | None:
     feats = obj.get("os.features") or []
     if not all(isinstance(x, str) for x in (os_, arch, variant, osv)) or not isinstance(feats, list):
         raise InvalidArgumentError(f"{what}: malformed platform")
-    return platforms.Platform(os_, arch, variant, osv, tuple(str(f) for f in feats))
+    return Platform(
+        architecture=arch, os=os_, variant=variant, os_version=osv, os_features=tuple(map(str, feats))
+    )
 
 
 def descriptor_from_json(obj: object, what: str) -> Descriptor:
@@ -212,7 +206,7 @@ def parse_index(data: bytes, media_type: str = "", what: str = "index") -> Index
 class ImageConfig:
     """The parts of an image config pull and run need; ``raw`` keeps the whole document."""
 
-    platform: platforms.Platform
+    platform: Platform
     diff_ids: tuple[str, ...]
     raw: Mapping[str, Any]
 

@@ -1,62 +1,71 @@
-"""Media types of image content and what they say about a blob (kind, compression)."""
+"""Media types of image content and what they say about a blob (kind, compression); the
+constants and ``layer_compression`` (what the differ can unpack) are ``arun.core.mediatypes``'s."""
 
 from __future__ import annotations
 
-from enum import Enum
+from arun.core.mediatypes import (
+    DOCKER_CONFIG,
+    DOCKER_FOREIGN_LAYER_GZIP,
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LAYER_ZSTD,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_NONDIST,
+    OCI_LAYER_NONDIST_GZIP,
+    OCI_LAYER_NONDIST_ZSTD,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    Compression,
+    layer_compression,
+)
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-OCI_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-OCI_LAYER_NONDIST_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_V1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar"
-DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
-
 CONTAINERD_CHECKPOINT = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
 CONTAINERD_CHECKPOINT_CONFIG = "application/vnd.containerd.container.checkpoint.config.v1+proto"
 
-
-class Compression(Enum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-
-
-_LAYERS: dict[str, Compression] = {
-    OCI_LAYER: Compression.NONE,
-    OCI_LAYER_NONDIST: Compression.NONE,
-    DOCKER_LAYER: Compression.NONE,
-    DOCKER_FOREIGN_LAYER: Compression.NONE,
-    OCI_LAYER_GZIP: Compression.GZIP,
-    OCI_LAYER_NONDIST_GZIP: Compression.GZIP,
-    DOCKER_LAYER_GZIP: Compression.GZIP,
-    DOCKER_FOREIGN_LAYER_GZIP: Compression.GZIP,
-    OCI_LAYER_ZSTD: Compression.ZSTD,
-    OCI_LAYER_NONDIST_ZSTD: Compression.ZSTD,
-    DOCKER_LAYER_ZSTD: Compression.ZSTD,
-}
+__all__ = [
+    "CONTAINERD_CHECKPOINT",
+    "CONTAINERD_CHECKPOINT_CONFIG",
+    "DOCKER_CONFIG",
+    "DOCKER_FOREIGN_LAYER",
+    "DOCKER_FOREIGN_LAYER_GZIP",
+    "DOCKER_LAYER",
+    "DOCKER_LAYER_GZIP",
+    "DOCKER_LAYER_ZSTD",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "DOCKER_MANIFEST_V1",
+    "MANIFEST_ACCEPT",
+    "OCI_CONFIG",
+    "OCI_EMPTY",
+    "OCI_INDEX",
+    "OCI_LAYER",
+    "OCI_LAYER_GZIP",
+    "OCI_LAYER_NONDIST",
+    "OCI_LAYER_NONDIST_GZIP",
+    "OCI_LAYER_NONDIST_ZSTD",
+    "OCI_LAYER_ZSTD",
+    "OCI_MANIFEST",
+    "Compression",
+    "child_gc_label",
+    "is_config",
+    "is_index",
+    "is_known_config",
+    "is_layer",
+    "is_manifest",
+    "is_non_distributable",
+    "layer_compression",
+]
 
 # What a registry may answer for a manifest request (containerd's resolve Accept header).
 MANIFEST_ACCEPT = ", ".join([DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX, "*/*"])
-
-
-def layer_compression(media_type: str) -> Compression | None:
-    """The compression a layer media type declares; None if it is not a layer type we
-    can unpack (encrypted and unknown layers included)."""
-    return _LAYERS.get(media_type)
 
 
 def is_index(media_type: str) -> bool:

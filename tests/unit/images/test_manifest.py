@@ -112,7 +112,7 @@ def test_parse_config() -> None:
         ).encode()
     )
     assert cfg.diff_ids == (D1, D2)
-    assert cfg.platform == platforms.Platform("linux", "arm", "v7")
+    assert platforms.Platform.of(cfg.platform) == platforms.Platform("linux", "arm", "v7")
     for bad in (
         {"rootfs": {"type": "nope", "diff_ids": []}},
         {},
