@@ -14,7 +14,6 @@ from typing import Any
 from arun import leasectx
 from arun.core.images import Image
 from arun.errdefs import NotFoundError
-from arun.metadata.meta import Metadata
 from arun.plugin import InitContext, PluginType, register
 from arun.transfer.local import LocalTransfer, TransferConfig
 from arun.transfer.stores import Stores
@@ -31,7 +30,8 @@ _DIFF_SERVICE = "diff-service"
 )
 async def init(ic: InitContext) -> LocalTransfer:
     cfg: TransferConfig = ic.config
-    meta: Metadata = ic.get_single(PluginType.METADATA)
+    # The metadata plugin's Metadata (a sibling package: reached through the plugin set).
+    meta: Any = ic.get_single(PluginType.METADATA)
     try:
         applier: Any = ic.get_by_id(PluginType.SERVICE, _DIFF_SERVICE)
     except NotFoundError:
