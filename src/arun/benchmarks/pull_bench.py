@@ -148,23 +148,31 @@ async def private_containerd(workdir: Path) -> AsyncIterator[str]:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
-async def run_containerd_pull(ref: str, runs: int, tmp: Path) -> Runs:
+async def run_containerd_pull(ref: str, runs: int, tmp: Path, latencies: list[float] | None = None) -> Runs:
+    """``ctr pull`` against a private containerd; with ``latencies``, the same Version
+    sampler as for arun runs alongside (same load on the machine, and containerd's own
+    figure for comparison)."""
+    from arun.benchmarks.arun_daemon import version_sampler
+
     out = Runs()
     for i in range(runs):
         async with private_containerd(tmp / f"containerd-{i}") as sock:
-            # Start every run with no dirty pages from the previous one.
-            await asyncio.to_thread(os.sync)
-            t0 = time.perf_counter()
-            r = await asyncio.to_thread(
-                subprocess.run,
-                [CTR, "-a", sock, "-n", "bench", "images", "pull", "--plain-http", ref],
-                capture_output=True,
-                check=False,
-            )
-            dt = time.perf_counter() - t0
+            async with version_sampler(sock, interval=0.01) as samples:
+                # Start every run with no dirty pages from the previous one.
+                await asyncio.to_thread(os.sync)
+                t0 = time.perf_counter()
+                r = await asyncio.to_thread(
+                    subprocess.run,
+                    [CTR, "-a", sock, "-n", "bench", "images", "pull", "--plain-http", ref],
+                    capture_output=True,
+                    check=False,
+                )
+                dt = time.perf_counter() - t0
             if r.returncode != 0:
                 raise RuntimeError(f"ctr pull failed: {r.stderr.decode()[-2000:]}")
             out.seconds.append(dt)
+            if latencies is not None:
+                latencies.extend(samples)
     return out
 
 
@@ -285,9 +293,10 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
             ctd, ip, ar = Runs(), Runs(), Runs()
             lags: list[float] = []
             lat: list[float] = []
+            clat: list[float] = []
             for i in range(args.runs):
                 if not args.skip_containerd:
-                    ctd.seconds += (await run_containerd_pull(ref, 1, tmp / f"c{i}")).seconds
+                    ctd.seconds += (await run_containerd_pull(ref, 1, tmp / f"c{i}", clat)).seconds
                 if args.in_process:
                     r, lg = await run_inprocess_pull(ref, 1, tmp / f"p{i}")
                     ip.seconds += r.seconds

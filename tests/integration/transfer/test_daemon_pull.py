@@ -152,7 +152,9 @@ async def test_bad_blob_leaves_nothing_after_gc(
         bad[100] ^= 1
         proxy.add(Rule("replace", path=f"/blobs/{la.digest}", body=bytes(bad)))
         r = await arun_images_t(d, "pull", "--plain-http", f"{proxy.host}/lib/rich:v1", check=False)
-        assert r.returncode == 1 and "FailedPreconditionError" in r.stderr and la.digest in r.stderr
+        assert r.returncode == 1 and "FailedPreconditionError" in r.stderr and la.digest in r.stderr, (
+            r.stderr + d.logs()[-4000:]
+        )
         # An HTML page instead of a manifest.
         page = b"<html>portal</html>"
         proxy.add(
