@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import platform
 
+from arun.core.containers import ContainerStore
+from arun.core.events import Publisher
 from arun.errdefs import NotFoundError
 from arun.plugin import InitContext, PluginType, register
 from arun.runtime.manager import (
-    ContainerLookup,
-    Publisher,
     ShimManager,
     ShimManagerConfig,
     TaskManager,
@@ -68,12 +68,8 @@ async def init_task_manager(ic: InitContext) -> TaskManager:
         publisher = ic.get_single(PluginType.EVENT)
     except NotFoundError:
         log.warning("no event exchange: task events of dead shims are not published")
-    containers: ContainerLookup | None = None
-    try:
-        meta = ic.get_single(PluginType.METADATA)
-        containers = getattr(meta, "containers", None)
-    except NotFoundError:
-        pass
+    # The metadata plugin's container store (no import of arun.metadata: a sibling package).
+    containers: ContainerStore | None = getattr(ic.get_single(PluginType.METADATA), "containers", None)
     await _mkdirs(ic)
     tasks = TaskManager(ic.root, ic.state, shims, publisher=publisher, containers=containers)
     await tasks.load_existing()

@@ -18,7 +18,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
@@ -26,6 +25,7 @@ from arun import filters, namespaces
 from arun.api.containerd.services.tasks.v1 import tasks_pb2
 from arun.api.containerd.types import metrics_pb2
 from arun.api.containerd.types.task import task_pb2
+from arun.core.containers import Container, ContainerStore
 from arun.core.runtime import IO as TaskIO
 from arun.core.runtime import (
     AnyValue,
@@ -51,14 +51,6 @@ log = logging.getLogger(__name__)
 STATE_TIMEOUT = 2.0  # io.containerd.timeout.task.state
 
 _EMPTY = empty_pb2.Empty()
-
-
-class ContainerStore(Protocol):
-    """What the service needs of the container store: ``get(id)`` in the current namespace,
-    returning a record with ``id``, ``runtime.name``, ``runtime.options``, ``spec``,
-    ``snapshotter`` and ``snapshot_key`` (``arun.core.containers.Container``)."""
-
-    async def get(self, id: str) -> Any: ...
 
 
 # Mounts of a snapshot: (snapshotter name, key) -> mounts (for a task created without rootfs).
@@ -111,7 +103,7 @@ class TasksLocal:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    async def _container(self, id: str) -> Any:
+    async def _container(self, id: str) -> Container:
         if not id:
             raise InvalidArgumentError("container id must not be empty")
         return await self.containers.get(id)
@@ -135,7 +127,7 @@ class TasksLocal:
         container = await self._container(r.container_id)
         if r.HasField("checkpoint") and r.checkpoint.digest:
             raise UnimplementedError("restoring a task from a checkpoint is not supported by arun")
-        spec = getattr(container, "spec", None)
+        spec = container.spec
         if spec is None or not spec.value:
             raise FailedPreconditionError(f"container {r.container_id!r} has no OCI spec")
         runtime_info = container.runtime

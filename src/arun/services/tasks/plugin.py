@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from arun.core.mount import Mount
 from arun.core.runtime import MountSpec, TaskRuntime
-from arun.plugin import InitContext, PluginType, SkipPlugin, register
+from arun.metadata.meta import Metadata
+from arun.plugin import InitContext, PluginType, register
 from arun.plugin.grpc import Servicers
 from arun.services.tasks import TASKS_SERVICE
 from arun.services.tasks.grpc import TasksServicer
-from arun.services.tasks.local import SnapshotMounts, TasksLocal
+from arun.services.tasks.local import TasksLocal
 
 
 @register(
@@ -20,20 +22,13 @@ from arun.services.tasks.local import SnapshotMounts, TasksLocal
 )
 async def init_local(ic: InitContext) -> TasksLocal:
     runtime: TaskRuntime = ic.get_by_id(PluginType.RUNTIME_V2, "task")
-    meta = ic.get_single(PluginType.METADATA)
-    containers = getattr(meta, "containers", None)
-    if containers is None:
-        raise SkipPlugin("the metadata plugin has no container store")
-    snapshot_mounts: SnapshotMounts | None = None
-    snapshotter = getattr(meta, "snapshotter", None)
-    if snapshotter is not None:
+    meta: Metadata = ic.get_single(PluginType.METADATA)
 
-        async def mounts(name: str, key: str) -> Sequence[MountSpec]:
-            found: Sequence[MountSpec] = await snapshotter(name).mounts(key)
-            return found
+    async def snapshot_mounts(name: str, key: str) -> Sequence[MountSpec]:
+        mounts: list[Mount] = await meta.snapshotter(name).mounts(key)
+        return mounts
 
-        snapshot_mounts = mounts
-    return TasksLocal(runtime, containers, snapshot_mounts)
+    return TasksLocal(runtime, meta.containers, snapshot_mounts)
 
 
 @register(PluginType.GRPC, "tasks", requires=(PluginType.SERVICE,))
