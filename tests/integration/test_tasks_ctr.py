@@ -85,6 +85,31 @@ def cgroup_dirs(ns: str) -> list[Path]:
     return [d for d in CGROUP_ROOT.glob(f"*/{ns}") if d.is_dir()]
 
 
+def _rmdir(path: Path) -> None:
+    """rmdir, retried while the kernel still tears a cgroup down."""
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    path.rmdir()
+
+
+def remove_namespace_leftovers(ns: str) -> None:
+    """What runc keeps per namespace after its last container: the cgroup parents
+    (``/<ns>`` of ctr's ``/<ns>/<id>``) and the runc state roots of both shims."""
+    for d in cgroup_dirs(ns):
+        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(str(p)), reverse=True):
+            _rmdir(sub)
+        _rmdir(d)
+    for root in (Path("/run/arun/runc") / ns, Path("/run/containerd/runc") / ns):
+        if root.is_dir():
+            root.rmdir()  # empty once every container is deleted
+
+
 class Ctx:
     """A daemon with the test image in a namespace of its own, and a ctr bound to both."""
 
@@ -121,11 +146,7 @@ class Ctx:
             self.ctr("task", "delete", id, check=False)
         for r in rows(self.ctr("containers", "ls").stdout):
             self.ctr("containers", "rm", r[0], check=False)
-        for d in cgroup_dirs(self.ns):
-            for sub in sorted(d.rglob("*"), key=lambda p: len(str(p)), reverse=True):
-                if sub.is_dir():
-                    sub.rmdir()
-            d.rmdir()
+        remove_namespace_leftovers(self.ns)
 
 
 @pytest.fixture

@@ -62,18 +62,21 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def _children_of_zygote(zygote_pid: int) -> list[int]:
-    """The zygote's spares (forked from it: its command line, not renamed to arun-shim)."""
+def _spares_of(zygote_pid: int, ttrpc_address: str) -> list[int]:
+    """The zygote's waiting spares: forked from it (its command line, not renamed to
+    arun-shim) and with its environment (this daemon's ttrpc address, not another's)."""
     out = []
+    marker = f"TTRPC_ADDRESS={ttrpc_address}".encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == zygote_pid:
             continue
         try:
             cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
             comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"arun.runtime.zygote" in cmd and comm != "arun-shim":
+        if b"arun.runtime.zygote" in cmd and comm != "arun-shim" and marker in environ:
             out.append(int(entry.name))
     return out
 
@@ -106,6 +109,7 @@ def container_spec(ns: str, id: str, rootfs: Path, *args: str) -> bytes:
 
 
 def _remove_cgroups(ns: str) -> None:
+    """The namespace's cgroup parents and runc state roots, once its containers are gone."""
     for d in Path("/sys/fs/cgroup").glob(f"*/{ns}"):
         for sub in sorted(d.rglob("*"), key=lambda p: len(str(p)), reverse=True):
             if sub.is_dir():
@@ -113,6 +117,9 @@ def _remove_cgroups(ns: str) -> None:
                     sub.rmdir()
         with contextlib.suppress(OSError):
             d.rmdir()
+    for root in (Path("/run/arun/runc") / ns, Path("/run/containerd/runc") / ns):
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 # -- start ---------------------------------------------------------------------------------------
@@ -218,7 +225,7 @@ async def bench_pss(pods: int) -> dict[str, Any]:
                 per_shim = [pss_kib(p) for p in set(shim_pids)]
                 helpers = []
                 if runtime == RUNTIME_ARUN and shims.zygote is not None:
-                    helpers = [shims.zygote.pid, *_children_of_zygote(shims.zygote.pid)]
+                    helpers = [shims.zygote.pid, *_spares_of(shims.zygote.pid, env.ttrpc_address)]
                 helper_kib = sum(pss_kib(p) for p in helpers)
                 total = sum(per_shim) + helper_kib
                 results[name] = {
