@@ -7,6 +7,7 @@ from __future__ import annotations
 import arun.cri.plugin
 import arun.events.plugin
 import arun.metadata.plugin
+import arun.runtime.plugin
 import arun.services.containers.plugin
 import arun.services.content.plugin
 import arun.services.diff.plugin
@@ -17,4 +18,5 @@ import arun.services.introspection.plugin
 import arun.services.leases.plugin
 import arun.services.namespaces.plugin
 import arun.services.snapshots.plugin
+import arun.services.tasks.plugin
 import arun.services.version.plugin
