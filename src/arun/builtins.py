@@ -18,5 +18,7 @@ import arun.services.introspection.plugin
 import arun.services.leases.plugin
 import arun.services.namespaces.plugin
 import arun.services.snapshots.plugin
+import arun.services.streaming.plugin
 import arun.services.tasks.plugin
 import arun.services.version.plugin
+import arun.streaming.plugin

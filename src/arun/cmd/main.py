@@ -1,4 +1,5 @@
-"""The ``arun`` command line: ``arun daemon``, ``arun config default|dump``, ``arun --version``."""
+"""The ``arun`` command line: ``arun daemon``, ``arun config default|dump``, ``arun images pull|push``,
+``arun --version``."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     csub.add_parser("default", help="print the default config, with every plugin's section")
     dump = csub.add_parser("dump", help="print the config a daemon would run with")
     dump.add_argument("-c", "--config", help=f"config file (default {configmod.DEFAULT_CONFIG})")
+
+    from arun.cmd import images
+
+    images.add_parser(sub)
     return p
 
 
@@ -54,5 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from arun.cmd import config_cmd
 
         return config_cmd.main(args)
+    if args.command in ("images", "image", "i"):
+        from arun.cmd import images
+
+        return images.main(args)
     parser.print_help(sys.stderr)
     return 2
