@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 # ruff: noqa: F401
+import arun.content.local.plugin
 import arun.cri.plugin
+import arun.diff.plugin
 import arun.events.plugin
 import arun.metadata.plugin
 import arun.runtime.plugin
@@ -21,4 +23,7 @@ import arun.services.snapshots.plugin
 import arun.services.streaming.plugin
 import arun.services.tasks.plugin
 import arun.services.version.plugin
+import arun.snapshots.native.plugin
+import arun.snapshots.overlay.plugin
 import arun.streaming.plugin
+import arun.transfer.plugin
