@@ -1,20 +1,22 @@
 """Registration of the walking differ: ``io.containerd.differ.v1.walking``.
 
-It reads layers through the metadata layer's content store (namespaced, so a
-pull in ``k8s.io`` applies only blobs that namespace can see), as containerd's
-walking differ is given the metadata content store.
+As in containerd, the differ reads and writes layers through the *metadata*
+content store, so Apply sees only the blobs of the request's namespace and a
+Diff's new layer is recorded in that namespace (and its lease).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 from arun.diff.walking import WalkingDiff
+from arun.metadata.meta import Metadata
 from arun.plugin import InitContext, PluginType, register
 
 
 @register(PluginType.DIFF, "walking", requires=(PluginType.METADATA,))
 async def init(ic: InitContext) -> WalkingDiff:
-    meta: Any = ic.get_single(PluginType.METADATA)
-    ic.meta.platforms.append("linux")
-    return WalkingDiff(meta.content_store(), tmp_root=str(ic.state) if ic.state else None)
+    meta: Metadata = ic.get_single(PluginType.METADATA)
+    # Temporary mount points live under the plugin's state directory, not in /tmp.
+    await asyncio.to_thread(ic.state.mkdir, mode=0o700, parents=True, exist_ok=True)
+    return WalkingDiff(meta.content_store(), tmp_root=str(ic.state))
