@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from arun.core.runtime import IO
 
@@ -59,6 +60,18 @@ def new_fifo_set(directory: Path, id: str, *, stdin: bool, stdout: bool = True, 
     return FifoSet(directory, paths["stdin"], paths["stdout"], paths["stderr"], terminal)
 
 
+def pipe_file(fd: int) -> Any:
+    """A file object for ``connect_read_pipe`` that closes ``fd`` exactly once.
+
+    uvloop hands the descriptor to libuv, which closes it, and then closes the file object
+    too: a second ``close(fd)`` that can hit a descriptor another thread has just opened
+    under the same number. Under uvloop the file object therefore does not own the fd;
+    under asyncio's own loop it does (the transport closes only the file object).
+    """
+    uv = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    return os.fdopen(fd, "rb", buffering=0, closefd=not uv)
+
+
 class _ReadProtocol(asyncio.Protocol):
     def __init__(self, on_data: Callable[[bytes], None], done: asyncio.Future[None]) -> None:
         self.on_data = on_data
@@ -89,7 +102,7 @@ class FifoReader:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        pipe = os.fdopen(self._fd, "rb", buffering=0)
+        pipe = pipe_file(self._fd)
         self._fd = -1
         transport, _ = await loop.connect_read_pipe(lambda: _ReadProtocol(self.on_data, self.done), pipe)
         self._transport = transport

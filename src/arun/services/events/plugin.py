@@ -6,9 +6,16 @@ from arun.events.exchange import Exchange
 from arun.plugin import InitContext, PluginType, register
 from arun.plugin.grpc import Servicers
 from arun.services.events.grpc import EventsServicer
+from arun.services.events.ttrpc import EventsForwarder
 
 
 @register(PluginType.GRPC, "events", requires=(PluginType.EVENT,))
 async def init_grpc(ic: InitContext) -> Servicers:
     exchange: Exchange = ic.get_single(PluginType.EVENT)
     return Servicers(EventsServicer(exchange))
+
+
+@register(PluginType.TTRPC, "events", requires=(PluginType.EVENT,))
+async def init_ttrpc(ic: InitContext) -> EventsForwarder:
+    exchange: Exchange = ic.get_single(PluginType.EVENT)
+    return EventsForwarder(exchange)
