@@ -169,7 +169,7 @@ async def container_spec(
         hostname = socket.gethostname()
     env = [f"{copts.HOSTNAME_ENV}={hostname}"]
     env += list(icfg.get("Env") or [])
-    env += [f"{e.key}={e.value}" for e in config.envs]
+    env += [f"{e.key}={_env_value(e.value)}" for e in config.envs]
     s["process"]["env"] = ocispec.merge_env(s["process"]["env"], env)
 
     linux = config.linux
@@ -459,3 +459,7 @@ def _expiry() -> str:
     import datetime as dt
 
     return (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _env_value(v: bytes | str) -> str:
+    return v.decode(errors="surrogateescape") if isinstance(v, bytes) else v
