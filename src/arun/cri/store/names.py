@@ -58,10 +58,10 @@ class Claim:
         if fut is not None and not fut.done():
             if isinstance(exc, Exception):
                 fut.set_exception(exc)
+                # Nobody may be waiting: mark the exception retrieved so asyncio does not warn.
+                fut.exception()
             else:
                 fut.cancel()
-            # Nobody may be waiting: consume the exception so asyncio does not warn.
-            fut.exception() if not fut.cancelled() else None
 
 
 class NameIndex:
@@ -81,7 +81,9 @@ class NameIndex:
             entry = _Entry(key, fingerprint, asyncio.get_running_loop().create_future())
             self._names[name] = entry
             return Claim(self, name, entry, True)
-        if fingerprint and entry.fingerprint == fingerprint and entry.pending is not None:
+        if fingerprint and entry.fingerprint == fingerprint:
+            # The same request again (kubelet retrying after its own timeout): the first one's
+            # result, once it is there.
             return Claim(self, name, entry, False)
         raise AlreadyExistsError(f"name {name!r} is reserved for {entry.key!r}")
 
