@@ -106,17 +106,6 @@ def test_ctr_invalid_namespace_name_is_invalid_argument(daemon: Daemon) -> None:
     assert "bad..name" not in daemon.ctr("namespaces", "ls", "-q").stdout
 
 
-@pytest.mark.ctr
-def test_ctr_unimplemented_service_reads_as_not_implemented(daemon: Daemon) -> None:
-    # ctr maps codes.Unimplemented to errdefs.ErrNotImplemented ("not implemented"), which it
-    # can only do when the status arrives as a proper gRPC response.
-    # (The tasks service stands in for any service no plugin serves yet.)
-    r = daemon.ctr("tasks", "ls", check=False)
-    assert r.returncode != 0
-    assert "not implemented" in r.stderr
-    assert "content-type" not in r.stderr
-
-
 def _insert_container(db: Path, namespace: str, cid: str) -> None:
     conn = sqlite3.connect(db, timeout=10)
     try:
@@ -190,21 +179,21 @@ async def test_cri_version_and_unimplemented(daemon: Daemon) -> None:
         v = await runtime.Version(api_pb2.VersionRequest(version="v1"))
         assert (v.runtime_name, v.runtime_version, v.runtime_api_version) == ("arun", VERSION, "v1")
         assert v.version == "0.1.0"
+        # Pod checkpoint/restore are the CRI methods arun answers UNIMPLEMENTED on purpose.
         with pytest.raises(GRPCError) as ei:
-            await runtime.ListContainers(api_pb2.ListContainersRequest())
+            await runtime.CheckpointPod(api_pb2.CheckpointPodRequest())
         assert ei.value.status is Status.UNIMPLEMENTED
-        images = api_grpc.ImageServiceStub(ch)
         with pytest.raises(GRPCError) as ei:
-            await images.ListImages(api_pb2.ListImagesRequest())
+            await runtime.RestorePod(api_pb2.RestorePodRequest())
         assert ei.value.status is Status.UNIMPLEMENTED
 
 
 @pytest.mark.parametrize(
     "method",
     [
-        "/runtime.v1.RuntimeService/RunPodSandbox",
-        "/runtime.v1.ImageService/PullImage",
-        "/containerd.services.tasks.v1.Tasks/Create",
+        "/runtime.v1.RuntimeService/CheckpointPod",
+        "/runtime.v1.RuntimeService/RestorePod",
+        "/containerd.services.sandbox.v1.Store/Create",
         "/containerd.services.mounts.v1.Mounts/List",  # server-streaming
         "/runtime.v1.NoSuchService/Nope",
     ],
