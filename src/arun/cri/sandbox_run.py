@@ -33,8 +33,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arun import leasectx
+from arun import netns as netnslib
 from arun.api.cri.runtime.v1 import api_pb2
-from arun.cni import PodNetworkRequest, PortMapping
+from arun.cni import PodNetworkRequest, PodNetworkResult, PortMapping
 from arun.cni.types import BandWidth, DNSConfig
 from arun.core import typeurl
 from arun.core.containers import Container as ContainerRecord
@@ -349,16 +350,24 @@ async def _run(
 
         nsopts = config.linux.security_context.namespace_options
         netreq = network_request(sid, config, config.linux.cgroup_parent)
+        network: asyncio.Task[PodNetworkResult] | None = None
         if nsopts.network != api_pb2.NODE:
-            handle = await c.network.create(netreq)
-            meta.netns_path = handle.netns.path
+            # The namespace first (the pause container's spec names it); the CNI plugins then
+            # attach it while the pause container is prepared and started: nothing in the pod
+            # needs the network before RunPodSandbox returns.
+            ns = await netnslib.create(c.network.netns_dir)
+            meta.netns_path = ns.path
 
             async def destroy_network() -> None:
+                if network is not None and not network.done():
+                    network.cancel()
+                if network is not None:
+                    with contextlib.suppress(BaseException):
+                        await network
                 await c.network.destroy(netreq, meta.netns_path)
 
             undo.append(destroy_network)
-            meta.ip, meta.additional_ips = handle.result.pod_ips(c.config.cni.ip_pref or "ipv4")
-            meta.cni_result = handle.result.to_json()
+            network = asyncio.create_task(c.network.setup(netreq, ns.path), name=f"cni-add-{sid[:12]}")
 
         await asyncio.to_thread(_setup_files, c, sb, config)
         spec = sandbox_spec(c, sb, config, image, rt)
@@ -387,7 +396,7 @@ async def _run(
                 spec=typeurl.Any(util.SPEC_TYPE_URL, spec_bytes),
                 snapshotter=sn_name,
                 snapshot_key=sid,
-                extensions={util.EXT_SANDBOX_METADATA: typeurl.Any("github.com/containerd/cri/pkg/store/sandbox/Metadata", meta.to_json())},
+                extensions={util.EXT_SANDBOX_METADATA: _metadata_any(meta)},
             )
             await c.meta.containers.create(record)
         finally:
@@ -416,6 +425,14 @@ async def _run(
 
         undo.append(delete_task)
         sb.pid = await task.start()
+        if network is not None:
+            result = await network
+            meta.ip, meta.additional_ips = result.pod_ips(c.config.cni.ip_pref or "ipv4")
+            meta.cni_result = result.to_json()
+            await c.meta.containers.update(
+                ContainerRecord(id=sid, extensions={util.EXT_SANDBOX_METADATA: _metadata_any(meta)}),
+                f"extensions.{util.EXT_SANDBOX_METADATA}",
+            )
         sb.task = task
         sb.state = SandboxState.READY
         c.sandboxes.add(sb)
@@ -425,6 +442,10 @@ async def _run(
     c.monitor_sandbox(sb)
     c.emit(sid, sid, api_pb2.CONTAINER_CREATED_EVENT)
     c.emit(sid, sid, api_pb2.CONTAINER_STARTED_EVENT)
+
+
+def _metadata_any(meta: SandboxMetadata) -> typeurl.Any:
+    return typeurl.Any("github.com/containerd/cri/pkg/store/sandbox/Metadata", meta.to_json())
 
 
 def _expiry() -> str:
