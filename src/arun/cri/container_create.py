@@ -371,17 +371,19 @@ async def _create(
             c.container_root(cid).mkdir(parents=True, mode=0o755)
             c.container_state(cid).mkdir(parents=True, mode=0o711)
 
-        await asyncio.to_thread(mkdirs)
+        sn_name = rt.snapshotter or c.config.containerd.snapshotter
+        snapshotter = c.meta.snapshotter(sn_name)
+        # The new snapshot is held by a lease until the container record refers to it.
+        lease = f"cri-container-{cid[:16]}-{os.urandom(4).hex()}"
+        await asyncio.gather(
+            asyncio.to_thread(mkdirs), c.meta.leases.create(lease, {"containerd.io/gc.expire": _expiry()})
+        )
 
         async def remove_dirs() -> None:
             await asyncio.to_thread(shutil.rmtree, c.container_root(cid), True)
             await asyncio.to_thread(shutil.rmtree, c.container_state(cid), True)
 
         undo.append(remove_dirs)
-        sn_name = rt.snapshotter or c.config.containerd.snapshotter
-        snapshotter = c.meta.snapshotter(sn_name)
-        lease = f"cri-container-{cid[:16]}-{os.urandom(4).hex()}"
-        await c.meta.leases.create(lease, {"containerd.io/gc.expire": _expiry()})
         try:
             with leasectx.use(lease):
                 mounts = await snapshotter.prepare(cid, image.details.chain_id, labels=None)
@@ -427,8 +429,8 @@ async def _create(
             )
             await c.meta.containers.create(record)
         finally:
-            with contextlib.suppress(Exception):
-                await c.meta.leases.delete(lease)
+            # Off the request's path: the lease only holds what the record now refers to.
+            c.spawn(_drop_lease(c, lease), f"lease-{cid[:12]}")
 
         async def delete_record() -> None:
             with contextlib.suppress(Exception):
@@ -440,6 +442,7 @@ async def _create(
         )
         container = Container(meta, status)
         container.spec = spec
+        container.rootfs = list(mounts)
         c.containers.add(container)
     except BaseException as e:
         for step in reversed(undo):
@@ -449,6 +452,11 @@ async def _create(
                 e.add_note(f"cleanup also failed: {err}")
         raise
     c.emit(cid, sb.id, api_pb2.CONTAINER_CREATED_EVENT)
+
+
+async def _drop_lease(c: CRIService, lease: str) -> None:
+    with contextlib.suppress(Exception):
+        await c.meta.leases.delete(lease)
 
 
 def _mount(m: Any) -> Mount:

@@ -61,10 +61,13 @@ async def _start(c: CRIService, container: Container) -> None:
             max_line_size=c.config.max_container_log_line_size,
         )
         await io.open()
-        record = await c.meta.containers.get(container.id)
-        snapshotter = c.meta.snapshotter(record.snapshotter)
-        mounts = await snapshotter.mounts(record.snapshot_key)
-        spec_bytes = record.spec.value if record.spec is not None else json.dumps(container.spec).encode()
+        mounts = container.rootfs
+        if mounts is None or container.spec is None:
+            record = await c.meta.containers.get(container.id)
+            mounts = await c.meta.snapshotter(record.snapshotter).mounts(record.snapshot_key)
+            if container.spec is None and record.spec is not None:
+                container.spec = json.loads(record.spec.value)
+        spec_bytes = json.dumps(container.spec).encode()
         task = await c.runtime.create(
             container.id,
             CreateOpts(
@@ -104,7 +107,7 @@ async def _start(c: CRIService, container: Container) -> None:
         )
         container.stopped.set()
         raise
-    await asyncio.to_thread(container.status.update, pid=pid, started_at=util.now_ns(), starting=False)
+    container.status.update(pid=pid, started_at=util.now_ns(), starting=False)
     c.monitor_container(container)
     c.emit(container.id, container.sandbox_id, api_pb2.CONTAINER_STARTED_EVENT)
 

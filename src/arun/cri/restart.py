@@ -69,6 +69,11 @@ async def _sandbox(c: CRIService, record: Any) -> None:
     except (ValueError, KeyError) as e:
         log.warning("sandbox record %s has unreadable CRI metadata (%s); skipped", record.id, e)
         return
+    if md.netns_path and not md.ip:
+        cached = c.network.cached_result(md.id)
+        if cached is not None:
+            md.ip, md.additional_ips = cached.pod_ips(c.config.cni.ip_pref or "ipv4")
+            md.cni_result = cached.to_json()
     sb = Sandbox(md)
     sb.spec = _spec(record)
     sb.shm_path = str(c.sandbox_state(md.id) / "shm")

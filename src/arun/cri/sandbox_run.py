@@ -32,7 +32,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arun import leasectx
 from arun import netns as netnslib
 from arun.api.cri.runtime.v1 import api_pb2
 from arun.cni import PodNetworkRequest, PodNetworkResult, PortMapping
@@ -376,38 +375,33 @@ async def _run(
 
         sn_name = rt.snapshotter or c.config.containerd.snapshotter
         snapshotter = c.meta.snapshotter(sn_name)
-        lease = f"cri-sandbox-{sid[:16]}-{os.urandom(4).hex()}"
-        await c.meta.leases.create(lease, {"containerd.io/gc.expire": _expiry()})
-        try:
-            with leasectx.use(lease):
-                mounts = await snapshotter.prepare(sid, image.details.chain_id, labels=None)
-
-            async def remove_snapshot() -> None:
-                with contextlib.suppress(Exception):
-                    await snapshotter.remove(sid)
-
-            undo.append(remove_snapshot)
-            options = util.runtime_options(rt)
-            record = ContainerRecord(
-                id=sid,
-                labels={**dict(config.labels), util.LABEL_KIND: util.KIND_SANDBOX},
-                image=c.config.sandbox_image,
-                runtime=RuntimeInfo(util.runtime_name(rt), options),
-                spec=typeurl.Any(util.SPEC_TYPE_URL, spec_bytes),
-                snapshotter=sn_name,
-                snapshot_key=sid,
-                extensions={util.EXT_SANDBOX_METADATA: _metadata_any(meta)},
-            )
-            await c.meta.containers.create(record)
-        finally:
-            with contextlib.suppress(Exception):
-                await c.meta.leases.delete(lease)
+        # The record first: it names the snapshot, so garbage collection keeps the snapshot from
+        # the moment it exists (no lease needed); undone in the reverse order.
+        options = util.runtime_options(rt)
+        record = ContainerRecord(
+            id=sid,
+            labels={**dict(config.labels), util.LABEL_KIND: util.KIND_SANDBOX},
+            image=c.config.sandbox_image,
+            runtime=RuntimeInfo(util.runtime_name(rt), options),
+            spec=typeurl.Any(util.SPEC_TYPE_URL, spec_bytes),
+            snapshotter=sn_name,
+            snapshot_key=sid,
+            extensions={util.EXT_SANDBOX_METADATA: _metadata_any(meta)},
+        )
+        await c.meta.containers.create(record)
 
         async def delete_record() -> None:
             with contextlib.suppress(Exception):
                 await c.meta.containers.delete(sid)
 
-        undo.append(delete_record)  # runs before the snapshot removal
+        undo.append(delete_record)
+        mounts = await snapshotter.prepare(sid, image.details.chain_id, labels=None)
+
+        async def remove_snapshot() -> None:
+            with contextlib.suppress(Exception):
+                await snapshotter.remove(sid)
+
+        undo.append(remove_snapshot)
 
         task = await c.runtime.create(
             sid,
@@ -426,13 +420,11 @@ async def _run(
         undo.append(delete_task)
         sb.pid = await task.start()
         if network is not None:
+            # The IPs are not written to the record: after a restart they come back from the
+            # CNI result cache (see restart.py).
             result = await network
             meta.ip, meta.additional_ips = result.pod_ips(c.config.cni.ip_pref or "ipv4")
             meta.cni_result = result.to_json()
-            await c.meta.containers.update(
-                ContainerRecord(id=sid, extensions={util.EXT_SANDBOX_METADATA: _metadata_any(meta)}),
-                f"extensions.{util.EXT_SANDBOX_METADATA}",
-            )
         sb.task = task
         sb.state = SandboxState.READY
         c.sandboxes.add(sb)
@@ -448,7 +440,3 @@ def _metadata_any(meta: SandboxMetadata) -> typeurl.Any:
     return typeurl.Any("github.com/containerd/cri/pkg/store/sandbox/Metadata", meta.to_json())
 
 
-def _expiry() -> str:
-    import datetime as dt
-
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -195,6 +195,8 @@ class Container:
         self.spec: dict[str, Any] | None = None
         # Set by the OOM event of its task.
         self.oom_killed = False
+        # Its snapshot's mounts, known since CreateContainer (None after a restart: asked again).
+        self.rootfs: list[Any] | None = None
 
     @property
     def id(self) -> str:
