@@ -51,7 +51,7 @@ CAPABILITIES = (
 
 
 @functools.cache
-def all_capabilities() -> tuple[str, ...]:
+def known_capabilities() -> tuple[str, ...]:
     """Every capability the running kernel has (``/proc/sys/kernel/cap_last_cap``)."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -59,6 +59,23 @@ def all_capabilities() -> tuple[str, ...]:
     except (OSError, ValueError):
         last = len(CAPABILITIES) - 1
     return CAPABILITIES[: last + 1]
+
+
+@functools.cache
+def all_capabilities() -> tuple[str, ...]:
+    """The capabilities this process may hand out: its bounding set (containerd's
+    ``WithAllCurrentCapabilities``). A host whose root lacks some (CAP_SYS_RESOURCE here)
+    cannot give them to a container, "ALL" or privileged."""
+    known = known_capabilities()
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    mask = int(line.split()[1], 16)
+                    return tuple(c for i, c in enumerate(known) if mask >> i & 1)
+    except (OSError, ValueError):
+        pass
+    return known
 
 
 def normalize(name: str) -> str:
