@@ -13,7 +13,7 @@ runtimes (which one goes first alternates too) so machine load weighs alike; eve
 pod is stopped and removed after its sample, outside the timing.
 
 Reports p50/p95/mean per runtime and p50 ratios against containerd 1.6. Goal: arun's
-p50 ≤ 1.0× containerd's. ``--go-shim`` adds arun driving containerd's Go shim
+p50 <= 1.0x containerd's. ``--go-shim`` adds arun driving containerd's Go shim
 (``io.containerd.runc.v2``). Not a test: nothing is asserted. Needs root, runc,
 containerd, CNI plugins and docker-registry.
 """
@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from arun.api.cri.runtime.v1 import api_grpc, api_pb2
+from arun.api.cri.runtime.v1 import api_pb2
 from arun.testing.cri import CRIClient, CRIEnv, cni_bin_dir
 
 
@@ -86,14 +86,20 @@ def private_containerd(base: Path, env: CRIEnv) -> Iterator[Path]:
     base.mkdir(parents=True, exist_ok=True)
     (base / "config.toml").write_text(containerd_config(base, env))
     sock = base / "c.sock"
-    log = open(base / "containerd.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(base / "containerd.log", "wb")
+    proc = subprocess.Popen(
+        ["containerd", "--config", str(base / "config.toml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"containerd did not start:\n{(base / 'containerd.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"containerd did not start:\n{(base / 'containerd.log').read_text()[-3000:]}"
+                )
             time.sleep(0.05)
         yield sock
     finally:
@@ -105,8 +111,11 @@ def private_containerd(base: Path, env: CRIEnv) -> Iterator[Path]:
             proc.wait()
         log.close()
         # Shims of removed pods are gone; unmount anything containerd left under its root.
-        subprocess.run(["sh", "-c", f"grep -o ' {base}[^ ]*' /proc/self/mountinfo | sort -r | "
-                                    "xargs -r -n1 umount -l"], check=False, capture_output=True)
+        subprocess.run(
+            ["sh", "-c", f"grep -o ' {base}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l"],
+            check=False,
+            capture_output=True,
+        )
 
 
 class Runtime:
@@ -222,11 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     for r in runtimes:
         p50 = statistics.median(r.samples)
         ratio = p50 / statistics.median(ref.samples)
-        results[r.name] = {"p50_ms": round(p50, 1), "p95_ms": round(_pct(r.samples, 0.95), 1),
-                           "mean_ms": round(statistics.fmean(r.samples), 1), "vs_containerd": round(ratio, 2),
-                           **{f"{k}_p50_ms": round(statistics.median(v), 1) for k, v in r.parts.items()}}
-        print(f"{r.name:<18} {p50:8.1f} {_pct(r.samples, 0.95):8.1f} {statistics.fmean(r.samples):8.1f} "
-              f"{ratio:13.2f}x   (" + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in r.parts.items()) + ")")
+        results[r.name] = {
+            "p50_ms": round(p50, 1),
+            "p95_ms": round(_pct(r.samples, 0.95), 1),
+            "mean_ms": round(statistics.fmean(r.samples), 1),
+            "vs_containerd": round(ratio, 2),
+            **{f"{k}_p50_ms": round(statistics.median(v), 1) for k, v in r.parts.items()},
+        }
+        print(
+            f"{r.name:<18} {p50:8.1f} {_pct(r.samples, 0.95):8.1f} {statistics.fmean(r.samples):8.1f} "
+            f"{ratio:13.2f}x   ("
+            + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in r.parts.items())
+            + ")"
+        )
     print(json.dumps({"benchmark": "cri_lifecycle", "pods": args.pods, "results": results}))
     return 0
 

@@ -19,6 +19,9 @@ import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from posixpath import normpath
 from typing import Any
 
 from arun import leasectx
@@ -26,7 +29,7 @@ from arun.api.cri.runtime.v1 import api_pb2
 from arun.core import typeurl
 from arun.core.containers import Container as ContainerRecord
 from arun.core.containers import RuntimeInfo
-from arun.core.mount import Mount
+from arun.core.mount import Mount, mount_all
 from arun.cri import rootfs, user, util
 from arun.cri.config import Runtime
 from arun.cri.criservice import CRIService
@@ -36,6 +39,7 @@ from arun.cri.opts import spec as copts
 from arun.cri.store.container import Container, ContainerMetadata, ContainerStatus, StatusFile
 from arun.cri.store.sandbox import Sandbox, SandboxState
 from arun.errdefs import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnimplementedError
+from arun.mount import LinuxMounter, is_mountpoint
 from arun.oci import spec as ocispec
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,9 @@ log = logging.getLogger(__name__)
 Undo = Callable[[], Awaitable[None]]
 
 
-async def create_container(c: CRIService, req: api_pb2.CreateContainerRequest) -> api_pb2.CreateContainerResponse:
+async def create_container(
+    c: CRIService, req: api_pb2.CreateContainerRequest
+) -> api_pb2.CreateContainerResponse:
     config = req.config
     if not req.HasField("config") or not config.HasField("metadata") or not config.metadata.name:
         raise InvalidArgumentError("container config must include metadata with a name")
@@ -53,9 +59,7 @@ async def create_container(c: CRIService, req: api_pb2.CreateContainerRequest) -
     sandbox_config = sb.config
     name = util.container_name(config.metadata, sandbox_config.metadata)
     cid = util.new_id()
-    fingerprint = (
-        config.SerializeToString(deterministic=True) + b"\x00" + sb.id.encode()
-    )
+    fingerprint = config.SerializeToString(deterministic=True) + b"\x00" + sb.id.encode()
     claim = c.containers.names.claim(name, cid, fingerprint)
     if not claim.owner:
         log.info("CreateContainer for %r is a retry of a request in flight; waiting for it", name)
@@ -121,8 +125,11 @@ def _pod_mounts(c: CRIService, sb: Sandbox, config: api_pb2.ContainerConfig) -> 
     ro = sc.readonly_rootfs
     out = []
     root = c.sandbox_root(sb.id)
-    for dest, name in ((copts.ETC_HOSTNAME, "hostname"), (copts.ETC_HOSTS, "hosts"),
-                       (copts.RESOLV_CONF, "resolv.conf")):
+    for dest, name in (
+        (copts.ETC_HOSTNAME, "hostname"),
+        (copts.ETC_HOSTS, "hosts"),
+        (copts.RESOLV_CONF, "resolv.conf"),
+    ):
         if dest in cri:
             continue
         path = root / name
@@ -147,6 +154,7 @@ async def container_spec(
     rt: Runtime,
     mounts: list[Mount],
     volumes: list[api_pb2.Mount],
+    cri_mounts: list[api_pb2.Mount] | None = None,
 ) -> tuple[dict[str, Any], list[api_pb2.Mount]]:
     """The OCI spec of container ``cid``, and its CRI mounts as its status reports them."""
     icfg = image.details.image_config
@@ -176,8 +184,13 @@ async def container_spec(
     sc = linux.security_context
     extra = _pod_mounts(c, sb, config) + volumes
     handler_rro = c.config.runtime(sb.metadata.runtime_handler) is not None and rro_supported()
-    status_mounts = copts.with_cri_mounts(s, list(config.mounts), extra, rro_supported=handler_rro,
-                                          cgroup_writable=rt.cgroup_writable)
+    status_mounts = copts.with_cri_mounts(
+        s,
+        list(config.mounts) if cri_mounts is None else cri_mounts,
+        extra,
+        rro_supported=handler_rro,
+        cgroup_writable=rt.cgroup_writable,
+    )
     if not c.config.disable_proc_mount:
         s["linux"]["maskedPaths"] = list(ocispec.DEFAULT_MASKED_PATHS)
         s["linux"]["readonlyPaths"] = list(ocispec.DEFAULT_READONLY_PATHS)
@@ -219,8 +232,9 @@ async def container_spec(
         target_pid = target.status.get().pid
     sb_userns = sandbox_config.linux.security_context.namespace_options
     if nsopts.HasField("userns_options") or sb_userns.HasField("userns_options"):
-        if nsopts.userns_options.SerializeToString(deterministic=True) != \
-                sb_userns.userns_options.SerializeToString(deterministic=True):
+        if nsopts.userns_options.SerializeToString(
+            deterministic=True
+        ) != sb_userns.userns_options.SerializeToString(deterministic=True):
             raise InvalidArgumentError("user namespace config for sandbox is different from container")
     if linux.resources.oom_score_adj or linux.HasField("resources"):
         copts.with_oom_score_adj(s, linux.resources.oom_score_adj, c.config.restrict_oom_score_adj)
@@ -244,7 +258,7 @@ async def container_spec(
         raise UnimplementedError(f"SupplementalGroupsPolicy={policy} is not implemented")
     db = user.Passwd()
     merge_user = userstr or "0"
-    if userstr and user.needs_files(userstr) or policy == api_pb2.Merge:
+    if (userstr and user.needs_files(userstr)) or policy == api_pb2.Merge:
         files = await rootfs.read_files(mounts, "etc/passwd", "etc/group")
         db = user.Passwd.parse(files["etc/passwd"], files["etc/group"])
     if userstr:
@@ -254,7 +268,9 @@ async def container_spec(
     gids = [gid]
     if policy == api_pb2.Merge:
         # containerd resolves the image's groups for the user name part only (``uid`` or name).
-        name_part = sc.run_as_username or (str(uid_v) if uid_v is not None else "") or merge_user.split(":")[0]
+        name_part = (
+            sc.run_as_username or (str(uid_v) if uid_v is not None else "") or merge_user.split(":")[0]
+        )
         for g in user.image_groups(name_part, db):
             if g not in gids:
                 gids.append(g)
@@ -267,7 +283,9 @@ async def container_spec(
     # Seccomp (after capabilities: the default profile depends on them).
     profile = sc.seccomp if sc.HasField("seccomp") else None
     caps = s["process"].get("capabilities", {}).get("bounding", [])
-    filt = seccomp.resolve(profile, sc.seccomp_profile_path, c.config.unset_seccomp_profile, sc.privileged, caps)
+    filt = seccomp.resolve(
+        profile, sc.seccomp_profile_path, c.config.unset_seccomp_profile, sc.privileged, caps
+    )
     if filt is not None:
         s["linux"]["seccomp"] = filt
     else:
@@ -297,7 +315,9 @@ def _check_apparmor(sc: api_pb2.LinuxContainerSecurityContext) -> None:
     elif sc.apparmor_profile:
         profile = sc.apparmor_profile
     if profile.startswith("localhost/") and not sc.privileged and not apparmor_enabled():
-        raise InvalidArgumentError(f"apparmor is not supported on this host: cannot apply profile {profile!r}")
+        raise InvalidArgumentError(
+            f"apparmor is not supported on this host: cannot apply profile {profile!r}"
+        )
 
 
 def apparmor_enabled() -> bool:
@@ -335,15 +355,16 @@ def runc_supports(option: str) -> bool:
     return option in (doc.get("mountOptions") or [])
 
 
-async def _image_volumes(c: CRIService, cid: str, config: api_pb2.ContainerConfig,
-                         icfg: dict[str, Any]) -> list[api_pb2.Mount]:
+async def _image_volumes(
+    c: CRIService, cid: str, config: api_pb2.ContainerConfig, icfg: dict[str, Any]
+) -> list[api_pb2.Mount]:
     if c.config.ignore_image_defined_volumes:
         return []
     vols = icfg.get("Volumes") or {}
-    cri = {os.path.normpath(m.container_path) for m in config.mounts}
+    cri = {normpath(m.container_path) for m in config.mounts}
     out = []
     for i, dest in enumerate(sorted(vols)):
-        d = os.path.normpath(dest)
+        d = normpath(dest)
         if d in cri:
             continue
         host = c.container_root(cid) / "volumes" / f"{i}-{os.urandom(4).hex()}"
@@ -352,9 +373,7 @@ async def _image_volumes(c: CRIService, cid: str, config: api_pb2.ContainerConfi
     return out
 
 
-async def _create(
-    c: CRIService, cid: str, name: str, sb: Sandbox, config: api_pb2.ContainerConfig
-) -> None:
+async def _create(c: CRIService, cid: str, name: str, sb: Sandbox, config: api_pb2.ContainerConfig) -> None:
     undo: list[Undo] = []
     try:
         image_ref = config.image.image
@@ -386,7 +405,17 @@ async def _create(
         undo.append(remove_dirs)
         try:
             with leasectx.use(lease):
-                mounts = await snapshotter.prepare(cid, image.details.chain_id, labels=None)
+
+                async def drop_image_volumes() -> None:
+                    await release_image_volumes(c, cid, sn_name)
+
+                undo.append(drop_image_volumes)
+                image_vols = await image_volumes(c, cid, config, sn_name)
+                labels = {
+                    f"containerd.io/gc.ref.snapshot.{sn_name}/{i}": key
+                    for i, key in enumerate(image_vols.keys)
+                }
+                mounts = await snapshotter.prepare(cid, image.details.chain_id, labels=labels or None)
 
             async def remove_snapshot() -> None:
                 with contextlib.suppress(Exception):
@@ -394,9 +423,19 @@ async def _create(
 
             undo.append(remove_snapshot)
             volumes = await _image_volumes(c, cid, config, image.details.image_config)
-            spec, status_mounts = await container_spec(
-                c, cid, sb, config, image, image_name, rt, [_mount(m) for m in mounts], volumes
+            spec, _ = await container_spec(
+                c,
+                cid,
+                sb,
+                config,
+                image,
+                image_name,
+                rt,
+                [_mount(m) for m in mounts],
+                volumes,
+                cri_mounts=image_vols.cri_mounts,
             )
+            status_mounts = image_vols.status_mounts
             stop_signal = ""
             if config.stop_signal != api_pb2.SIGNAL_RUNTIME_DEFAULT:
                 stop_signal = api_pb2.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
@@ -424,8 +463,11 @@ async def _create(
                 snapshotter=sn_name,
                 snapshot_key=cid,
                 sandbox_id=sb.id,
-                extensions={util.EXT_CONTAINER_METADATA: typeurl.Any(
-                    "github.com/containerd/cri/pkg/store/container/Metadata", meta.to_json())},
+                extensions={
+                    util.EXT_CONTAINER_METADATA: typeurl.Any(
+                        "github.com/containerd/cri/pkg/store/container/Metadata", meta.to_json()
+                    )
+                },
             )
             await c.meta.containers.create(record)
         finally:
@@ -452,6 +494,89 @@ async def _create(
                 e.add_note(f"cleanup also failed: {err}")
         raise
     c.emit(cid, sb.id, api_pb2.CONTAINER_CREATED_EVENT)
+
+
+@dataclass
+class ImageVolumes:
+    """The container's CRI mounts with image volumes turned into bind mounts of mounted views."""
+
+    cri_mounts: list[api_pb2.Mount]
+    status_mounts: list[api_pb2.Mount]
+    keys: list[str]
+
+
+IMAGE_VOLUME_DIR = "image-volumes"
+
+
+async def image_volumes(
+    c: CRIService, cid: str, config: api_pb2.ContainerConfig, sn_name: str
+) -> ImageVolumes:
+    """Mount every image volume (a mount with ``image`` set) read-only under the container's
+    root directory, from a view snapshot of the image (the caller holds a lease)."""
+    out = ImageVolumes([], [], [])
+    snapshotter = c.meta.snapshotter(sn_name)
+    for m in config.mounts:
+        if not (m.HasField("image") and m.image.image):
+            out.cri_mounts.append(m)
+            out.status_mounts.append(m)
+            continue
+        if not m.readonly:
+            raise InvalidArgumentError(f"image volume at {m.container_path!r} must be read-only")
+        img = await c.images.resolve(m.image.image)
+        if img is None:
+            raise NotFoundError(
+                f"image {m.image.image!r} of the image volume at {m.container_path!r} not found"
+            )
+        i = len(out.keys)
+        key = f"{cid}-{IMAGE_VOLUME_DIR}-{i}"
+        view = await snapshotter.view(key, img.details.chain_id)
+        out.keys.append(key)
+        target = c.container_root(cid) / IMAGE_VOLUME_DIR / str(i)
+
+        def mount_view(target: Path = target, view: Any = view) -> None:
+            target.mkdir(parents=True, exist_ok=True)
+            mount_all(LinuxMounter(), [_mount(v) for v in view], str(target))
+
+        await asyncio.to_thread(mount_view)
+        host = target
+        if m.image_sub_path:
+            host = (target / m.image_sub_path.lstrip("/")).resolve()
+            if not str(host).startswith(str(target.resolve()) + "/") or not host.exists():
+                raise NotFoundError(
+                    f"sub path {m.image_sub_path!r} does not exist in image {m.image.image!r}"
+                )
+        bind = api_pb2.Mount()
+        bind.CopyFrom(m)
+        bind.ClearField("image")
+        bind.ClearField("image_sub_path")
+        bind.host_path = str(host)
+        out.cri_mounts.append(bind)
+        status = api_pb2.Mount()
+        status.CopyFrom(m)
+        status.image.image_ref = img.id
+        out.status_mounts.append(status)
+    return out
+
+
+async def release_image_volumes(c: CRIService, cid: str, sn_name: str) -> None:
+    """Unmount the container's image volumes and remove their views (idempotent)."""
+    base = c.container_root(cid) / IMAGE_VOLUME_DIR
+
+    def unmount() -> list[str]:
+        found = []
+        if base.is_dir():
+            for d in sorted(base.iterdir()):
+                # A one-layer image's view is a bind mount: os.path.ismount cannot tell.
+                while is_mountpoint(str(d)):
+                    LinuxMounter().unmount(str(d), 2)
+                found.append(d.name)
+        return found
+
+    indices = await asyncio.to_thread(unmount)
+    snapshotter = c.meta.snapshotter(sn_name)
+    for i in indices:
+        with contextlib.suppress(Exception):
+            await snapshotter.remove(f"{cid}-{IMAGE_VOLUME_DIR}-{i}")
 
 
 async def _drop_lease(c: CRIService, lease: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from arun.api.cri.runtime.v1 import api_pb2
 from arun.core import typeurl
-from arun.core.runtime import PROCESS_TYPE_URL, ExecOpts
+from arun.core.runtime import PROCESS_TYPE_URL, ExecOpts, Process
 from arun.cri.criservice import CRIService
 from arun.cri.io.fifo import FifoReader, FifoWriter, new_fifo_set
 from arun.cri.store.container import Container
@@ -72,9 +72,9 @@ async def exec_process(
     stderr: OutputStream | None,
     tty: bool,
     resize: ResizeEvents | None = None,
-    timeout: float | None = None,
+    limit: float | None = None,
 ) -> int:
-    """Run ``cmd`` in ``container``; its exit code. DeadlineExceededError after ``timeout``."""
+    """Run ``cmd`` in ``container``; its exit code. DeadlineExceededError after ``limit`` seconds."""
     if not cmd:
         raise InvalidArgumentError("exec command must not be empty")
     task = container.task
@@ -93,7 +93,7 @@ async def exec_process(
         c.container_state(container.id) / "io" / f"exec-{exec_id[:12]}",
         exec_id,
         stdin=stdin is not None,
-        stdout=stdout is not None or stderr is not None and tty,
+        stdout=stdout is not None or (stderr is not None and tty),
         stderr=stderr is not None,
         terminal=tty,
     )
@@ -143,14 +143,14 @@ async def exec_process(
             aux.append(loop.create_task(_resize(resize, proc)))
         try:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(limit):
                     exit = await proc.wait()
             except TimeoutError:
                 with contextlib.suppress(Exception):
                     await proc.kill(signal.SIGKILL)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(proc.wait(), 10)
-                raise DeadlineExceededError(f"timeout {timeout}s exceeded running {list(cmd)!r}") from None
+                raise DeadlineExceededError(f"timeout {limit}s exceeded running {list(cmd)!r}") from None
         finally:
             for t in aux:
                 t.cancel()
@@ -159,7 +159,9 @@ async def exec_process(
                     await t
         if readers:
             try:
-                await asyncio.wait_for(asyncio.gather(*(asyncio.shield(r.done) for r in readers)), DRAIN_TIMEOUT)
+                await asyncio.wait_for(
+                    asyncio.gather(*(asyncio.shield(r.done) for r in readers)), DRAIN_TIMEOUT
+                )
             except TimeoutError:
                 log.debug("output of exec %s in %s not drained", exec_id, container.id)
         for t in senders:
@@ -191,7 +193,7 @@ def _ender(q: asyncio.Queue[bytes | None]) -> Callable[[asyncio.Future[None]], N
     return end
 
 
-async def _copy_stdin(stdin: InputStream, writer: FifoWriter, proc: object) -> None:
+async def _copy_stdin(stdin: InputStream, writer: FifoWriter, proc: Process) -> None:
     try:
         while True:
             data = await stdin.read(32 * 1024)
@@ -201,26 +203,24 @@ async def _copy_stdin(stdin: InputStream, writer: FifoWriter, proc: object) -> N
     except (BrokenPipeError, ConnectionError, OSError):
         pass
     writer.close()
-    close_io = getattr(proc, "close_io", None)
-    if close_io is not None:
-        with contextlib.suppress(Exception):
-            await close_io()
+    with contextlib.suppress(Exception):
+        await proc.close_io()
 
 
-async def _resize(resize: ResizeEvents, proc: object) -> None:
-    fn = getattr(proc, "resize_pty")
+async def _resize(resize: ResizeEvents, proc: Process) -> None:
     async for size in resize:
         with contextlib.suppress(Exception):
-            await fn(size.width, size.height)
+            await proc.resize_pty(size.width, size.height)
 
 
 async def exec_sync(c: CRIService, req: api_pb2.ExecSyncRequest) -> api_pb2.ExecSyncResponse:
     container = running_container(c, req.container_id)
     out, err = _Buffer(), _Buffer()
-    timeout = float(req.timeout) if req.timeout > 0 else None
+    limit = float(req.timeout) if req.timeout > 0 else None
     start = time.monotonic()
-    code = await exec_process(c, container, list(req.cmd), stdin=None, stdout=out, stderr=err, tty=False,
-                              timeout=timeout)
+    code = await exec_process(
+        c, container, list(req.cmd), stdin=None, stdout=out, stderr=err, tty=False, limit=limit
+    )
     log.debug("exec in %s took %.3fs", container.id, time.monotonic() - start)
     return api_pb2.ExecSyncResponse(stdout=bytes(out.data), stderr=bytes(err.data), exit_code=code)
 
@@ -246,8 +246,9 @@ class CRIStreamingRuntime:
 
         with namespaces.use(K8S_NAMESPACE):
             container = running_container(self.c, container_id)
-            return await exec_process(self.c, container, cmd, stdin=stdin, stdout=stdout, stderr=stderr,
-                                      tty=tty, resize=resize)
+            return await exec_process(
+                self.c, container, cmd, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty, resize=resize
+            )
 
     async def attach(
         self,

@@ -43,11 +43,17 @@ def filtered(c: CRIService, f: api_pb2.ContainerFilter | None) -> Iterator[Conta
             continue
         if f is not None and f.HasField("state") and st.state() != f.state.state:
             continue
-        if f is not None and f.label_selector and not match_labels(f.label_selector, x.metadata.config.labels):
+        if (
+            f is not None
+            and f.label_selector
+            and not match_labels(f.label_selector, x.metadata.config.labels)
+        ):
             continue
         yield x
 
 
-async def list_containers(c: CRIService, req: api_pb2.ListContainersRequest) -> api_pb2.ListContainersResponse:
+async def list_containers(
+    c: CRIService, req: api_pb2.ListContainersRequest
+) -> api_pb2.ListContainersResponse:
     f = req.filter if req.HasField("filter") else None
     return api_pb2.ListContainersResponse(containers=[container_proto(c, x) for x in filtered(c, f)])

@@ -8,6 +8,7 @@ import logging
 import shutil
 
 from arun.api.cri.runtime.v1 import api_pb2
+from arun.cri.container_create import release_image_volumes
 from arun.cri.container_stop import stop
 from arun.cri.criservice import CRIService
 from arun.cri.store.container import Container
@@ -16,7 +17,9 @@ from arun.errdefs import FailedPreconditionError, NotFoundError
 log = logging.getLogger(__name__)
 
 
-async def remove_container(c: CRIService, req: api_pb2.RemoveContainerRequest) -> api_pb2.RemoveContainerResponse:
+async def remove_container(
+    c: CRIService, req: api_pb2.RemoveContainerRequest
+) -> api_pb2.RemoveContainerResponse:
     container = c.containers.find(req.container_id)
     if container is None:
         return api_pb2.RemoveContainerResponse()
@@ -55,6 +58,12 @@ async def remove(c: CRIService, container: Container) -> None:
             if record.snapshotter and record.snapshot_key:
                 with contextlib.suppress(NotFoundError):
                     await c.meta.snapshotter(record.snapshotter).remove(record.snapshot_key)
+        sn = (
+            record.snapshotter
+            if record is not None
+            else c.snapshotter_for(container.metadata.runtime_handler)
+        )
+        await release_image_volumes(c, container.id, sn)
         await asyncio.to_thread(shutil.rmtree, c.container_root(container.id), True)
         await asyncio.to_thread(shutil.rmtree, c.container_state(container.id), True)
     except BaseException:

@@ -23,7 +23,9 @@ START_ERROR_EXIT_CODE = 128
 START_ERROR_REASON = "StartError"
 
 
-async def start_container(c: CRIService, req: api_pb2.StartContainerRequest) -> api_pb2.StartContainerResponse:
+async def start_container(
+    c: CRIService, req: api_pb2.StartContainerRequest
+) -> api_pb2.StartContainerResponse:
     container = c.containers.get(req.container_id)
 
     async def work() -> None:
@@ -44,7 +46,9 @@ async def _start(c: CRIService, container: Container) -> None:
         raise FailedPreconditionError(f"container {container.id!r} is being removed")
     sb = c.sandboxes.find(container.sandbox_id)
     if sb is None or sb.state != SandboxState.READY:
-        raise FailedPreconditionError(f"sandbox {container.sandbox_id!r} of container {container.id!r} is not running")
+        raise FailedPreconditionError(
+            f"sandbox {container.sandbox_id!r} of container {container.id!r} is not running"
+        )
     container.status.update(starting=True)
     cfg = container.config
     io: ContainerIO | None = None

@@ -86,7 +86,9 @@ def _config_json(cfg: api_pb2.ContainerConfig) -> dict[str, Any]:
     return doc
 
 
-async def container_status(c: CRIService, req: api_pb2.ContainerStatusRequest) -> api_pb2.ContainerStatusResponse:
+async def container_status(
+    c: CRIService, req: api_pb2.ContainerStatusRequest
+) -> api_pb2.ContainerStatusResponse:
     container = c.containers.get(req.container_id)
     resp = api_pb2.ContainerStatusResponse(status=container_status_proto(c, container))
     if req.verbose:

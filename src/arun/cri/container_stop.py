@@ -26,7 +26,7 @@ async def stop_container(c: CRIService, req: api_pb2.StopContainerRequest) -> ap
     return api_pb2.StopContainerResponse()
 
 
-async def stop(c: CRIService, container: Container, timeout: float) -> None:
+async def stop(c: CRIService, container: Container, grace: float) -> None:
     """Stop a running container and wait for its exit to be recorded (no-op otherwise)."""
     st = container.status.get()
     if st.state() != api_pb2.CONTAINER_RUNNING and not st.starting:
@@ -41,18 +41,22 @@ async def stop(c: CRIService, container: Container, timeout: float) -> None:
     if task is None:
         await container.stopped.wait()
         return
-    if timeout > 0:
+    if grace > 0:
         sig = util.parse_signal(container.metadata.stop_signal) or signal.SIGTERM
         try:
             await task.kill(int(sig))
         except (NotFoundError, UnavailableError):
             pass
         try:
-            await asyncio.wait_for(container.stopped.wait(), timeout)
+            await asyncio.wait_for(container.stopped.wait(), grace)
             return
         except TimeoutError:
-            log.info("container %s did not stop %ss after %s; killing it", container.id, timeout,
-                     util.signal_name(int(sig)))
+            log.info(
+                "container %s did not stop %ss after %s; killing it",
+                container.id,
+                grace,
+                util.signal_name(int(sig)),
+            )
     try:
         await task.kill(signal.SIGKILL, all=True)
     except (NotFoundError, UnavailableError):

@@ -36,8 +36,9 @@ async def update_container_resources(
             copts.with_oom_score_adj(spec, req.linux.oom_score_adj, c.config.restrict_oom_score_adj)
         if container.task is not None:
             resources = spec.get("linux", {}).get("resources", {})
-            await container.task.update(typeurl.Any(RESOURCES_TYPE_URL, json.dumps(resources).encode()),
-                                        dict(req.annotations))
+            await container.task.update(
+                typeurl.Any(RESOURCES_TYPE_URL, json.dumps(resources).encode()), dict(req.annotations)
+            )
         if json.dumps(spec) != old:
             record = await c.meta.containers.get(container.id)
             record.spec = typeurl.Any(SPEC_TYPE_URL, json.dumps(spec).encode())

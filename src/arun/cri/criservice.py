@@ -182,7 +182,9 @@ class CRIService:
             with namespaces.use(K8S_NAMESPACE):
                 return await coro
 
-        task = asyncio.get_running_loop().create_task(runner(), name=name or None, context=contextvars.Context())
+        task = asyncio.get_running_loop().create_task(
+            runner(), name=name or None, context=contextvars.Context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -200,8 +202,8 @@ class CRIService:
 
     def emit(self, container_id: str, sandbox_id: str, kind: api_pb2.ContainerEventType) -> None:
         """A GetContainerEvents event, with the pod's status and its containers' statuses."""
-        from arun.cri.sandbox_status import pod_status_proto
         from arun.cri.container_status import container_status_proto
+        from arun.cri.sandbox_status import pod_status_proto
 
         ev = api_pb2.ContainerEventResponse(
             container_id=container_id, container_event_type=kind, created_at=time.time_ns()
@@ -340,8 +342,12 @@ class CRIService:
         self.ready = True
 
     def _mkdirs(self) -> None:
-        for d in (self.root / "sandboxes", self.root / "containers", self.state / "sandboxes",
-                  self.state / "containers"):
+        for d in (
+            self.root / "sandboxes",
+            self.root / "containers",
+            self.state / "sandboxes",
+            self.state / "containers",
+        ):
             d.mkdir(parents=True, exist_ok=True, mode=0o711)
 
     async def close(self) -> None:

@@ -53,25 +53,48 @@ DESCRIPTORS: dict[str, Desc] = {
         _D("container_cpu_system_seconds_total", "CPU time spent in kernel mode, in seconds.", BASE, COUNTER),
         _D("container_cpu_usage_seconds_total", "Total CPU time used, in seconds.", BASE, COUNTER),
         _D("container_cpu_cfs_periods_total", "CFS enforcement periods that have elapsed.", BASE, COUNTER),
-        _D("container_cpu_cfs_throttled_periods_total", "CFS periods in which the container was throttled.",
-           BASE, COUNTER),
-        _D("container_cpu_cfs_throttled_seconds_total", "Time the container spent throttled, in seconds.",
-           BASE, COUNTER),
+        _D(
+            "container_cpu_cfs_throttled_periods_total",
+            "CFS periods in which the container was throttled.",
+            BASE,
+            COUNTER,
+        ),
+        _D(
+            "container_cpu_cfs_throttled_seconds_total",
+            "Time the container spent throttled, in seconds.",
+            BASE,
+            COUNTER,
+        ),
         # Memory
         _D("container_memory_cache", "Page cache used by the container, in bytes.", BASE, GAUGE),
-        _D("container_memory_rss", "Anonymous memory (and swap cache) of the container, in bytes.", BASE, GAUGE),
+        _D(
+            "container_memory_rss",
+            "Anonymous memory (and swap cache) of the container, in bytes.",
+            BASE,
+            GAUGE,
+        ),
         _D("container_memory_kernel_usage", "Kernel memory charged to the container, in bytes.", BASE, GAUGE),
         _D("container_memory_mapped_file", "Memory-mapped files of the container, in bytes.", BASE, GAUGE),
         _D("container_memory_swap", "Swap used by the container, in bytes.", BASE, GAUGE),
         _D("container_memory_failcnt", "Times the memory usage hit the cgroup v1 limit.", BASE, COUNTER),
         _D("container_memory_usage_bytes", "Memory in use, including cache, in bytes.", BASE, GAUGE),
         _D("container_memory_max_usage_bytes", "Highest memory usage seen, in bytes.", BASE, GAUGE),
-        _D("container_memory_working_set_bytes", "Memory in active use (usage minus inactive file cache), in bytes.",
-           BASE, GAUGE),
+        _D(
+            "container_memory_working_set_bytes",
+            "Memory in active use (usage minus inactive file cache), in bytes.",
+            BASE,
+            GAUGE,
+        ),
         _D("container_memory_total_active_file_bytes", "Active file-backed cache, in bytes.", BASE, GAUGE),
-        _D("container_memory_total_inactive_file_bytes", "Inactive file-backed cache, in bytes.", BASE, GAUGE),
-        _D("container_memory_failures_total", "Memory allocation failures (page faults by type and scope).",
-           MEMORY_FAILURES, COUNTER),
+        _D(
+            "container_memory_total_inactive_file_bytes", "Inactive file-backed cache, in bytes.", BASE, GAUGE
+        ),
+        _D(
+            "container_memory_failures_total",
+            "Memory allocation failures (page faults by type and scope).",
+            MEMORY_FAILURES,
+            COUNTER,
+        ),
         _D("container_oom_events_total", "OOM kills in the container's cgroup.", BASE, COUNTER),
         # Network (pod level)
         _D("container_network_receive_bytes_total", "Bytes received.", NETWORK, COUNTER),
@@ -85,17 +108,29 @@ DESCRIPTORS: dict[str, Desc] = {
         # Filesystem usage
         _D("container_fs_inodes_free", "Free inodes on the filesystem of the writable layer.", DISK, GAUGE),
         _D("container_fs_inodes_total", "Inodes of the filesystem of the writable layer.", DISK, GAUGE),
-        _D("container_fs_limit_bytes", "Size of the filesystem of the writable layer, in bytes.", DISK, GAUGE),
+        _D(
+            "container_fs_limit_bytes", "Size of the filesystem of the writable layer, in bytes.", DISK, GAUGE
+        ),
         _D("container_fs_usage_bytes", "Bytes used by the container's writable layer.", DISK, GAUGE),
         # Disk I/O (optional values)
         _D("container_fs_reads_bytes_total", "Bytes read from block devices.", DISK, COUNTER),
         _D("container_fs_reads_total", "Reads from block devices.", DISK, COUNTER),
         _D("container_fs_writes_bytes_total", "Bytes written to block devices.", DISK, COUNTER),
         _D("container_fs_writes_total", "Writes to block devices.", DISK, COUNTER),
-        _D("container_blkio_device_usage_total", "Block I/O by device and operation, in bytes.", BLKIO, COUNTER),
+        _D(
+            "container_blkio_device_usage_total",
+            "Block I/O by device and operation, in bytes.",
+            BLKIO,
+            COUNTER,
+        ),
         # Processes
         _D("container_processes", "Processes running in the container.", BASE, GAUGE),
-        _D("container_file_descriptors", "Open file descriptors of the container's main process.", BASE, GAUGE),
+        _D(
+            "container_file_descriptors",
+            "Open file descriptors of the container's main process.",
+            BASE,
+            GAUGE,
+        ),
         _D("container_sockets", "Open sockets of the container's main process.", BASE, GAUGE),
         _D("container_threads_max", "Task limit of the container's pids cgroup (0: none).", BASE, GAUGE),
         _D("container_threads", "Tasks (threads) in the container's pids cgroup.", BASE, GAUGE),
@@ -106,10 +141,18 @@ DESCRIPTORS: dict[str, Desc] = {
         _D("container_spec_cpu_period", "CFS period of the container, in microseconds.", BASE, GAUGE),
         _D("container_spec_cpu_shares", "CPU shares of the container.", BASE, GAUGE),
         _D("container_spec_memory_limit_bytes", "Memory limit of the container, in bytes.", BASE, GAUGE),
-        _D("container_spec_memory_reservation_limit_bytes", "Memory reservation of the container, in bytes.",
-           BASE, GAUGE),
-        _D("container_spec_memory_swap_limit_bytes", "Memory plus swap limit of the container, in bytes.",
-           BASE, GAUGE),
+        _D(
+            "container_spec_memory_reservation_limit_bytes",
+            "Memory reservation of the container, in bytes.",
+            BASE,
+            GAUGE,
+        ),
+        _D(
+            "container_spec_memory_swap_limit_bytes",
+            "Memory plus swap limit of the container, in bytes.",
+            BASE,
+            GAUGE,
+        ),
     )
 }
 
@@ -128,7 +171,9 @@ class _Out:
 
     def add(self, name: str, value: float, *extra: str) -> None:
         d = DESCRIPTORS[name]
-        m = api_pb2.Metric(name=name, timestamp=self.ts, metric_type=d.kind, label_values=[*self.base, *extra])
+        m = api_pb2.Metric(
+            name=name, timestamp=self.ts, metric_type=d.kind, label_values=[*self.base, *extra]
+        )
         m.value.value = max(0, int(value))
         self.metrics.append(m)
 

@@ -74,7 +74,13 @@ def effective_config(ic: InitContext) -> CRIConfig:
 @register(
     PluginType.GRPC,
     "cri",
-    requires=(PluginType.CRI, PluginType.METADATA, PluginType.RUNTIME_V2, PluginType.EVENT, PluginType.TRANSFER),
+    requires=(
+        PluginType.CRI,
+        PluginType.METADATA,
+        PluginType.RUNTIME_V2,
+        PluginType.EVENT,
+        PluginType.TRANSFER,
+    ),
     config=CRIConfig,
 )
 async def init(ic: InitContext) -> CRIPlugin:

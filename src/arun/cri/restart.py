@@ -137,8 +137,13 @@ async def _container(c: CRIService, record: Any) -> None:
         if tstate is not None and tstate.status in (Status.RUNNING, Status.PAUSED):
             cfg = md.config
             io = ContainerIO(
-                md.id, c.container_state(md.id) / "io", stdin=cfg.stdin, stdin_once=cfg.stdin_once,
-                tty=cfg.tty, log_path=md.log_path, max_line_size=c.config.max_container_log_line_size,
+                md.id,
+                c.container_state(md.id) / "io",
+                stdin=cfg.stdin,
+                stdin_once=cfg.stdin_once,
+                tty=cfg.tty,
+                log_path=md.log_path,
+                max_line_size=c.config.max_container_log_line_size,
                 reuse=True,
             )
             try:

@@ -3,6 +3,7 @@ driver), UpdateRuntimeConfig (the pod CIDR, for a CNI config template)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -33,12 +34,14 @@ async def status(c: CRIService, req: api_pb2.StatusRequest) -> api_pb2.StatusRes
         runtime_ready.reason = "RuntimeNotReady"
         runtime_ready.message = "the CRI plugin is still starting"
     net = await c.network.status()
-    network_ready = api_pb2.RuntimeCondition(type=NETWORK_READY, status=net.ready, reason=net.reason,
-                                             message=net.message)
+    network_ready = api_pb2.RuntimeCondition(
+        type=NETWORK_READY, status=net.ready, reason=net.reason, message=net.message
+    )
     resp = api_pb2.StatusResponse()
     resp.status.conditions.extend([runtime_ready, network_ready])
-    features = api_pb2.RuntimeHandlerFeatures(recursive_read_only_mounts=rro_supported(),
-                                              user_namespaces=userns_supported())
+    features = api_pb2.RuntimeHandlerFeatures(
+        recursive_read_only_mounts=rro_supported(), user_namespaces=userns_supported()
+    )
     default = c.config.containerd.default_runtime_name
     resp.runtime_handlers.append(api_pb2.RuntimeHandler(name="", features=features))
     for name in sorted(c.config.containerd.runtimes):
@@ -74,20 +77,21 @@ async def update_runtime_config(
         return api_pb2.UpdateRuntimeConfigResponse()
     # containerd renders conf_template (a Go template) with .PodCIDR / .PodCIDRRanges / .Routes;
     # the common fields are substituted here.
-    try:
-        with open(template) as f:
-            text = f.read()
-    except OSError as e:
-        log.warning("cannot read CNI config template %s: %s", template, e)
-        return api_pb2.UpdateRuntimeConfigResponse()
     ranges = [r.strip() for r in cidr.split(",") if r.strip()]
-    text = text.replace("{{.PodCIDR}}", ranges[0])
-    text = text.replace("{{index .PodCIDRRanges 0}}", ranges[0])
-    conf_dir = c.config.cni.conf_dir
+    try:
+        await asyncio.to_thread(_render_template, template, c.config.cni.conf_dir, ranges[0])
+    except OSError as e:
+        log.warning("cannot render CNI config template %s: %s", template, e)
+    return api_pb2.UpdateRuntimeConfigResponse()
+
+
+def _render_template(template: str, conf_dir: str, pod_cidr: str) -> None:
+    with open(template) as f:
+        text = f.read()
+    text = text.replace("{{.PodCIDR}}", pod_cidr).replace("{{index .PodCIDRRanges 0}}", pod_cidr)
     os.makedirs(conf_dir, exist_ok=True)
     target = os.path.join(conf_dir, "10-containerd-net.conflist")
     tmp = target + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, target)
-    return api_pb2.UpdateRuntimeConfigResponse()

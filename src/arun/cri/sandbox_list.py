@@ -37,6 +37,8 @@ def filtered(c: CRIService, f: api_pb2.PodSandboxFilter | None) -> Iterator[Sand
         yield sb
 
 
-async def list_pod_sandbox(c: CRIService, req: api_pb2.ListPodSandboxRequest) -> api_pb2.ListPodSandboxResponse:
+async def list_pod_sandbox(
+    c: CRIService, req: api_pb2.ListPodSandboxRequest
+) -> api_pb2.ListPodSandboxResponse:
     f = req.filter if req.HasField("filter") else None
     return api_pb2.ListPodSandboxResponse(items=[sandbox_proto(sb) for sb in filtered(c, f)])

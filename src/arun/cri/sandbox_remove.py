@@ -18,7 +18,9 @@ from arun.errdefs import NotFoundError
 log = logging.getLogger(__name__)
 
 
-async def remove_pod_sandbox(c: CRIService, req: api_pb2.RemovePodSandboxRequest) -> api_pb2.RemovePodSandboxResponse:
+async def remove_pod_sandbox(
+    c: CRIService, req: api_pb2.RemovePodSandboxRequest
+) -> api_pb2.RemovePodSandboxResponse:
     sb = c.sandboxes.find(req.pod_sandbox_id)
     if sb is None:
         return api_pb2.RemovePodSandboxResponse()

@@ -48,7 +48,7 @@ from arun.cri.opts import capabilities, seccomp
 from arun.cri.opts import spec as copts
 from arun.cri.store.sandbox import Sandbox, SandboxMetadata, SandboxState
 from arun.errdefs import InvalidArgumentError, UnimplementedError
-from arun.mount import LinuxMounter
+from arun.mount import LinuxMounter, is_mountpoint
 from arun.oci import spec as ocispec
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,17 @@ def network_request(sid: str, config: api_pb2.PodSandboxConfig, cgroup_parent: s
     )
 
 
-_QUANTITY = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "Ki": 1024, "Mi": 1024**2,
-             "Gi": 1024**3, "Ti": 1024**4}
+_QUANTITY = {
+    "": 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
 
 
 def _quantity(q: str) -> int:
@@ -150,7 +159,10 @@ def _bandwidth(ingress: str | None, egress: str | None) -> BandWidth | None:
         raise InvalidArgumentError(f"invalid bandwidth annotation: {e}") from e
     burst = 2**31 - 1
     return BandWidth(
-        ingress_rate=rin, ingress_burst=burst if rin else 0, egress_rate=rout, egress_burst=burst if rout else 0
+        ingress_rate=rin,
+        ingress_burst=burst if rin else 0,
+        egress_rate=rout,
+        egress_burst=burst if rout else 0,
     )
 
 
@@ -196,8 +208,11 @@ def _setup_files(c: CRIService, sb: Sandbox, config: api_pb2.PodSandboxConfig) -
         from arun.core.mount import Mount
 
         LinuxMounter().mount(
-            Mount(type="tmpfs", source="shm",
-                  options=("nosuid", "nodev", "noexec", f"mode=1777,size={copts.DEFAULT_SHM_SIZE}")),
+            Mount(
+                type="tmpfs",
+                source="shm",
+                options=("nosuid", "nodev", "noexec", f"mode=1777,size={copts.DEFAULT_SHM_SIZE}"),
+            ),
             str(shm),
         )
         sb.shm_path = str(shm)
@@ -206,7 +221,7 @@ def _setup_files(c: CRIService, sb: Sandbox, config: api_pb2.PodSandboxConfig) -
 def cleanup_files(c: CRIService, sid: str) -> None:
     """Unmount the pod's /dev/shm and remove its directories (idempotent)."""
     shm = c.sandbox_state(sid) / "shm"
-    if os.path.ismount(shm):
+    while is_mountpoint(str(shm)):
         LinuxMounter().unmount(str(shm), 2)  # MNT_DETACH
     shutil.rmtree(c.sandbox_state(sid), ignore_errors=True)
     shutil.rmtree(c.sandbox_root(sid), ignore_errors=True)
@@ -257,15 +272,26 @@ def sandbox_spec(
             copts.without_namespace(s, "user")
     s["mounts"] = [m for m in s["mounts"] if os.path.normpath(m["destination"]) != copts.DEV_SHM]
     ro = ["rbind", "ro", "nosuid", "nodev", "noexec"]
-    s["mounts"].append({"destination": copts.DEV_SHM, "type": "bind", "source": sb.shm_path, "options": list(ro)})
-    s["mounts"].append({"destination": copts.RESOLV_CONF, "type": "bind",
-                        "source": str(c.sandbox_root(sid) / "resolv.conf"), "options": list(ro)})
+    s["mounts"].append(
+        {"destination": copts.DEV_SHM, "type": "bind", "source": sb.shm_path, "options": list(ro)}
+    )
+    s["mounts"].append(
+        {
+            "destination": copts.RESOLV_CONF,
+            "type": "bind",
+            "source": str(c.sandbox_root(sid) / "resolv.conf"),
+            "options": list(ro),
+        }
+    )
     sysctls = dict(linux.sysctls)
     if nsopts.network != api_pb2.NODE:
         if c.config.enable_unprivileged_ports and "net.ipv4.ip_unprivileged_port_start" not in sysctls:
             sysctls["net.ipv4.ip_unprivileged_port_start"] = "0"
-        if (c.config.enable_unprivileged_icmp and "net.ipv4.ping_group_range" not in sysctls
-                and not (nsopts.HasField("userns_options") and nsopts.userns_options.mode == api_pb2.POD)):
+        if (
+            c.config.enable_unprivileged_icmp
+            and "net.ipv4.ping_group_range" not in sysctls
+            and not (nsopts.HasField("userns_options") and nsopts.userns_options.mode == api_pb2.POD)
+        ):
             sysctls["net.ipv4.ping_group_range"] = "0 2147483647"
     copts.with_sysctls(sysctls)(s)
     s["linux"].setdefault("resources", {}).setdefault("cpu", {})["shares"] = copts.DEFAULT_SANDBOX_CPU_SHARES
@@ -292,8 +318,14 @@ def sandbox_spec(
     s["annotations"] = ann
     # Security: seccomp and the user of the pause process.
     profile = sc.seccomp if sc.HasField("seccomp") else None
-    caps = s["process"]["capabilities"]["bounding"] if not sc.privileged else list(capabilities.all_capabilities())
-    filt = seccomp.resolve(profile, sc.seccomp_profile_path, c.config.unset_seccomp_profile, sc.privileged, caps)
+    caps = (
+        s["process"]["capabilities"]["bounding"]
+        if not sc.privileged
+        else list(capabilities.all_capabilities())
+    )
+    filt = seccomp.resolve(
+        profile, sc.seccomp_profile_path, c.config.unset_seccomp_profile, sc.privileged, caps
+    )
     if filt is not None:
         s["linux"]["seccomp"] = filt
     from arun.cri.user import user_string
@@ -405,8 +437,13 @@ async def _run(
 
         task = await c.runtime.create(
             sid,
-            CreateOpts(spec=spec_bytes, rootfs=mounts, io=IO(), runtime=util.runtime_name(rt),
-                       runtime_options=options),
+            CreateOpts(
+                spec=spec_bytes,
+                rootfs=mounts,
+                io=IO(),
+                runtime=util.runtime_name(rt),
+                runtime_options=options,
+            ),
         )
 
         async def delete_task() -> None:
@@ -438,5 +475,3 @@ async def _run(
 
 def _metadata_any(meta: SandboxMetadata) -> typeurl.Any:
     return typeurl.Any("github.com/containerd/cri/pkg/store/sandbox/Metadata", meta.to_json())
-
-

@@ -52,13 +52,21 @@ def verbose_info(c: CRIService, sb: Sandbox) -> dict[str, str]:
         "config": json_format.MessageToDict(md.config, preserving_proto_field_name=True),
         "runtimeSpec": sb.spec,
         "cniResult": md.cni_result,
-        "sandboxMetadata": {"ID": md.id, "Name": md.name, "NetNSPath": md.netns_path, "IP": md.ip,
-                            "AdditionalIPs": md.additional_ips, "RuntimeHandler": md.runtime_handler},
+        "sandboxMetadata": {
+            "ID": md.id,
+            "Name": md.name,
+            "NetNSPath": md.netns_path,
+            "IP": md.ip,
+            "AdditionalIPs": md.additional_ips,
+            "RuntimeHandler": md.runtime_handler,
+        },
     }
     return {"info": json.dumps(info)}
 
 
-async def pod_sandbox_status(c: CRIService, req: api_pb2.PodSandboxStatusRequest) -> api_pb2.PodSandboxStatusResponse:
+async def pod_sandbox_status(
+    c: CRIService, req: api_pb2.PodSandboxStatusRequest
+) -> api_pb2.PodSandboxStatusResponse:
     from arun.cri.container_status import container_status_proto
 
     sb = c.sandboxes.get(req.pod_sandbox_id)

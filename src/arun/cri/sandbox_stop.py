@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 
 from arun.api.cri.runtime.v1 import api_pb2
@@ -15,14 +14,16 @@ from arun.cri.criservice import CRIService
 from arun.cri.sandbox_run import network_request
 from arun.cri.store.sandbox import Sandbox, SandboxState
 from arun.errdefs import NotFoundError, UnavailableError
-from arun.mount import LinuxMounter
+from arun.mount import LinuxMounter, is_mountpoint
 
 log = logging.getLogger(__name__)
 
 KILL_TIMEOUT = 30.0
 
 
-async def stop_pod_sandbox(c: CRIService, req: api_pb2.StopPodSandboxRequest) -> api_pb2.StopPodSandboxResponse:
+async def stop_pod_sandbox(
+    c: CRIService, req: api_pb2.StopPodSandboxRequest
+) -> api_pb2.StopPodSandboxResponse:
     sb = c.sandboxes.find(req.pod_sandbox_id)
     if sb is None:
         return api_pb2.StopPodSandboxResponse()
@@ -53,8 +54,8 @@ async def stop(c: CRIService, sb: Sandbox) -> None:
 
 def _unmount_shm(c: CRIService, sid: str) -> None:
     shm = c.sandbox_state(sid) / "shm"
-    if os.path.ismount(shm):
-        with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):
+        while is_mountpoint(str(shm)):
             LinuxMounter().unmount(str(shm), 2)
 
 

@@ -106,7 +106,9 @@ class RuntimeServicer(_Base):
             f = req.filter if req.HasField("filter") else None
             return [sandbox_proto(sb) for sb in filtered(c, f)]
 
-        await self._stream_list(stream, items, lambda xs: api_pb2.StreamPodSandboxesResponse(pod_sandboxes=xs))
+        await self._stream_list(
+            stream, items, lambda xs: api_pb2.StreamPodSandboxesResponse(pod_sandboxes=xs)
+        )
 
     # -- containers --------------------------------------------------------------------------------
 
@@ -240,8 +242,12 @@ class RuntimeServicer(_Base):
     async def StreamPodSandboxMetrics(self, stream: Any) -> None:
         from arun.cri.metrics import list_pod_sandbox_metrics
 
-        async def items(c: Any, req: api_pb2.StreamPodSandboxMetricsRequest) -> list[api_pb2.PodSandboxMetrics]:
-            return list((await list_pod_sandbox_metrics(c, api_pb2.ListPodSandboxMetricsRequest())).pod_metrics)
+        async def items(
+            c: Any, req: api_pb2.StreamPodSandboxMetricsRequest
+        ) -> list[api_pb2.PodSandboxMetrics]:
+            return list(
+                (await list_pod_sandbox_metrics(c, api_pb2.ListPodSandboxMetricsRequest())).pod_metrics
+            )
 
         await self._stream_list(
             stream, items, lambda xs: api_pb2.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=xs)

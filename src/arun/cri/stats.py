@@ -211,7 +211,9 @@ async def container_stats_of(c: CRIService, container: Container) -> api_pb2.Con
     return out
 
 
-async def container_stats(c: CRIService, req: api_pb2.ContainerStatsRequest) -> api_pb2.ContainerStatsResponse:
+async def container_stats(
+    c: CRIService, req: api_pb2.ContainerStatsRequest
+) -> api_pb2.ContainerStatsResponse:
     container = c.containers.get(req.container_id)
     return api_pb2.ContainerStatsResponse(stats=await container_stats_of(c, container))
 
@@ -280,7 +282,9 @@ async def pod_stats_of(c: CRIService, sb: Sandbox) -> api_pb2.PodSandboxStats:
     a.metadata.CopyFrom(sb.config.metadata)
     a.labels.update(sb.config.labels)
     a.annotations.update(sb.config.annotations)
-    containers = [x for x in c.containers.by_sandbox(sb.id) if x.status.get().state() == api_pb2.CONTAINER_RUNNING]
+    containers = [
+        x for x in c.containers.by_sandbox(sb.id) if x.status.get().state() == api_pb2.CONTAINER_RUNNING
+    ]
     stats = await asyncio.gather(*(container_stats_of(c, x) for x in containers))
     linux = out.linux
     linux.containers.extend(stats)
@@ -293,9 +297,11 @@ async def pod_stats_of(c: CRIService, sb: Sandbox) -> api_pb2.PodSandboxStats:
     linux.cpu.usage_nano_cores.value = nano
     linux.memory.timestamp = now
     linux.memory.working_set_bytes.value = (pause.working_set if pause else 0) + sum(
-        s.memory.working_set_bytes.value for s in stats)
+        s.memory.working_set_bytes.value for s in stats
+    )
     linux.memory.usage_bytes.value = (pause.memory_usage if pause else 0) + sum(
-        s.memory.usage_bytes.value for s in stats)
+        s.memory.usage_bytes.value for s in stats
+    )
     linux.memory.rss_bytes.value = (pause.rss if pause else 0) + sum(s.memory.rss_bytes.value for s in stats)
     linux.process.timestamp = now
     linux.process.process_count.value = (pause.pids if pause else 0) + sum(1 for _ in containers)
@@ -316,7 +322,9 @@ async def pod_stats_of(c: CRIService, sb: Sandbox) -> api_pb2.PodSandboxStats:
     return out
 
 
-async def pod_sandbox_stats(c: CRIService, req: api_pb2.PodSandboxStatsRequest) -> api_pb2.PodSandboxStatsResponse:
+async def pod_sandbox_stats(
+    c: CRIService, req: api_pb2.PodSandboxStatsRequest
+) -> api_pb2.PodSandboxStatsResponse:
     sb = c.sandboxes.get(req.pod_sandbox_id)
     if sb.state != SandboxState.READY:
         raise FailedPreconditionError(f"sandbox {sb.id!r} is not running")

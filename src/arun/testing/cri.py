@@ -67,13 +67,17 @@ def cni_bin_dir() -> str:
 
 def have_cni() -> bool:
     d = cni_bin_dir()
-    return all(os.access(os.path.join(d, p), os.X_OK) for p in ("bridge", "host-local", "loopback", "portmap"))
+    return all(
+        os.access(os.path.join(d, p), os.X_OK) for p in ("bridge", "host-local", "loopback", "portmap")
+    )
 
 
 def busybox_rootfs_layer() -> im.Layer:
     applets = sorted(
         a
-        for a in subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
+        for a in subprocess.run(
+            ["/bin/busybox", "--list"], capture_output=True, text=True, check=True
+        ).stdout.split()
         if a and "/" not in a and a not in ("busybox", "[", "[[")
     )
     layer = im.busybox_layer("gzip", applets=applets)
@@ -213,7 +217,8 @@ class CRIEnv:
         certs = base / "certs.d"
         (certs / reg.host).mkdir(parents=True)
         (certs / reg.host / "hosts.toml").write_text(
-            f'server = "http://{reg.host}"\n[host."http://{reg.host}"]\n  capabilities = ["pull", "resolve"]\n'
+            f'server = "http://{reg.host}"\n'
+            f'[host."http://{reg.host}"]\n  capabilities = ["pull", "resolve"]\n'
         )
         env = cls(base, reg, None, cni_dir, certs, network, bridge, subnet, gateway, built)
         env.refs = {name: f"{reg.host}/arun-test/{name}:1" for name in built}
@@ -347,7 +352,9 @@ class CRIClient:
     async def run_pod(self, config: api_pb2.PodSandboxConfig | str, handler: str = "") -> str:
         if isinstance(config, str):
             config = self.pod_config(config)
-        resp = await self.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config, runtime_handler=handler))
+        resp = await self.rt.RunPodSandbox(
+            api_pb2.RunPodSandboxRequest(config=config, runtime_handler=handler)
+        )
         return str(resp.pod_sandbox_id)
 
     async def pod_status(self, pod: str, verbose: bool = False) -> api_pb2.PodSandboxStatusResponse:
@@ -381,25 +388,29 @@ class CRIClient:
         await self.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
 
     async def status(self, cid: str, verbose: bool = False) -> api_pb2.ContainerStatus:
-        resp = await self.rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid, verbose=verbose))
+        resp = await self.rt.ContainerStatus(
+            api_pb2.ContainerStatusRequest(container_id=cid, verbose=verbose)
+        )
         st: api_pb2.ContainerStatus = resp.status
         return st
 
-    async def exec_sync(self, cid: str, cmd: Sequence[str], timeout: int = 30) -> api_pb2.ExecSyncResponse:
+    async def exec_sync(self, cid: str, cmd: Sequence[str], limit: int = 30) -> api_pb2.ExecSyncResponse:
         resp: api_pb2.ExecSyncResponse = await self.rt.ExecSync(
-            api_pb2.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=timeout)
+            api_pb2.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=limit)
         )
         return resp
 
-    async def wait_state(self, cid: str, state: int, timeout: float = 30.0) -> api_pb2.ContainerStatus:
-        deadline = time.monotonic() + timeout
+    async def wait_state(self, cid: str, state: int, within: float = 30.0) -> api_pb2.ContainerStatus:
+        deadline = time.monotonic() + within
         while True:
             st = await self.status(cid)
             if st.state == state:
                 return st
             if time.monotonic() > deadline:
-                raise TimeoutError(f"container {cid} is {api_pb2.ContainerState.Name(st.state)}, "
-                                   f"not {api_pb2.ContainerState.Name(state)}")  # type: ignore[arg-type]
+                raise TimeoutError(
+                    f"container {cid} is {api_pb2.ContainerState.Name(st.state)}, "
+                    f"not {api_pb2.ContainerState.Name(state)}"
+                )
             await asyncio.sleep(0.1)
 
     async def stop_pod(self, pod: str) -> None:

@@ -22,7 +22,9 @@ from .conftest import leftovers, nothing_left
 
 async def records(cri: CRIClient) -> list[str]:
     stub = containers_grpc.ContainersStub(cri.channel)
-    resp = await stub.List(containers_pb2.ListContainersRequest(), metadata={"containerd-namespace": "k8s.io"})
+    resp = await stub.List(
+        containers_pb2.ListContainersRequest(), metadata={"containerd-namespace": "k8s.io"}
+    )
     return [c.id for c in resp.containers]
 
 
@@ -49,14 +51,18 @@ async def expect(code: Status, coro: object) -> GRPCError:
 
 
 async def test_unknown_runtime_handler(env: CRIEnv, cri: CRIClient) -> None:
-    err = await expect(Status.INVALID_ARGUMENT, cri.run_pod(cri.pod_config("bad-handler"), handler="no-such-handler"))
+    err = await expect(
+        Status.INVALID_ARGUMENT, cri.run_pod(cri.pod_config("bad-handler"), handler="no-such-handler")
+    )
     assert "no-such-handler" in (err.message or "")
     await assert_clean(env, cri)
 
 
 async def test_sandbox_config_without_metadata(env: CRIEnv, cri: CRIClient) -> None:
-    await expect(Status.INVALID_ARGUMENT, cri.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(
-        config=api_pb2.PodSandboxConfig())))
+    await expect(
+        Status.INVALID_ARGUMENT,
+        cri.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig())),
+    )
     await assert_clean(env, cri)
 
 
@@ -80,8 +86,10 @@ async def test_invalid_log_path(env: CRIEnv, cri: CRIClient) -> None:
         cfg = cri.pod_config("bad-log", log_directory=str(logdir))
         pod = await cri.run_pod(cfg)
         for bad in ("../escape.log", "no/such/dir/c.log", "."):
-            await expect(Status.INVALID_ARGUMENT,
-                         cri.create(pod, f"c{len(bad)}", env.image("busybox"), ["true"], log_path=bad))
+            await expect(
+                Status.INVALID_ARGUMENT,
+                cri.create(pod, f"c{len(bad)}", env.image("busybox"), ["true"], log_path=bad),
+            )
         assert os.listdir(logdir) == []
         assert (await cri.rt.ListContainers(api_pb2.ListContainersRequest())).containers == []
         await cri.stop_pod(pod)
@@ -99,12 +107,18 @@ async def test_host_path_that_cannot_exist(env: CRIEnv, cri: CRIClient) -> None:
         (tmp / "file").write_text("a regular file")
         pod = await cri.run_pod("bad-mount")
         mounts = [api_pb2.Mount(container_path="/mnt", host_path=str(tmp / "file" / "sub"))]
-        await expect(Status.INVALID_ARGUMENT,
-                     cri.create(pod, "c", env.image("busybox"), ["true"], mounts=mounts))
+        await expect(
+            Status.INVALID_ARGUMENT, cri.create(pod, "c", env.image("busybox"), ["true"], mounts=mounts)
+        )
         # A host path that does not exist yet is created, as containerd does.
         fresh = tmp / "fresh" / "dir"
-        cid = await cri.create(pod, "ok", env.image("busybox"), ["sleep", "100"],
-                               mounts=[api_pb2.Mount(container_path="/mnt", host_path=str(fresh))])
+        cid = await cri.create(
+            pod,
+            "ok",
+            env.image("busybox"),
+            ["sleep", "100"],
+            mounts=[api_pb2.Mount(container_path="/mnt", host_path=str(fresh))],
+        )
         assert fresh.is_dir()
         await cri.start(cid)
         await cri.stop_pod(pod)
@@ -130,13 +144,31 @@ async def test_bogus_seccomp_profiles(env: CRIEnv, cri: CRIClient) -> None:
         ]
         for i, (code, ref) in enumerate(cases):
             sc = api_pb2.LinuxContainerSecurityContext(
-                seccomp=api_pb2.SecurityProfile(profile_type=api_pb2.SecurityProfile.Localhost, localhost_ref=ref)
+                seccomp=api_pb2.SecurityProfile(
+                    profile_type=api_pb2.SecurityProfile.Localhost, localhost_ref=ref
+                )
             )
-            await expect(code, cri.create(pod, f"c{i}", env.image("busybox"), ["true"],
-                                          linux=api_pb2.LinuxContainerConfig(security_context=sc)))
+            await expect(
+                code,
+                cri.create(
+                    pod,
+                    f"c{i}",
+                    env.image("busybox"),
+                    ["true"],
+                    linux=api_pb2.LinuxContainerConfig(security_context=sc),
+                ),
+            )
         legacy = api_pb2.LinuxContainerSecurityContext(seccomp_profile_path="weird/profile")
-        await expect(Status.INVALID_ARGUMENT, cri.create(pod, "legacy", env.image("busybox"), ["true"],
-                                                         linux=api_pb2.LinuxContainerConfig(security_context=legacy)))
+        await expect(
+            Status.INVALID_ARGUMENT,
+            cri.create(
+                pod,
+                "legacy",
+                env.image("busybox"),
+                ["true"],
+                linux=api_pb2.LinuxContainerConfig(security_context=legacy),
+            ),
+        )
         assert (await cri.rt.ListContainers(api_pb2.ListContainersRequest())).containers == []
         await cri.stop_pod(pod)
         await cri.remove_pod(pod)

@@ -47,7 +47,7 @@ async def test_pull_status_list_remove(env: CRIEnv, cri: CRIClient) -> None:
     info = json.loads(st.info["info"])
     assert info["chainID"] == built.chain_ids()[-1]
     # Every kind of reference finds the same image.
-    for other in (image_id, image_id[len("sha256:"):][:16], f"{repo}@{built.digest}"):
+    for other in (image_id, image_id[len("sha256:") :][:16], f"{repo}@{built.digest}"):
         assert (await status(cri, other)).image == img, other
     listed = await cri.img.ListImages(api_pb2.ListImagesRequest())
     assert img in listed.images
@@ -97,8 +97,11 @@ async def test_pull_with_credentials() -> None:
         (tmp / "net.d").mkdir()
         d = await asyncio.to_thread(
             Daemon.start,
-            config_text=config_text(sandbox_image="unused/pause:1", cni_conf_dir=str(tmp / "net.d"),
-                                    certs_dir=str(tmp / "certs.d")),
+            config_text=config_text(
+                sandbox_image="unused/pause:1",
+                cni_conf_dir=str(tmp / "net.d"),
+                certs_dir=str(tmp / "certs.d"),
+            ),
         )
         from grpclib.client import Channel
 
@@ -109,11 +112,18 @@ async def test_pull_with_credentials() -> None:
             with pytest.raises(GRPCError) as e:
                 await c.pull(ref)
             assert e.value.status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED)
-            resp = await c.img.PullImage(api_pb2.PullImageRequest(
-                image=spec(ref), auth=api_pb2.AuthConfig(username="kubelet", password="s3cret")))
+            resp = await c.img.PullImage(
+                api_pb2.PullImageRequest(
+                    image=spec(ref), auth=api_pb2.AuthConfig(username="kubelet", password="s3cret")
+                )
+            )
             assert resp.image_ref == img.config_digest
-            other = await c.img.PullImage(api_pb2.PullImageRequest(
-                image=spec(ref), auth=api_pb2.AuthConfig(auth=base64.b64encode(b"kubelet:s3cret").decode())))
+            other = await c.img.PullImage(
+                api_pb2.PullImageRequest(
+                    image=spec(ref),
+                    auth=api_pb2.AuthConfig(auth=base64.b64encode(b"kubelet:s3cret").decode()),
+                )
+            )
             assert other.image_ref == img.config_digest
         finally:
             ch.close()
@@ -124,3 +134,52 @@ async def test_pull_with_credentials() -> None:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def test_image_volumes(env: CRIEnv, cri: CRIClient) -> None:
+    from .conftest import leftovers
+
+    image = env.image("busybox")
+    image_id = (await status(cri, image)).image.id
+    pod = await cri.run_pod("image-volume")
+    vol = api_pb2.Mount(
+        container_path="/mnt/image-volume",
+        readonly=True,
+        image=api_pb2.ImageSpec(image=image_id, user_specified_image=image),
+    )
+    sub = api_pb2.Mount(
+        container_path="/mnt/etc", readonly=True, image=api_pb2.ImageSpec(image=image), image_sub_path="etc"
+    )
+    cid = await cri.create(pod, "c", image, ["sleep", "1000"], mounts=[vol, sub])
+    st = await cri.status(cid)
+    by_path = {m.container_path: m for m in st.mounts}
+    assert by_path["/mnt/image-volume"].image.image_ref == image_id
+    assert by_path["/mnt/etc"].image_sub_path == "etc"
+    await cri.start(cid)
+    assert (await cri.exec_sync(cid, ["ls", "-A", "/mnt/image-volume/bin/sh"])).exit_code == 0
+    r = await cri.exec_sync(cid, ["touch", "/mnt/image-volume/test-write"])
+    assert r.exit_code != 0
+    assert (await cri.exec_sync(cid, ["/mnt/image-volume/bin/ls", "/mnt/image-volume"])).exit_code == 0
+    assert (await cri.exec_sync(cid, ["ls", "/mnt/etc/passwd"])).exit_code == 0
+    assert (await cri.exec_sync(cid, ["ls", "/mnt/etc/etc"])).exit_code != 0
+    # A writable image volume is refused; a sub path the image lacks too.
+    rw = api_pb2.Mount(container_path="/mnt/x", readonly=False, image=api_pb2.ImageSpec(image=image))
+    with pytest.raises(GRPCError) as e:
+        await cri.create(pod, "rw", image, ["true"], mounts=[rw])
+    assert e.value.status == Status.INVALID_ARGUMENT
+    missing = api_pb2.Mount(
+        container_path="/mnt/x",
+        readonly=True,
+        image=api_pb2.ImageSpec(image=image),
+        image_sub_path="not-existing",
+    )
+    with pytest.raises(GRPCError) as e:
+        await cri.create(pod, "missing", image, ["true"], mounts=[missing])
+    assert e.value.status == Status.NOT_FOUND
+    await cri.stop_pod(pod)
+    await cri.remove_pod(pod)
+    left = leftovers(env)
+    assert not any(left.values()), repr(left)
+    assert env.daemon is not None
+    with open("/proc/self/mountinfo") as f:
+        assert str(env.daemon.base) not in f.read()

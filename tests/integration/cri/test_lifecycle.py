@@ -4,7 +4,6 @@ logs in the CRI format, ExecSync, status details, lists and filters, and clean-u
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import tempfile
 from datetime import datetime
@@ -96,14 +95,20 @@ async def test_pod_and_container_lifecycle(env: CRIEnv, cri: CRIClient) -> None:
         assert [c.id for c in lc.containers] == [cid]
         lc = await cri.rt.ListContainers(
             api_pb2.ListContainersRequest(
-                filter=api_pb2.ContainerFilter(state=api_pb2.ContainerStateValue(state=api_pb2.CONTAINER_EXITED))
+                filter=api_pb2.ContainerFilter(
+                    state=api_pb2.ContainerStateValue(state=api_pb2.CONTAINER_EXITED)
+                )
             )
         )
         assert cid not in [c.id for c in lc.containers]
-        lc = await cri.rt.ListContainers(api_pb2.ListContainersRequest(filter=api_pb2.ContainerFilter(id=cid[:12])))
+        lc = await cri.rt.ListContainers(
+            api_pb2.ListContainersRequest(filter=api_pb2.ContainerFilter(id=cid[:12]))
+        )
         assert [c.id for c in lc.containers] == [cid]
         lp = await cri.rt.ListPodSandbox(
-            api_pb2.ListPodSandboxRequest(filter=api_pb2.PodSandboxFilter(label_selector={"app": "lifecycle"}))
+            api_pb2.ListPodSandboxRequest(
+                filter=api_pb2.PodSandboxFilter(label_selector={"app": "lifecycle"})
+            )
         )
         assert [p.id for p in lp.items] == [pod]
 
@@ -163,7 +168,7 @@ async def test_exec_sync_timeout_kills_the_process(env: CRIEnv, cri: CRIClient) 
     cid = await cri.create(pod, "c", env.image("busybox"), ["sleep", "1000"])
     await cri.start(cid)
     with pytest.raises(GRPCError) as e:
-        await cri.exec_sync(cid, ["sleep", "4321"], timeout=1)
+        await cri.exec_sync(cid, ["sleep", "4321"], limit=1)
     assert e.value.status == Status.DEADLINE_EXCEEDED
     r = await cri.exec_sync(cid, ["sh", "-c", "ps -o args | grep 'sleep 4321' | grep -v grep || true"])
     assert r.stdout.strip() == b""
@@ -191,7 +196,9 @@ async def test_container_events_stream(env: CRIEnv, cri: CRIClient) -> None:
     await cri.wait_state(cid, api_pb2.CONTAINER_EXITED)
     await cri.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
     for _ in range(50):
-        if any(e.container_id == cid and e.container_event_type == api_pb2.CONTAINER_DELETED_EVENT for e in seen):
+        if any(
+            e.container_id == cid and e.container_event_type == api_pb2.CONTAINER_DELETED_EVENT for e in seen
+        ):
             break
         await asyncio.sleep(0.1)
     task.cancel()
@@ -202,7 +209,9 @@ async def test_container_events_stream(env: CRIEnv, cri: CRIClient) -> None:
         api_pb2.CONTAINER_STOPPED_EVENT,
         api_pb2.CONTAINER_DELETED_EVENT,
     ]
-    started = next(e for e in seen if e.container_id == cid and e.container_event_type == api_pb2.CONTAINER_STARTED_EVENT)
+    started = next(
+        e for e in seen if e.container_id == cid and e.container_event_type == api_pb2.CONTAINER_STARTED_EVENT
+    )
     assert started.pod_sandbox_status.id == pod
     assert any(s.id == cid for s in started.containers_statuses)
     pod_events = [e.container_event_type for e in seen if e.container_id == pod]
@@ -234,4 +243,3 @@ async def test_oom_killed(env: CRIEnv, cri: CRIClient) -> None:
     assert (st.exit_code, st.reason) == (137, "OOMKilled")
     await cri.stop_pod(pod)
     await cri.remove_pod(pod)
-

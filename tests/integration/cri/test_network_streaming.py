@@ -22,8 +22,9 @@ async def _pod_ip(cri: CRIClient, pod: str) -> str:
 async def test_two_pods_talk_over_tcp(env: CRIEnv, cri: CRIClient) -> None:
     server_pod = await cri.run_pod("tcp-server")
     client_pod = await cri.run_pod("tcp-client")
-    server = await cri.create(server_pod, "srv", env.image("busybox"),
-                              ["sh", "-c", "echo pong-from-server | nc -l -p 7777"])
+    server = await cri.create(
+        server_pod, "srv", env.image("busybox"), ["sh", "-c", "echo pong-from-server | nc -l -p 7777"]
+    )
     await cri.start(server)
     ip = await _pod_ip(cri, server_pod)
     assert ip and ip != await _pod_ip(cri, client_pod)
@@ -50,9 +51,12 @@ async def test_host_port_reachable_from_the_host(env: CRIEnv, cri: CRIClient) ->
     pm = api_pb2.PortMapping(protocol=api_pb2.TCP, container_port=8080, host_port=host_port)
     pod_cfg = cri.pod_config("hostport", port_mappings=[pm])
     pod = await cri.run_pod(pod_cfg)
-    cid = await cri.create(pod, "web", env.image("busybox"),
-                           ["sh", "-c", "mkdir -p /www && echo hello-hostport > /www/index.html && "
-                                        "httpd -f -p 8080 -h /www"])
+    cid = await cri.create(
+        pod,
+        "web",
+        env.image("busybox"),
+        ["sh", "-c", "mkdir -p /www && echo hello-hostport > /www/index.html && httpd -f -p 8080 -h /www"],
+    )
     await cri.start(cid)
     body = b""
     for _ in range(50):
@@ -86,8 +90,9 @@ async def _running(env: CRIEnv, cri: CRIClient, name: str, **fields: object) -> 
 @pytest.mark.parametrize("transport", ["websocket", "spdy"])
 async def test_exec_returns_output_and_exit_code(env: CRIEnv, cri: CRIClient, transport: str) -> None:
     pod, cid = await _running(env, cri, f"exec-{transport}")
-    req = api_pb2.ExecRequest(container_id=cid, cmd=["sh", "-c", "echo out; echo err >&2; exit 5"],
-                              stdout=True, stderr=True)
+    req = api_pb2.ExecRequest(
+        container_id=cid, cmd=["sh", "-c", "echo out; echo err >&2; exit 5"], stdout=True, stderr=True
+    )
     url = (await cri.rt.Exec(req)).url
     if transport == "websocket":
         res = await sc.ws_remotecommand(url)
@@ -108,8 +113,9 @@ async def test_exec_returns_output_and_exit_code(env: CRIEnv, cri: CRIClient, tr
 
 async def test_exec_with_tty_and_resize(env: CRIEnv, cri: CRIClient) -> None:
     pod, cid = await _running(env, cri, "exec-tty")
-    req = api_pb2.ExecRequest(container_id=cid, cmd=["sh", "-c", "sleep 0.3; stty size"], tty=True, stdout=True,
-                              stdin=True)
+    req = api_pb2.ExecRequest(
+        container_id=cid, cmd=["sh", "-c", "sleep 0.3; stty size"], tty=True, stdout=True, stdin=True
+    )
     url = (await cri.rt.Exec(req)).url
     res = await sc.spdy_remotecommand(url, stdin=b"", tty=True, resizes=[TerminalSize(120, 40)])
     assert res.exit_code == 0
@@ -122,8 +128,9 @@ async def test_attach(env: CRIEnv, cri: CRIClient) -> None:
     pod = await cri.run_pod("attach")
     cid = await cri.create(pod, "shell", env.image("busybox"), ["/bin/sh"], stdin=True, stdin_once=True)
     await cri.start(cid)
-    url = (await cri.rt.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True,
-                                                      stderr=True))).url
+    url = (
+        await cri.rt.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True))
+    ).url
     res = await sc.spdy_remotecommand(url, stdin=b"echo -n attached-hello\n")
     assert res.stdout == b"attached-hello"
     st = await cri.wait_state(cid, api_pb2.CONTAINER_EXITED)
@@ -135,8 +142,9 @@ async def test_attach(env: CRIEnv, cri: CRIClient) -> None:
 @pytest.mark.parametrize("websocket", [False, True])
 async def test_port_forward(env: CRIEnv, cri: CRIClient, websocket: bool) -> None:
     pod = await cri.run_pod(f"pf-{websocket}")
-    cid = await cri.create(pod, "srv", env.image("busybox"),
-                           ["sh", "-c", "while true; do echo forwarded | nc -l -p 9090; done"])
+    cid = await cri.create(
+        pod, "srv", env.image("busybox"), ["sh", "-c", "while true; do echo forwarded | nc -l -p 9090; done"]
+    )
     await cri.start(cid)
     url = (await cri.rt.PortForward(api_pb2.PortForwardRequest(pod_sandbox_id=pod, port=[9090]))).url
     got = b""

@@ -25,8 +25,13 @@ async def test_restart_recovers_pods_and_containers(env: CRIEnv) -> None:
         async with env.client() as cri:
             cfg = cri.pod_config("survivor", log_directory=str(logdir))
             pod = await cri.run_pod(cfg)
-            running = await cri.create(pod, "runner", env.image("busybox"),
-                                       ["sh", "-c", "while true; do echo beat; sleep 0.2; done"], log_path="r.log")
+            running = await cri.create(
+                pod,
+                "runner",
+                env.image("busybox"),
+                ["sh", "-c", "while true; do echo beat; sleep 0.2; done"],
+                log_path="r.log",
+            )
             done = await cri.create(pod, "done", env.image("busybox"), ["sh", "-c", "exit 4"])
             created = await cri.create(pod, "created", env.image("busybox"), ["sleep", "100"])
             await cri.start(running)

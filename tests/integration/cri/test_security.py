@@ -4,6 +4,7 @@ sysctls, PID/IPC/network namespace modes, mount propagation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -25,12 +26,28 @@ def linux(sc: api_pb2.LinuxContainerSecurityContext) -> api_pb2.LinuxContainerCo
     return api_pb2.LinuxContainerConfig(security_context=sc)
 
 
-async def run(env: CRIEnv, cri: CRIClient, pod: str, sc: api_pb2.LinuxContainerSecurityContext | None = None,
-              image: str = "busybox", name: str = "c") -> str:
-    cid = await cri.create(pod, name, env.image(image), ["sleep", "1000"],
-                           linux=linux(sc) if sc is not None else api_pb2.LinuxContainerConfig())
+async def run(
+    env: CRIEnv,
+    cri: CRIClient,
+    pod: str,
+    sc: api_pb2.LinuxContainerSecurityContext | None = None,
+    image: str = "busybox",
+    name: str = "c",
+) -> str:
+    cid = await cri.create(
+        pod,
+        name,
+        env.image(image),
+        ["sleep", "1000"],
+        linux=linux(sc) if sc is not None else api_pb2.LinuxContainerConfig(),
+    )
     await cri.start(cid)
     return cid
+
+
+async def host(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A command on the host, off the event loop."""
+    return await asyncio.to_thread(subprocess.run, list(cmd), capture_output=True, text=True, check=check)
 
 
 async def sh(cri: CRIClient, cid: str, script: str) -> api_pb2.ExecSyncResponse:
@@ -45,8 +62,9 @@ async def test_users_and_groups(env: CRIEnv, cri: CRIClient) -> None:
     c0 = await run(env, cri, pod, name="default")
     assert (await sh(cri, c0, "id -u; id -g")).stdout.split() == [b"0", b"0"]
     # run_as_user with supplemental groups; Merge adds the image's groups of that user.
-    c1 = await run(env, cri, pod, SC(run_as_user=api_pb2.Int64Value(value=1000), supplemental_groups=[1234]),
-                   name="uid")
+    c1 = await run(
+        env, cri, pod, SC(run_as_user=api_pb2.Int64Value(value=1000), supplemental_groups=[1234]), name="uid"
+    )
     out = (await sh(cri, c1, "id -u; id -g; id -G")).stdout.decode().splitlines()
     assert out[0] == "1000" and out[1] == "1000"
     assert sorted(out[2].split(), key=int) == ["29", "50", "1000", "1234"]
@@ -54,12 +72,26 @@ async def test_users_and_groups(env: CRIEnv, cri: CRIClient) -> None:
     assert (st.user.linux.uid, st.user.linux.gid) == (1000, 1000)
     assert sorted(st.user.linux.supplemental_groups) == [29, 50, 1000, 1234]
     # Strict: only the primary group and the listed ones.
-    c2 = await run(env, cri, pod, SC(run_as_user=api_pb2.Int64Value(value=1000), supplemental_groups=[1234],
-                                     supplemental_groups_policy=api_pb2.Strict), name="strict")
+    c2 = await run(
+        env,
+        cri,
+        pod,
+        SC(
+            run_as_user=api_pb2.Int64Value(value=1000),
+            supplemental_groups=[1234],
+            supplemental_groups_policy=api_pb2.Strict,
+        ),
+        name="strict",
+    )
     assert sorted((await sh(cri, c2, "id -G")).stdout.split(), key=int) == [b"1000", b"1234"]
     # run_as_username and run_as_group.
-    c3 = await run(env, cri, pod, SC(run_as_username="www-data", run_as_group=api_pb2.Int64Value(value=50)),
-                   name="username")
+    c3 = await run(
+        env,
+        cri,
+        pod,
+        SC(run_as_username="www-data", run_as_group=api_pb2.Int64Value(value=50)),
+        name="username",
+    )
     assert (await sh(cri, c3, "id -un; id -g")).stdout.split() == [b"www-data", b"50"]
     # The image's user (numeric and by name).
     c4 = await run(env, cri, pod, image="user-uid", name="imguid")
@@ -81,16 +113,22 @@ async def test_capabilities_and_privileges(env: CRIEnv, cri: CRIClient) -> None:
     pod = await cri.run_pod("caps")
     plain = await run(env, cri, pod, name="plain")
     assert (await sh(cri, plain, "brctl addbr foobar")).exit_code != 0
-    admin = await run(env, cri, pod, SC(capabilities=api_pb2.Capability(add_capabilities=["NET_ADMIN"])),
-                      name="netadmin")
+    admin = await run(
+        env, cri, pod, SC(capabilities=api_pb2.Capability(add_capabilities=["NET_ADMIN"])), name="netadmin"
+    )
     assert (await sh(cri, admin, "brctl addbr foobar && brctl delbr foobar")).exit_code == 0
-    noraw = await run(env, cri, pod, SC(capabilities=api_pb2.Capability(drop_capabilities=["NET_RAW"])),
-                      name="noraw")
+    noraw = await run(
+        env, cri, pod, SC(capabilities=api_pb2.Capability(drop_capabilities=["NET_RAW"])), name="noraw"
+    )
     r = await sh(cri, noraw, "ping -c 1 127.0.0.1")
     assert r.exit_code != 0 and b"permission denied" in r.stderr.lower()
-    allcaps = await run(env, cri, pod, SC(capabilities=api_pb2.Capability(add_capabilities=["ALL"])), name="all")
+    allcaps = await run(
+        env, cri, pod, SC(capabilities=api_pb2.Capability(add_capabilities=["ALL"])), name="all"
+    )
     assert b"CapBnd:\t0000000000000000" not in (await sh(cri, allcaps, "cat /proc/self/status")).stdout
-    none = await run(env, cri, pod, SC(capabilities=api_pb2.Capability(drop_capabilities=["ALL"])), name="none")
+    none = await run(
+        env, cri, pod, SC(capabilities=api_pb2.Capability(drop_capabilities=["ALL"])), name="none"
+    )
     assert b"CapBnd:\t0000000000000000" in (await sh(cri, none, "cat /proc/self/status")).stdout
     # A privileged container needs a privileged pod.
     with pytest.raises(GRPCError) as e:
@@ -99,8 +137,14 @@ async def test_capabilities_and_privileges(env: CRIEnv, cri: CRIClient) -> None:
     await cri.stop_pod(pod)
     await cri.remove_pod(pod)
 
-    ppod = await cri.run_pod(cri.pod_config("privileged", linux=api_pb2.LinuxPodSandboxConfig(
-        security_context=api_pb2.LinuxSandboxSecurityContext(privileged=True))))
+    ppod = await cri.run_pod(
+        cri.pod_config(
+            "privileged",
+            linux=api_pb2.LinuxPodSandboxConfig(
+                security_context=api_pb2.LinuxSandboxSecurityContext(privileged=True)
+            ),
+        )
+    )
     priv = await run(env, cri, ppod, SC(privileged=True), name="priv")
     assert (await sh(cri, priv, "brctl addbr foobar && brctl delbr foobar")).exit_code == 0
     assert (await sh(cri, priv, "ls /dev | grep -c .")).stdout.strip() != b""
@@ -129,17 +173,26 @@ async def test_read_only_root_and_paths(env: CRIEnv, cri: CRIClient) -> None:
 async def test_seccomp(env: CRIEnv, cri: CRIClient) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cri-seccomp-"))
     try:
-        (tmp / "block-chmod.json").write_text(json.dumps({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO"}],
-        }))
+        (tmp / "block-chmod.json").write_text(
+            json.dumps(
+                {
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO"}],
+                }
+            )
+        )
         pod = await cri.run_pod("seccomp")
         cases = {
             "nil": (None, b"0"),
             "unconfined": (api_pb2.SecurityProfile(profile_type=api_pb2.SecurityProfile.Unconfined), b"0"),
             "default": (api_pb2.SecurityProfile(), b"2"),
-            "localhost": (api_pb2.SecurityProfile(profile_type=api_pb2.SecurityProfile.Localhost,
-                                                  localhost_ref=str(tmp / "block-chmod.json")), b"2"),
+            "localhost": (
+                api_pb2.SecurityProfile(
+                    profile_type=api_pb2.SecurityProfile.Localhost,
+                    localhost_ref=str(tmp / "block-chmod.json"),
+                ),
+                b"2",
+            ),
         }
         for name, (profile, mode) in cases.items():
             sc = SC(seccomp=profile) if profile is not None else SC()
@@ -161,8 +214,14 @@ async def test_seccomp(env: CRIEnv, cri: CRIClient) -> None:
 
 
 async def test_sysctls(env: CRIEnv, cri: CRIClient) -> None:
-    pod = await cri.run_pod(cri.pod_config("sysctls", linux=api_pb2.LinuxPodSandboxConfig(
-        sysctls={"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100"})))
+    pod = await cri.run_pod(
+        cri.pod_config(
+            "sysctls",
+            linux=api_pb2.LinuxPodSandboxConfig(
+                sysctls={"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100"}
+            ),
+        )
+    )
     cid = await run(env, cri, pod)
     assert (await sh(cri, cid, "cat /proc/sys/kernel/shm_rmid_forced")).stdout.strip() == b"1"
     assert (await sh(cri, cid, "cat /proc/sys/fs/mqueue/msg_max")).stdout.strip() == b"100"
@@ -172,8 +231,11 @@ async def test_sysctls(env: CRIEnv, cri: CRIClient) -> None:
 
 
 def _pod_ns(pid: int = 0, ipc: int = 0, network: int = 0) -> api_pb2.LinuxPodSandboxConfig:
-    return api_pb2.LinuxPodSandboxConfig(security_context=api_pb2.LinuxSandboxSecurityContext(
-        namespace_options=api_pb2.NamespaceOption(pid=pid, ipc=ipc, network=network)))  # type: ignore[arg-type]
+    return api_pb2.LinuxPodSandboxConfig(
+        security_context=api_pb2.LinuxSandboxSecurityContext(
+            namespace_options=api_pb2.NamespaceOption(pid=pid, ipc=ipc, network=network)
+        )
+    )  # type: ignore[arg-type]
 
 
 async def test_pid_and_ipc_namespaces(env: CRIEnv, cri: CRIClient) -> None:
@@ -183,7 +245,9 @@ async def test_pid_and_ipc_namespaces(env: CRIEnv, cri: CRIClient) -> None:
     assert b"sleep" in (await sh(cri, c, "cat /proc/1/cmdline")).stdout
     assert b"2147483647" in (await sh(cri, c, "cat /proc/1/cmdline")).stdout
     # Container PID namespace: the container's own process is pid 1.
-    c2 = await run(env, cri, pod, SC(namespace_options=api_pb2.NamespaceOption(pid=api_pb2.CONTAINER)), name="own")
+    c2 = await run(
+        env, cri, pod, SC(namespace_options=api_pb2.NamespaceOption(pid=api_pb2.CONTAINER)), name="own"
+    )
     assert (await sh(cri, c2, "cat /proc/1/cmdline")).stdout == b"sleep\x001000\x00"
     await cri.stop_pod(pod)
     await cri.remove_pod(pod)
@@ -196,7 +260,7 @@ async def test_pid_and_ipc_namespaces(env: CRIEnv, cri: CRIClient) -> None:
 
 
 async def test_host_ipc(env: CRIEnv, cri: CRIClient) -> None:
-    out = subprocess.run(["ipcmk", "-M", "4096"], capture_output=True, text=True, check=True).stdout
+    out = (await host("ipcmk", "-M", "4096")).stdout
     shmid = out.strip().rsplit(" ", 1)[-1]
     try:
         for mode, visible in ((api_pb2.NODE, True), (api_pb2.POD, False)):
@@ -208,22 +272,37 @@ async def test_host_ipc(env: CRIEnv, cri: CRIClient) -> None:
             await cri.stop_pod(pod)
             await cri.remove_pod(pod)
     finally:
-        subprocess.run(["ipcrm", "-m", shmid], check=False, capture_output=True)
+        await host("ipcrm", "-m", shmid, check=False)
 
 
 async def test_mount_propagation(env: CRIEnv, cri: CRIClient) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cri-prop-"))
     src = tmp / "mnt"
     src.mkdir()
-    subprocess.run(["mount", "--bind", str(src), str(src)], check=True)
-    subprocess.run(["mount", "--make-rshared", str(src)], check=True)
+    await host("mount", "--bind", str(src), str(src))
+    await host("mount", "--make-rshared", str(src))
     try:
-        ppod = await cri.run_pod(cri.pod_config("propagation", linux=api_pb2.LinuxPodSandboxConfig(
-            security_context=api_pb2.LinuxSandboxSecurityContext(privileged=True))))
-        mounts = [api_pb2.Mount(container_path=str(src), host_path=str(src),
-                                propagation=api_pb2.PROPAGATION_BIDIRECTIONAL)]
-        cid = await cri.create(ppod, "c", env.image("busybox"), ["sleep", "1000"], mounts=mounts,
-                               linux=linux(SC(privileged=True)))
+        ppod = await cri.run_pod(
+            cri.pod_config(
+                "propagation",
+                linux=api_pb2.LinuxPodSandboxConfig(
+                    security_context=api_pb2.LinuxSandboxSecurityContext(privileged=True)
+                ),
+            )
+        )
+        mounts = [
+            api_pb2.Mount(
+                container_path=str(src), host_path=str(src), propagation=api_pb2.PROPAGATION_BIDIRECTIONAL
+            )
+        ]
+        cid = await cri.create(
+            ppod,
+            "c",
+            env.image("busybox"),
+            ["sleep", "1000"],
+            mounts=mounts,
+            linux=linux(SC(privileged=True)),
+        )
         st = await cri.status(cid)
         assert [m.propagation for m in st.mounts] == [api_pb2.PROPAGATION_BIDIRECTIONAL]
         await cri.start(cid)
@@ -231,7 +310,7 @@ async def test_mount_propagation(env: CRIEnv, cri: CRIClient) -> None:
         (tmp / "from-host").mkdir()
         (tmp / "from-host" / "flag").write_text("x")
         (src / "h").mkdir()
-        subprocess.run(["mount", "--bind", str(tmp / "from-host"), str(src / "h")], check=True)
+        await host("mount", "--bind", str(tmp / "from-host"), str(src / "h"))
         assert (await sh(cri, cid, f"ls {src}/h")).stdout.strip() == b"flag"
         # Container to host.
         assert (await sh(cri, cid, f"mkdir -p {src}/c && mount --bind /etc {src}/c")).exit_code == 0
@@ -239,5 +318,5 @@ async def test_mount_propagation(env: CRIEnv, cri: CRIClient) -> None:
         await cri.stop_pod(ppod)
         await cri.remove_pod(ppod)
     finally:
-        subprocess.run(["umount", "-R", "-l", str(src)], check=False, capture_output=True)
+        await host("umount", "-R", "-l", str(src), check=False)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,28 +12,54 @@ from arun.testing.cri import CRIClient, CRIEnv
 
 # What critest requires of ListPodSandboxMetrics (its list minus the optional and unimplemented ones).
 REQUIRED_METRICS = {
-    "container_cpu_cfs_periods_total", "container_cpu_cfs_throttled_periods_total",
-    "container_cpu_cfs_throttled_seconds_total", "container_cpu_system_seconds_total",
-    "container_cpu_usage_seconds_total", "container_cpu_user_seconds_total", "container_file_descriptors",
-    "container_fs_inodes_free", "container_fs_inodes_total", "container_fs_limit_bytes", "container_fs_usage_bytes",
-    "container_last_seen", "container_memory_cache", "container_memory_failcnt", "container_memory_failures_total",
-    "container_memory_kernel_usage", "container_memory_mapped_file", "container_memory_max_usage_bytes",
-    "container_memory_rss", "container_memory_swap", "container_memory_usage_bytes",
-    "container_memory_working_set_bytes", "container_network_receive_bytes_total",
-    "container_network_receive_errors_total", "container_network_receive_packets_dropped_total",
-    "container_network_receive_packets_total", "container_network_transmit_bytes_total",
-    "container_network_transmit_errors_total", "container_network_transmit_packets_dropped_total",
-    "container_network_transmit_packets_total", "container_oom_events_total", "container_processes",
-    "container_sockets", "container_spec_cpu_period", "container_spec_cpu_shares",
-    "container_spec_memory_limit_bytes", "container_spec_memory_swap_limit_bytes", "container_start_time_seconds",
-    "container_threads", "container_threads_max",
+    "container_cpu_cfs_periods_total",
+    "container_cpu_cfs_throttled_periods_total",
+    "container_cpu_cfs_throttled_seconds_total",
+    "container_cpu_system_seconds_total",
+    "container_cpu_usage_seconds_total",
+    "container_cpu_user_seconds_total",
+    "container_file_descriptors",
+    "container_fs_inodes_free",
+    "container_fs_inodes_total",
+    "container_fs_limit_bytes",
+    "container_fs_usage_bytes",
+    "container_last_seen",
+    "container_memory_cache",
+    "container_memory_failcnt",
+    "container_memory_failures_total",
+    "container_memory_kernel_usage",
+    "container_memory_mapped_file",
+    "container_memory_max_usage_bytes",
+    "container_memory_rss",
+    "container_memory_swap",
+    "container_memory_usage_bytes",
+    "container_memory_working_set_bytes",
+    "container_network_receive_bytes_total",
+    "container_network_receive_errors_total",
+    "container_network_receive_packets_dropped_total",
+    "container_network_receive_packets_total",
+    "container_network_transmit_bytes_total",
+    "container_network_transmit_errors_total",
+    "container_network_transmit_packets_dropped_total",
+    "container_network_transmit_packets_total",
+    "container_oom_events_total",
+    "container_processes",
+    "container_sockets",
+    "container_spec_cpu_period",
+    "container_spec_cpu_shares",
+    "container_spec_memory_limit_bytes",
+    "container_spec_memory_swap_limit_bytes",
+    "container_start_time_seconds",
+    "container_threads",
+    "container_threads_max",
 }
 
 
 async def test_container_and_pod_stats(env: CRIEnv, cri: CRIClient) -> None:
     pod = await cri.run_pod(cri.pod_config("stats", labels={"s": "1"}))
-    busy = await cri.create(pod, "busy", env.image("busybox"),
-                            ["sh", "-c", "while true; do :; done"], labels={"kind": "busy"})
+    busy = await cri.create(
+        pod, "busy", env.image("busybox"), ["sh", "-c", "while true; do :; done"], labels={"kind": "busy"}
+    )
     idle = await cri.create(pod, "idle", env.image("busybox"), ["sleep", "1000"], labels={"kind": "idle"})
     created = await cri.create(pod, "created", env.image("busybox"), ["sleep", "1000"])
     await cri.start(busy)
@@ -48,11 +74,15 @@ async def test_container_and_pod_stats(env: CRIEnv, cri: CRIClient) -> None:
     assert again.stats.cpu.usage_nano_cores.value > 0
     listed = await cri.rt.ListContainerStats(api_pb2.ListContainerStatsRequest())
     assert {busy, idle, created} <= {s.attributes.id for s in listed.stats}
-    by_label = await cri.rt.ListContainerStats(api_pb2.ListContainerStatsRequest(
-        filter=api_pb2.ContainerStatsFilter(label_selector={"kind": "idle"})))
+    by_label = await cri.rt.ListContainerStats(
+        api_pb2.ListContainerStatsRequest(
+            filter=api_pb2.ContainerStatsFilter(label_selector={"kind": "idle"})
+        )
+    )
     assert [s.attributes.id for s in by_label.stats] == [idle]
-    by_pod = await cri.rt.ListContainerStats(api_pb2.ListContainerStatsRequest(
-        filter=api_pb2.ContainerStatsFilter(pod_sandbox_id=pod)))
+    by_pod = await cri.rt.ListContainerStats(
+        api_pb2.ListContainerStatsRequest(filter=api_pb2.ContainerStatsFilter(pod_sandbox_id=pod))
+    )
     assert len(by_pod.stats) == 3
     async with cri.rt.StreamContainerStats.open() as stream:
         await stream.send_message(api_pb2.StreamContainerStatsRequest(), end=True)
@@ -64,8 +94,9 @@ async def test_container_and_pod_stats(env: CRIEnv, cri: CRIClient) -> None:
     assert {c.attributes.id for c in ps.stats.linux.containers} == {busy, idle}
     assert ps.stats.linux.network.default_interface.name == "eth0"
     assert ps.stats.linux.memory.working_set_bytes.value > 0
-    lps = await cri.rt.ListPodSandboxStats(api_pb2.ListPodSandboxStatsRequest(
-        filter=api_pb2.PodSandboxStatsFilter(label_selector={"s": "1"})))
+    lps = await cri.rt.ListPodSandboxStats(
+        api_pb2.ListPodSandboxStatsRequest(filter=api_pb2.PodSandboxStatsFilter(label_selector={"s": "1"}))
+    )
     assert [s.attributes.id for s in lps.stats] == [pod]
     await cri.stop_pod(pod)
     await cri.remove_pod(pod)
@@ -77,10 +108,17 @@ async def test_metrics(env: CRIEnv, cri: CRIClient) -> None:
     assert REQUIRED_METRICS <= set(by_name)
     assert all(d.help and d.label_keys for d in descs)
     pod = await cri.run_pod("metrics")
-    cid = await cri.create(pod, "c", env.image("busybox"), ["sleep", "1000"],
-                           linux=api_pb2.LinuxContainerConfig(resources=api_pb2.LinuxContainerResources(
-                               cpu_period=100000, cpu_quota=20000, cpu_shares=1024,
-                               memory_limit_in_bytes=64 << 20)))
+    cid = await cri.create(
+        pod,
+        "c",
+        env.image("busybox"),
+        ["sleep", "1000"],
+        linux=api_pb2.LinuxContainerConfig(
+            resources=api_pb2.LinuxContainerResources(
+                cpu_period=100000, cpu_quota=20000, cpu_shares=1024, memory_limit_in_bytes=64 << 20
+            )
+        ),
+    )
     await cri.start(cid)
     resp = await cri.rt.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest())
     mine = next(m for m in resp.pod_metrics if m.pod_sandbox_id == pod)
@@ -103,7 +141,9 @@ async def test_update_resources(env: CRIEnv, cri: CRIClient) -> None:
     cid = await cri.create(pod, "c", env.image("busybox"), ["sleep", "1000"])
     await cri.start(cid)
     new = api_pb2.LinuxContainerResources(memory_limit_in_bytes=48 << 20, cpu_shares=512)
-    await cri.rt.UpdateContainerResources(api_pb2.UpdateContainerResourcesRequest(container_id=cid, linux=new))
+    await cri.rt.UpdateContainerResources(
+        api_pb2.UpdateContainerResourcesRequest(container_id=cid, linux=new)
+    )
     st = await cri.status(cid)
     assert st.resources.linux.memory_limit_in_bytes == 48 << 20
     assert st.resources.linux.cpu_shares == 512
@@ -122,8 +162,13 @@ async def test_reopen_container_log(env: CRIEnv, cri: CRIClient) -> None:
     try:
         cfg = cri.pod_config("reopen", log_directory=str(logdir))
         pod = await cri.run_pod(cfg)
-        cid = await cri.create(pod, "c", env.image("busybox"),
-                               ["sh", "-c", "while true; do echo tick; sleep 0.1; done"], log_path="c.log")
+        cid = await cri.create(
+            pod,
+            "c",
+            env.image("busybox"),
+            ["sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+            log_path="c.log",
+        )
         await cri.start(cid)
         await asyncio.sleep(0.5)
         (logdir / "c.log").rename(logdir / "c.log.1")
@@ -140,10 +185,18 @@ async def test_reopen_container_log(env: CRIEnv, cri: CRIClient) -> None:
 
 
 async def test_runtime_config_update_and_pod_resources(env: CRIEnv, cri: CRIClient) -> None:
-    await cri.rt.UpdateRuntimeConfig(api_pb2.UpdateRuntimeConfigRequest(
-        runtime_config=api_pb2.RuntimeConfig(network_config=api_pb2.NetworkConfig(pod_cidr="10.99.0.0/16"))))
+    await cri.rt.UpdateRuntimeConfig(
+        api_pb2.UpdateRuntimeConfigRequest(
+            runtime_config=api_pb2.RuntimeConfig(
+                network_config=api_pb2.NetworkConfig(pod_cidr="10.99.0.0/16")
+            )
+        )
+    )
     pod = await cri.run_pod("podres")
-    await cri.rt.UpdatePodSandboxResources(api_pb2.UpdatePodSandboxResourcesRequest(
-        pod_sandbox_id=pod, resources=api_pb2.LinuxContainerResources(cpu_shares=256)))
+    await cri.rt.UpdatePodSandboxResources(
+        api_pb2.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod, resources=api_pb2.LinuxContainerResources(cpu_shares=256)
+        )
+    )
     await cri.stop_pod(pod)
     await cri.remove_pod(pod)

@@ -56,8 +56,9 @@ def credentials(c: CRIService, auth: api_pb2.AuthConfig | None) -> Any:
     from arun.remotes.auth import AuthConfig, credentials_from_auth_config
 
     req_auth = None
-    if auth is not None and any((auth.username, auth.password, auth.auth, auth.identity_token,
-                                 auth.registry_token)):
+    if auth is not None and any(
+        (auth.username, auth.password, auth.auth, auth.identity_token, auth.registry_token)
+    ):
         req_auth = AuthConfig(
             username=auth.username,
             password=auth.password,
@@ -70,17 +71,25 @@ def credentials(c: CRIService, auth: api_pb2.AuthConfig | None) -> Any:
     for host, rc in c.config.registry.configs.items():
         if rc.auth is not None:
             fallback[host] = AuthConfig(
-                username=rc.auth.username, password=rc.auth.password, auth=rc.auth.auth,
+                username=rc.auth.username,
+                password=rc.auth.password,
+                auth=rc.auth.auth,
                 identity_token=rc.auth.identitytoken,
             )
     for host, a in c.config.registry.auths.items():
-        fallback.setdefault(host.split("://")[-1], AuthConfig(
-            username=a.username, password=a.password, auth=a.auth, identity_token=a.identitytoken))
+        fallback.setdefault(
+            host.split("://")[-1],
+            AuthConfig(username=a.username, password=a.password, auth=a.auth, identity_token=a.identitytoken),
+        )
     return credentials_from_auth_config(req_auth, fallback)
 
 
 async def pull(
-    c: CRIService, image: str, auth: api_pb2.AuthConfig | None = None, *, pinned: bool = False,
+    c: CRIService,
+    image: str,
+    auth: api_pb2.AuthConfig | None = None,
+    *,
+    pinned: bool = False,
     snapshotter: str = "",
 ) -> str:
     """Pull ``image`` (a reference kubelet passes: short names are normalised); its image id."""
@@ -144,7 +153,10 @@ async def _pull(
     names = references_for(ref, result.target.digest, details.id)
     await ensure_records(c.meta.images, names, result.target, labels)
     log.info(
-        "pulled image %s (id %s, %.3fs%s)", ref, details.id, time.monotonic() - start,
+        "pulled image %s (id %s, %.3fs%s)",
+        ref,
+        details.id,
+        time.monotonic() - start,
         f", progress timeout {progress_timeout}s" if progress_timeout else "",
     )
     return details.id
@@ -169,7 +181,7 @@ async def remove(c: CRIService, image: str) -> None:
     names = list(found.references)
     # The id record last: it keeps the content until the other names are gone.
     names.sort(key=lambda n: n.startswith("sha256:"))
-    for i, name in enumerate(names):
+    for name in names:
         try:
             await c.meta.images.delete(name)
         except NotFoundError:

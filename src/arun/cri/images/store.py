@@ -263,7 +263,9 @@ async def ensure_records(
                 if not isinstance(e, AlreadyExistsError):
                     raise
                 existing = await records.get(name)
-        if existing.target.digest != target.digest or any(existing.labels.get(k) != v for k, v in labels.items()):
+        if existing.target.digest != target.digest or any(
+            existing.labels.get(k) != v for k, v in labels.items()
+        ):
             merged = dict(existing.labels)
             merged.update(labels)
             await records.update(Image(name=name, target=target, labels=merged), "target", "labels")

@@ -37,8 +37,16 @@ class FifoSet:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def new_fifo_set(directory: Path, id: str, *, stdin: bool, stdout: bool = True, stderr: bool = True,
-                 terminal: bool = False, reuse: bool = False) -> FifoSet:
+def new_fifo_set(
+    directory: Path,
+    id: str,
+    *,
+    stdin: bool,
+    stdout: bool = True,
+    stderr: bool = True,
+    terminal: bool = False,
+    reuse: bool = False,
+) -> FifoSet:
     """FIFOs ``<directory>/<id>-stdin|stdout|stderr`` (stderr none with a terminal).
 
     With ``reuse``, FIFOs that already exist are kept (a restarted daemon reconnects to the

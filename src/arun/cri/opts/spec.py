@@ -249,7 +249,13 @@ def with_devices(s: Spec, devices: Iterable[api_pb2.Device]) -> None:
         for dev in found:
             s["linux"].setdefault("devices", []).append(dev)
             s["linux"].setdefault("resources", {}).setdefault("devices", []).append(
-                {"allow": True, "type": dev["type"], "major": dev["major"], "minor": dev["minor"], "access": perms}
+                {
+                    "allow": True,
+                    "type": dev["type"],
+                    "major": dev["major"],
+                    "minor": dev["minor"],
+                    "access": perms,
+                }
             )
 
 
@@ -316,8 +322,9 @@ def with_cri_mounts(
     all_mounts.sort(key=lambda m: _mount_depth(m.container_path))
 
     cgroup_opts = ["nosuid", "noexec", "nodev", "relatime", "rw" if cgroup_writable else "ro"]
-    s["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                        "options": cgroup_opts})
+    s["mounts"].append(
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": cgroup_opts}
+    )
 
     targets = {os.path.normpath(m.container_path) for m in all_mounts}
     kept = []
@@ -364,7 +371,8 @@ def with_cri_mounts(
             if m.recursive_read_only:
                 if not rro_supported:
                     raise InvalidArgumentError(
-                        f"runtime handler does not support recursive read-only mounts (hostPath={m.host_path!r})"
+                        "runtime handler does not support recursive read-only mounts "
+                        f"(hostPath={m.host_path!r})"
                     )
                 if prop != api_pb2.PROPAGATION_PRIVATE:
                     raise InvalidArgumentError(
@@ -380,8 +388,12 @@ def with_cri_mounts(
                     f"recursive read-only mount conflicts with RW mount (hostPath={m.host_path!r})"
                 )
             options.append("rw")
-        entry: dict[str, Any] = {"destination": m.container_path, "type": "bind", "source": src,
-                                 "options": options}
+        entry: dict[str, Any] = {
+            "destination": m.container_path,
+            "type": "bind",
+            "source": src,
+            "options": options,
+        }
         if m.uidMappings:
             entry["uidMappings"] = [
                 {"containerID": x.container_id, "hostID": x.host_id, "size": x.length} for x in m.uidMappings
@@ -460,11 +472,15 @@ def userns_mappings(opts: api_pb2.UserNamespace) -> tuple[list[dict[str, int]], 
             raise InvalidArgumentError("user namespace mode NODE must not have mappings")
         return [], []
     if opts.mode != api_pb2.POD:
-        raise UnimplementedError(f"unsupported user namespace mode: {api_pb2.NamespaceMode.Name(opts.mode)!r}")
+        raise UnimplementedError(
+            f"unsupported user namespace mode: {api_pb2.NamespaceMode.Name(opts.mode)!r}"
+        )
     maps = []
     for kind, ms in (("uid", opts.uids), ("gid", opts.gids)):
         if len(ms) != 1:
-            raise InvalidArgumentError(f"user namespace: exactly one {kind} mapping is supported, got {len(ms)}")
+            raise InvalidArgumentError(
+                f"user namespace: exactly one {kind} mapping is supported, got {len(ms)}"
+            )
         m = ms[0]
         if m.container_id != 0:
             raise InvalidArgumentError(f"user namespace: container {kind} 0 must be mapped")

@@ -46,7 +46,9 @@ class ObjectStore(Generic[T]):
         try:
             full = self._ids.get(id_or_prefix, self.kind)
         except NotFoundError:
-            raise NotFoundError(f"an error occurred when try to find {self.kind} {id_or_prefix!r}: not found") from None
+            raise NotFoundError(
+                f"an error occurred when try to find {self.kind} {id_or_prefix!r}: not found"
+            ) from None
         return self._objects[full]
 
     def find(self, id_or_prefix: str) -> T | None:
