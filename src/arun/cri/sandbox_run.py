@@ -67,6 +67,15 @@ async def run_pod_sandbox(c: CRIService, req: api_pb2.RunPodSandboxRequest) -> a
     rt = c.config.runtime(handler)
     if rt.sandboxer not in ("", "podsandbox"):
         raise UnimplementedError(f"sandboxer {rt.sandboxer!r} is not supported")
+    userns = config.linux.security_context.namespace_options.userns_options
+    if config.linux.security_context.namespace_options.HasField("userns_options"):
+        if userns.mode == api_pb2.POD:
+            copts.userns_mappings(userns)  # a malformed mapping is the clearer error
+            raise UnimplementedError(
+                "user namespaces for pods (mode POD) are not supported yet: they need id-mapped "
+                "root filesystems; the runtime handlers report user_namespaces=false"
+            )
+        copts.userns_mappings(userns)
     name = util.sandbox_name(md)
     sid = util.new_id()
     fingerprint = config.SerializeToString(deterministic=True) + b"\x00" + handler.encode()

@@ -320,3 +320,35 @@ async def test_mount_propagation(env: CRIEnv, cri: CRIClient) -> None:
     finally:
         await host("umount", "-R", "-l", str(src), check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def test_user_namespace_modes(env: CRIEnv, cri: CRIClient) -> None:
+    def pod_cfg(name: str, userns: api_pb2.UserNamespace) -> api_pb2.PodSandboxConfig:
+        return cri.pod_config(name, linux=api_pb2.LinuxPodSandboxConfig(
+            security_context=api_pb2.LinuxSandboxSecurityContext(
+                namespace_options=api_pb2.NamespaceOption(userns_options=userns))))
+
+    st = await cri.rt.Status(api_pb2.StatusRequest())
+    assert not any(h.features.user_namespaces for h in st.runtime_handlers)
+    node = api_pb2.UserNamespace(mode=api_pb2.NODE)
+    pod = await cri.run_pod(pod_cfg("userns-node", node))
+    cid = await run(env, cri, pod, SC(namespace_options=api_pb2.NamespaceOption(userns_options=node)))
+    with open("/proc/self/uid_map") as f:
+        host_map = f.read().split()
+    assert (await sh(cri, cid, "cat /proc/self/uid_map")).stdout.split() == [x.encode() for x in host_map]
+    await cri.stop_pod(pod)
+    await cri.remove_pod(pod)
+    m = api_pb2.IDMapping(container_id=0, host_id=1000, length=100000)
+    cases = [
+        (Status.UNIMPLEMENTED, api_pb2.UserNamespace(mode=api_pb2.POD, uids=[m], gids=[m])),
+        (Status.INVALID_ARGUMENT, api_pb2.UserNamespace(mode=api_pb2.POD, uids=[m, m], gids=[m, m])),
+        (Status.INVALID_ARGUMENT, api_pb2.UserNamespace(
+            mode=api_pb2.POD, uids=[api_pb2.IDMapping(container_id=1, host_id=1000, length=10)], gids=[m])),
+        (Status.UNIMPLEMENTED, api_pb2.UserNamespace(mode=api_pb2.CONTAINER)),
+        (Status.UNIMPLEMENTED, api_pb2.UserNamespace(mode=api_pb2.TARGET)),
+    ]
+    for i, (code, userns) in enumerate(cases):
+        with pytest.raises(GRPCError) as e:
+            await cri.run_pod(pod_cfg(f"userns-bad-{i}", userns))
+        assert e.value.status == code, (i, e.value.message)
+    assert (await cri.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest())).items == []
