@@ -306,15 +306,29 @@ def merge_tables(
     images_table: Mapping[str, Any] | None = None,
     *,
     where: str = "<config>",
+    version: int = 2,
 ) -> CRIConfig:
     """One CRIConfig from the raw TOML tables of the three sections.
 
-    The v3 sections are mapped into the v2 layout first; the v2 table
-    (``io.containerd.grpc.v1.cri``) is merged over them, key by key. A runtime
-    handler table replaces the default handler of the same name as a whole,
-    as containerd's TOML decoding does.
+    The v3 sections are mapped into the v2 layout. Which layout wins where both set a
+    key follows the config's version: in a version 2 config the v2 table
+    (``io.containerd.grpc.v1.cri``) is merged over the v3 sections, in a version 3
+    config the other way round. A runtime handler table replaces the default handler
+    of the same name as a whole, as containerd's TOML decoding does.
     """
     merged: dict[str, Any] = {}
+    if version < 3:
+        merged = _merge_v3(merged, runtime_table, images_table)
+        merged = _deep_merge(merged, grpc_table)
+    else:
+        merged = _deep_merge(merged, grpc_table)
+        merged = _merge_v3(merged, runtime_table, images_table)
+    return _finish(merged, where)
+
+
+def _merge_v3(
+    merged: dict[str, Any], runtime_table: Mapping[str, Any] | None, images_table: Mapping[str, Any] | None
+) -> dict[str, Any]:
     if runtime_table:
         merged = _deep_merge(merged, {k: v for k, v in runtime_table.items() if k not in _RUNTIME_SKIP})
     if images_table:
@@ -326,7 +340,10 @@ def merge_tables(
         if containerd:
             merged = _deep_merge(merged, {"containerd": containerd})
         merged = _deep_merge(merged, images)
-    merged = _deep_merge(merged, grpc_table)
+    return merged
+
+
+def _finish(merged: dict[str, Any], where: str) -> CRIConfig:
     cfg = decode(CRIConfig, merged, where=where)
     # The default handler table is kept unless the config names the same handler.
     runtimes = merged.get("containerd", {}).get("runtimes")

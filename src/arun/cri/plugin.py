@@ -68,6 +68,7 @@ def effective_config(ic: InitContext) -> CRIConfig:
         daemon.plugin_table(RUNTIME_URI),
         daemon.plugin_table(IMAGES_URI),
         where=f"{daemon.source}: CRI plugin config",
+        version=daemon.version,
     )
 
 

@@ -324,9 +324,14 @@ async def test_mount_propagation(env: CRIEnv, cri: CRIClient) -> None:
 
 async def test_user_namespace_modes(env: CRIEnv, cri: CRIClient) -> None:
     def pod_cfg(name: str, userns: api_pb2.UserNamespace) -> api_pb2.PodSandboxConfig:
-        return cri.pod_config(name, linux=api_pb2.LinuxPodSandboxConfig(
-            security_context=api_pb2.LinuxSandboxSecurityContext(
-                namespace_options=api_pb2.NamespaceOption(userns_options=userns))))
+        return cri.pod_config(
+            name,
+            linux=api_pb2.LinuxPodSandboxConfig(
+                security_context=api_pb2.LinuxSandboxSecurityContext(
+                    namespace_options=api_pb2.NamespaceOption(userns_options=userns)
+                )
+            ),
+        )
 
     st = await cri.rt.Status(api_pb2.StatusRequest())
     assert not any(h.features.user_namespaces for h in st.runtime_handlers)
@@ -342,8 +347,12 @@ async def test_user_namespace_modes(env: CRIEnv, cri: CRIClient) -> None:
     cases = [
         (Status.UNIMPLEMENTED, api_pb2.UserNamespace(mode=api_pb2.POD, uids=[m], gids=[m])),
         (Status.INVALID_ARGUMENT, api_pb2.UserNamespace(mode=api_pb2.POD, uids=[m, m], gids=[m, m])),
-        (Status.INVALID_ARGUMENT, api_pb2.UserNamespace(
-            mode=api_pb2.POD, uids=[api_pb2.IDMapping(container_id=1, host_id=1000, length=10)], gids=[m])),
+        (
+            Status.INVALID_ARGUMENT,
+            api_pb2.UserNamespace(
+                mode=api_pb2.POD, uids=[api_pb2.IDMapping(container_id=1, host_id=1000, length=10)], gids=[m]
+            ),
+        ),
         (Status.UNIMPLEMENTED, api_pb2.UserNamespace(mode=api_pb2.CONTAINER)),
         (Status.UNIMPLEMENTED, api_pb2.UserNamespace(mode=api_pb2.TARGET)),
     ]
