@@ -183,3 +183,27 @@ async def test_image_volumes(env: CRIEnv, cri: CRIClient) -> None:
     assert env.daemon is not None
     with open("/proc/self/mountinfo") as f:
         assert str(env.daemon.base) not in f.read()
+
+
+async def test_pull_through_registry_mirrors(env: CRIEnv, cri: CRIClient) -> None:
+    """Names of registries this machine cannot reach resolve through hosts.toml mirrors
+    (as critest's offline environment needs for registry.k8s.io, gcr.io and docker.io)."""
+    host = env.registry.host
+    for registry in ("registry.k8s.io", "docker.io"):
+        d = env.certs_dir / registry
+        d.mkdir(exist_ok=True)
+        (d / "hosts.toml").write_text(
+            f'server = "https://{registry}"\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+    want = env.built["busybox"].config_digest
+    assert await cri.pull("registry.k8s.io/arun-test/busybox:1") == want
+    assert await cri.pull("arun-test/busybox:1") == want
+    img = (await status(cri, "docker.io/arun-test/busybox:1")).image
+    assert {"registry.k8s.io/arun-test/busybox:1", "docker.io/arun-test/busybox:1"} <= set(img.repo_tags)
+    # Short names find the image too (docker's normalisation).
+    assert (await status(cri, "arun-test/busybox:1")).image.id == want
+    # Removing by one name removes the names from every registry.
+    await cri.img.RemoveImage(api_pb2.RemoveImageRequest(image=spec("registry.k8s.io/arun-test/busybox:1")))
+    assert not (await status(cri, "arun-test/busybox:1")).HasField("image")
+    assert not (await status(cri, env.image("busybox"))).HasField("image")
+    await cri.pull(env.image("busybox"))  # the other tests of this module use it
