@@ -40,6 +40,8 @@ from arun.testing.daemon import Daemon
 from arun.testing.registry import RegistryServer, start_registry
 
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+# A runtime handler of every test daemon that runs containerd's Go shim (containerd-shim-runc-v2).
+GO_SHIM_HANDLER = "runc-go"
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false
@@ -160,6 +162,13 @@ def config_text(
                 '  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
                 f'    Root = "{runc_root}"\n'
             )
+    go_root = runc_root or "/run/arun-test-runc"
+    go_shim = (
+        f'\n  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{GO_SHIM_HANDLER}]\n'
+        '    runtime_type = "io.containerd.runc.v2"\n'
+        f'  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{GO_SHIM_HANDLER}.options]\n'
+        f'    Root = "{go_root}-go"\n'
+    )
     return f"""version = 2
 [arun]
   uvloop = {"true" if uvloop else "false"}
@@ -177,7 +186,7 @@ def config_text(
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{certs_dir}"
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"{rt}
+    snapshotter = "overlayfs"{rt}{go_shim}
 """
 
 
@@ -222,7 +231,7 @@ class CRIEnv:
         )
         env = cls(base, reg, None, cni_dir, certs, network, bridge, subnet, gateway, built)
         env.refs = {name: f"{reg.host}/arun-test/{name}:1" for name in built}
-        runc_root = str(base / "runc") if runtime_type == "io.containerd.runc.v2" else ""
+        runc_root = str(base / "runc")
         env.config = config_text(
             sandbox_image=env.refs["pause"],
             cni_conf_dir=str(cni_dir),

@@ -243,3 +243,43 @@ async def test_oom_killed(env: CRIEnv, cri: CRIClient) -> None:
     assert (st.exit_code, st.reason) == (137, "OOMKilled")
     await cri.stop_pod(pod)
     await cri.remove_pod(pod)
+
+
+async def go_shims(pod: str) -> list[str]:
+    import subprocess
+
+    out = await asyncio.to_thread(
+        subprocess.run, ["pgrep", "-f", f"containerd-shim-runc-v2 .*-id {pod}"], capture_output=True, text=True
+    )
+    return out.stdout.split()
+
+
+async def test_go_shim_runtime_handler(env: CRIEnv, cri: CRIClient) -> None:
+    """A runtime handler with runtime_type io.containerd.runc.v2 runs pods in containerd's Go shim."""
+    from arun.testing.cri import GO_SHIM_HANDLER
+
+    logdir = Path(tempfile.mkdtemp(prefix="cri-goshim-"))
+    try:
+        cfg = cri.pod_config("go-shim", log_directory=str(logdir))
+        pod = await cri.run_pod(cfg, handler=GO_SHIM_HANDLER)
+        ps = await cri.pod_status(pod, verbose=True)
+        assert ps.status.runtime_handler == GO_SHIM_HANDLER
+        assert '"runtimeType": "io.containerd.runc.v2"' in ps.info["info"]
+        cid = await cri.create(pod, "c", env.image("busybox"), ["sh", "-c", "echo from-go-shim; sleep 1000"],
+                               pod_config=cfg, log_path="c.log")
+        await cri.start(cid)
+        r = await cri.exec_sync(cid, ["sh", "-c", "echo exec-ok; exit 2"])
+        assert (r.stdout, r.exit_code) == (b"exec-ok\n", 2)
+        await asyncio.sleep(0.3)
+        assert " stdout F from-go-shim" in (logdir / "c.log").read_text()
+        assert await go_shims(pod), "no containerd-shim-runc-v2 serves the pod"
+        await cri.rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=2))
+        assert (await cri.status(cid)).exit_code == 143
+        await cri.stop_pod(pod)
+        await cri.remove_pod(pod)
+        assert await go_shims(pod) == []
+        assert nothing_left(env), leftovers(env)
+    finally:
+        import shutil
+
+        shutil.rmtree(logdir, ignore_errors=True)
