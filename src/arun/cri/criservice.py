@@ -333,7 +333,10 @@ class CRIService:
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        from arun.cri.container_create import rro_supported
+
         await asyncio.to_thread(self._mkdirs)
+        await asyncio.to_thread(rro_supported)  # asks `runc features` once, off the loop
         from arun.cri.restart import recover
 
         with namespaces.use(K8S_NAMESPACE):

@@ -361,3 +361,35 @@ async def test_user_namespace_modes(env: CRIEnv, cri: CRIClient) -> None:
             await cri.run_pod(pod_cfg(f"userns-bad-{i}", userns))
         assert e.value.status == code, (i, e.value.message)
     assert (await cri.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest())).items == []
+
+
+async def test_recursive_read_only_mounts(env: CRIEnv, cri: CRIClient) -> None:
+    st = await cri.rt.Status(api_pb2.StatusRequest())
+    assert next(h for h in st.runtime_handlers if h.name == "").features.recursive_read_only_mounts
+    tmp = Path(tempfile.mkdtemp(prefix="cri-rro-"))
+    (tmp / "tmpfs").mkdir()
+    await host("mount", "-t", "tmpfs", "none", str(tmp / "tmpfs"))
+    try:
+        pod = await cri.run_pod("rro")
+        ro = api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=True)
+        rro = api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=True, recursive_read_only=True)
+        c_ro = await cri.create(pod, "ro", env.image("busybox"), ["sleep", "1000"], mounts=[ro])
+        c_rro = await cri.create(pod, "rro", env.image("busybox"), ["sleep", "1000"], mounts=[rro])
+        await cri.start(c_ro)
+        await cri.start(c_rro)
+        assert (await sh(cri, c_ro, "touch /mnt/tmpfs/file")).exit_code == 0
+        r = await sh(cri, c_rro, "touch /mnt/tmpfs/other")
+        assert r.exit_code != 0 and b"Read-only file system" in r.stderr
+        for bad in (
+            api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=True, recursive_read_only=True,
+                          propagation=api_pb2.PROPAGATION_HOST_TO_CONTAINER),
+            api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=False, recursive_read_only=True),
+        ):
+            with pytest.raises(GRPCError) as e:
+                await cri.create(pod, "bad", env.image("busybox"), ["true"], mounts=[bad])
+            assert e.value.status == Status.INVALID_ARGUMENT
+        await cri.stop_pod(pod)
+        await cri.remove_pod(pod)
+    finally:
+        await host("umount", "-l", str(tmp / "tmpfs"), check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
