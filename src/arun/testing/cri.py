@@ -130,7 +130,7 @@ def cni_conflist(name: str, bridge: str, subnet: str) -> dict[str, Any]:
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         ],
     }
 
