@@ -22,6 +22,7 @@ import arun.services.namespaces.plugin
 import arun.services.snapshots.plugin
 import arun.services.streaming.plugin
 import arun.services.tasks.plugin
+import arun.services.transfer.plugin
 import arun.services.version.plugin
 import arun.snapshots.native.plugin
 import arun.snapshots.overlay.plugin

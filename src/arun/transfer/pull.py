@@ -81,6 +81,8 @@ LABEL_SNAPSHOT_DIFF_ID = "containerd.io/snapshot/diff-id"
 LABEL_SNAPSHOT_PARENT = "containerd.io/snapshot/parent-chain-id"
 LABEL_GC_EXPIRE = "containerd.io/gc.expire"
 LABEL_GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."
+# Downloaded bytes are handed to the content writer in pieces of about this size.
+_WRITE_BATCH = 1 << 20
 # JSON documents bigger than this are parsed in a worker thread.
 _BIG_JSON = 256 << 10
 
@@ -295,10 +297,23 @@ class _Puller:
                     offset = 0
                 self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
                 async with contextlib.aclosing(self.repo.iter_blob(desc, offset)) as chunks:
+                    # Bodies arrive in pieces of a few hundred KiB; the writer hops to threads
+                    # per write, so hand it about a MiB at a time.
+                    pending: list[bytes] = []
+                    size = 0
                     async for data in chunks:
-                        await w.write(data)
-                        offset += len(data)
-                        self.bytes += len(data)
+                        pending.append(data)
+                        size += len(data)
+                        if size >= _WRITE_BATCH:
+                            await w.write(b"".join(pending) if len(pending) > 1 else pending[0])
+                            offset += size
+                            self.bytes += size
+                            pending, size = [], 0
+                            self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
+                    if pending:
+                        await w.write(b"".join(pending))
+                        offset += size
+                        self.bytes += size
                         self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
                 try:
                     committed = True
