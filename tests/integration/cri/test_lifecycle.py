@@ -249,7 +249,10 @@ async def go_shims(pod: str) -> list[str]:
     import subprocess
 
     out = await asyncio.to_thread(
-        subprocess.run, ["pgrep", "-f", f"containerd-shim-runc-v2 .*-id {pod}"], capture_output=True, text=True
+        subprocess.run,
+        ["pgrep", "-f", f"containerd-shim-runc-v2 .*-id {pod}"],
+        capture_output=True,
+        text=True,
     )
     return out.stdout.split()
 
@@ -265,8 +268,14 @@ async def test_go_shim_runtime_handler(env: CRIEnv, cri: CRIClient) -> None:
         ps = await cri.pod_status(pod, verbose=True)
         assert ps.status.runtime_handler == GO_SHIM_HANDLER
         assert '"runtimeType": "io.containerd.runc.v2"' in ps.info["info"]
-        cid = await cri.create(pod, "c", env.image("busybox"), ["sh", "-c", "echo from-go-shim; sleep 1000"],
-                               pod_config=cfg, log_path="c.log")
+        cid = await cri.create(
+            pod,
+            "c",
+            env.image("busybox"),
+            ["sh", "-c", "echo from-go-shim; sleep 1000"],
+            pod_config=cfg,
+            log_path="c.log",
+        )
         await cri.start(cid)
         r = await cri.exec_sync(cid, ["sh", "-c", "echo exec-ok; exit 2"])
         assert (r.stdout, r.exit_code) == (b"exec-ok\n", 2)

@@ -372,7 +372,9 @@ async def test_recursive_read_only_mounts(env: CRIEnv, cri: CRIClient) -> None:
     try:
         pod = await cri.run_pod("rro")
         ro = api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=True)
-        rro = api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=True, recursive_read_only=True)
+        rro = api_pb2.Mount(
+            container_path="/mnt", host_path=str(tmp), readonly=True, recursive_read_only=True
+        )
         c_ro = await cri.create(pod, "ro", env.image("busybox"), ["sleep", "1000"], mounts=[ro])
         c_rro = await cri.create(pod, "rro", env.image("busybox"), ["sleep", "1000"], mounts=[rro])
         await cri.start(c_ro)
@@ -381,9 +383,16 @@ async def test_recursive_read_only_mounts(env: CRIEnv, cri: CRIClient) -> None:
         r = await sh(cri, c_rro, "touch /mnt/tmpfs/other")
         assert r.exit_code != 0 and b"Read-only file system" in r.stderr
         for bad in (
-            api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=True, recursive_read_only=True,
-                          propagation=api_pb2.PROPAGATION_HOST_TO_CONTAINER),
-            api_pb2.Mount(container_path="/mnt", host_path=str(tmp), readonly=False, recursive_read_only=True),
+            api_pb2.Mount(
+                container_path="/mnt",
+                host_path=str(tmp),
+                readonly=True,
+                recursive_read_only=True,
+                propagation=api_pb2.PROPAGATION_HOST_TO_CONTAINER,
+            ),
+            api_pb2.Mount(
+                container_path="/mnt", host_path=str(tmp), readonly=False, recursive_read_only=True
+            ),
         ):
             with pytest.raises(GRPCError) as e:
                 await cri.create(pod, "bad", env.image("busybox"), ["true"], mounts=[bad])
