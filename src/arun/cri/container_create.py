@@ -379,7 +379,7 @@ async def _create(c: CRIService, cid: str, name: str, sb: Sandbox, config: api_p
         image_ref = config.image.image
         if not image_ref:
             raise InvalidArgumentError("container config must name an image")
-        image = await c.images.resolve(image_ref)
+        image = await c.images.find(image_ref)
         if image is None:
             raise NotFoundError(f"failed to resolve image {image_ref!r}: not found")
         image_name = config.image.user_specified_image or image_ref
@@ -522,7 +522,7 @@ async def image_volumes(
             continue
         if not m.readonly:
             raise InvalidArgumentError(f"image volume at {m.container_path!r} must be read-only")
-        img = await c.images.resolve(m.image.image)
+        img = await c.images.find(m.image.image)
         if img is None:
             raise NotFoundError(
                 f"image {m.image.image!r} of the image volume at {m.container_path!r} not found"

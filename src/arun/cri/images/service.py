@@ -164,10 +164,10 @@ async def _pull(
 
 async def ensure_image(c: CRIService, image: str, *, pinned: bool = False, snapshotter: str = "") -> CRIImage:
     """The image ``image`` refers to, pulled first if it is not present."""
-    found = await c.images.resolve(image)
+    found = await c.images.find(image)
     if found is None:
         await pull(c, image, pinned=pinned, snapshotter=snapshotter)
-        found = await c.images.resolve(image)
+        found = await c.images.find(image)
         if found is None:
             raise NotFoundError(f"image {image!r} not found after pulling it")
     return found

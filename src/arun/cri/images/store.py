@@ -231,6 +231,31 @@ class ImageIndex:
                 return i
         return None
 
+    async def find(self, ref_or_id: str) -> CRIImage | None:
+        """Like :meth:`resolve`, without listing every image when the reference names a record
+        (a full id or a normalised name): what the pod and container paths need. The image's
+        ``references`` then hold only that name."""
+        name = ""
+        hexpart = ref_or_id.removeprefix("sha256:")
+        if ref_or_id.startswith("sha256:") and len(hexpart) == 64:
+            name = ref_or_id
+        else:
+            try:
+                name = str(refs.parse_docker_ref(ref_or_id))
+            except InvalidArgumentError:
+                name = ""
+        if name:
+            try:
+                rec = await self.records.get(name)
+            except NotFoundError:
+                rec = None
+            if rec is not None:
+                try:
+                    return CRIImage(await self.details(rec.target), [rec.name])
+                except Exception as e:
+                    log.debug("image %s: %s", rec.name, e)
+        return await self.resolve(ref_or_id)
+
     def forget(self, target_digest: str) -> None:
         self._details.pop(target_digest, None)
 
