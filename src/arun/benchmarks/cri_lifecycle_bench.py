@@ -8,7 +8,8 @@ images present: ``RunPodSandbox`` + ``CreateContainer`` + ``StartContainer`` (bu
 run (their own roots, state, sockets, runc roots), with the *same* CNI configuration
 (one bridge, host-local IPAM, portmap, plus the loopback network both add), the same
 images from one loopback ``docker-registry`` (pulled before measuring), and the same
-security settings (``restrict_oom_score_adj``). Samples alternate between the
+security settings (containerd gets ``restrict_oom_score_adj``, which arun applies by itself
+where root lacks CAP_SYS_RESOURCE). Samples alternate between the
 runtimes (which one goes first alternates too) so machine load weighs alike; every
 pod is stopped and removed after its sample, outside the timing.
 

@@ -174,7 +174,6 @@ def config_text(
   uvloop = {"true" if uvloop else "false"}
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
-  restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"

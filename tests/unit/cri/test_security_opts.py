@@ -212,3 +212,12 @@ def test_userns_mappings() -> None:
         copts.userns_mappings(api_pb2.UserNamespace(mode=api_pb2.POD, uids=[m, m], gids=[m]))
     with pytest.raises(UnimplementedError):
         copts.userns_mappings(api_pb2.UserNamespace(mode=api_pb2.CONTAINER))
+
+
+def test_oom_score_clamped_without_cap_sys_resource() -> None:
+    s = default_spec("k8s.io", "c")
+    copts.with_oom_score_adj(s, -998, restrict=False)
+    if copts.can_lower_oom_score():
+        assert s["process"]["oomScoreAdj"] == -998
+    else:
+        assert s["process"]["oomScoreAdj"] == max(-998, copts.current_oom_score_adj())

@@ -60,9 +60,26 @@ def with_supplemental_groups(s: Spec, groups: Iterable[int]) -> None:
 
 
 def with_oom_score_adj(s: Spec, adj: int, restrict: bool) -> None:
-    if restrict:
+    """Set the process's OOM score adjustment; with ``restrict`` never below the daemon's own.
+
+    A daemon without CAP_SYS_RESOURCE cannot lower a score (runc would fail to start the
+    container), so it always clamps, as ``restrict_oom_score_adj`` would.
+    """
+    if restrict or not can_lower_oom_score():
         adj = max(adj, current_oom_score_adj())
     s["process"]["oomScoreAdj"] = adj
+
+
+def can_lower_oom_score() -> bool:
+    """Whether this process holds CAP_SYS_RESOURCE (needed to lower oom_score_adj)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 24 & 1)  # CAP_SYS_RESOURCE = 24
+    except (OSError, ValueError):
+        pass
+    return True
 
 
 def current_oom_score_adj() -> int:
