@@ -43,7 +43,6 @@ from arun.cri.stats import container_stats, list_container_stats, list_pod_sandb
 from arun.errdefs import UnavailableError, UnimplementedError
 from arun.plugin.grpc import PartialServicer
 
-
 # How many items a Stream* response message carries.
 STREAM_BATCH = 100
 READY_TIMEOUT = 60.0
