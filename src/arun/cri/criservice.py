@@ -365,7 +365,7 @@ class CRIService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for c in self.containers.list():
             if c.io is not None:
-                c.io.close()
+                c.io.close(remove=False)
                 c.io = None
 
 

@@ -9,6 +9,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
@@ -19,7 +20,8 @@ from arun.testing.daemon import Daemon
 from .conftest import leftovers, nothing_left
 
 
-async def test_restart_recovers_pods_and_containers(env: CRIEnv) -> None:
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+async def test_restart_recovers_pods_and_containers(env: CRIEnv, how: str) -> None:
     logdir = Path(tempfile.mkdtemp(prefix="cri-restart-"))
     try:
         async with env.client() as cri:
@@ -38,11 +40,13 @@ async def test_restart_recovers_pods_and_containers(env: CRIEnv) -> None:
             await cri.start(done)
             await cri.wait_state(done, api_pb2.CONTAINER_EXITED)
             before = await cri.status(running)
-        # kill -9: nothing gets a chance to clean up.
+            ip_before = (await cri.pod_status(pod)).status.network.ip
+            assert ip_before
+        # kill -9 (nothing gets a chance to clean up) or a graceful stop.
         assert env.daemon is not None
         old = env.daemon
-        old.signal(signal.SIGKILL)
-        old.proc.wait()
+        old.signal(getattr(signal, how))
+        await asyncio.to_thread(old.proc.wait, 60)
         size_before = (logdir / "r.log").stat().st_size
         env.daemon = await asyncio.to_thread(
             Daemon.start, config=str(old.base / "config.toml"), base=old.base
@@ -50,6 +54,7 @@ async def test_restart_recovers_pods_and_containers(env: CRIEnv) -> None:
         async with env.client() as cri:
             ps = await cri.pod_status(pod)
             assert ps.status.state == api_pb2.SANDBOX_READY
+            assert ps.status.network.ip == ip_before
             st = await cri.status(running)
             assert st.state == api_pb2.CONTAINER_RUNNING and st.started_at == before.started_at
             st = await cri.status(done)
@@ -61,7 +66,7 @@ async def test_restart_recovers_pods_and_containers(env: CRIEnv) -> None:
             r = await cri.exec_sync(running, ["echo", "still here"])
             assert r.stdout == b"still here\n"
             # Names are still taken by these containers.
-            with __import__("pytest").raises(GRPCError) as e:
+            with pytest.raises(GRPCError) as e:
                 await cri.create(pod, "runner", env.image("busybox"), ["true"])
             assert e.value.status == Status.ALREADY_EXISTS
             await cri.start(created)

@@ -218,7 +218,10 @@ class ContainerIO:
             except Exception as e:
                 log.warning("failed to close stdin of container %s: %s", self.id, e)
 
-    def close(self) -> None:
+    def close(self, *, remove: bool = True) -> None:
+        """Stop copying and close our ends; with ``remove`` (the container is gone) delete the
+        FIFOs too. A daemon that shuts down keeps them: its shims still hold them, and the next
+        daemon reopens them."""
         for r in self._readers:
             r.close()
         for stream in (STDOUT, STDERR):
@@ -231,4 +234,5 @@ class ContainerIO:
             self.log_file.close()
         if self.stdin is not None:
             self.stdin.close()
-        self.fifos.remove()
+        if remove:
+            self.fifos.remove()
