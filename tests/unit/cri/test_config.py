@@ -82,3 +82,26 @@ def test_bad_config(table: dict[str, object]) -> None:
 def test_unknown_handler() -> None:
     with pytest.raises(InvalidArgumentError, match="nope"):
         CRIConfig().runtime("nope")
+
+
+def test_registry_hosts_from_config() -> None:
+    from types import SimpleNamespace
+
+    from arun.cri.images.service import hosts_config
+
+    cfg = merge_tables(
+        {
+            "registry": {
+                "mirrors": {"docker.io": {"endpoint": ["http://mirror:5000"]}},
+                "configs": {"mirror:5000": {"tls": {"insecure_skip_verify": True, "ca_file": "/ca.pem"}}},
+                "headers": {"X-Test": ["1"]},
+            }
+        }
+    )
+    hc = hosts_config(SimpleNamespace(config=cfg))  # type: ignore[arg-type]
+    hosts = hc.hosts("docker.io")
+    assert hosts[0].host == "mirror:5000" and hosts[0].scheme == "http"
+    assert hosts[0].skip_verify and hosts[0].ca_certs == ("/ca.pem",)
+    assert hc.headers == {"X-Test": ("1",)}
+    with_path = hosts_config(SimpleNamespace(config=merge_tables({"registry": {"config_path": "/a:/b"}})))  # type: ignore[arg-type]
+    assert list(with_path.config_path) == ["/a", "/b"] and not with_path.mirrors

@@ -43,13 +43,24 @@ log = logging.getLogger(__name__)
 
 
 def hosts_config(c: CRIService) -> Any:
-    from arun.remotes.hosts import HostsConfig
+    from arun.remotes.hosts import HostsConfig, RegistryHost
 
     reg = c.config.registry
     paths = [p for p in reg.config_path.split(":") if p]
     mirrors = {host: list(m.endpoint) for host, m in reg.mirrors.items() if m.endpoint}
     headers = {k: tuple(v) for k, v in reg.headers.items()}
-    return HostsConfig(config_path=paths, mirrors=mirrors if not paths else {}, headers=headers)
+    tls = {}
+    for host, rc in reg.configs.items():
+        if rc.tls is None:
+            continue
+        t = rc.tls
+        tls[host] = RegistryHost(
+            host=host,
+            skip_verify=t.insecure_skip_verify or None,
+            ca_certs=(t.ca_file,) if t.ca_file else (),
+            client_pairs=((t.cert_file, t.key_file),) if t.cert_file else (),
+        )
+    return HostsConfig(config_path=paths, mirrors=mirrors if not paths else {}, headers=headers, tls=tls)
 
 
 def credentials(c: CRIService, auth: api_pb2.AuthConfig | None) -> Any:
