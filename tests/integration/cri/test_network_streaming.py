@@ -139,14 +139,18 @@ async def test_exec_with_tty_and_resize(env: CRIEnv, cri: CRIClient) -> None:
     await cri.remove_pod(pod)
 
 
-async def test_attach(env: CRIEnv, cri: CRIClient) -> None:
-    pod = await cri.run_pod("attach")
+@pytest.mark.parametrize("transport", ["spdy", "websocket"])
+async def test_attach(env: CRIEnv, cri: CRIClient, transport: str) -> None:
+    pod = await cri.run_pod(f"attach-{transport}")
     cid = await cri.create(pod, "shell", env.image("busybox"), ["/bin/sh"], stdin=True, stdin_once=True)
     await cri.start(cid)
     url = (
         await cri.rt.Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True))
     ).url
-    res = await sc.spdy_remotecommand(url, stdin=b"echo -n attached-hello\n")
+    if transport == "spdy":
+        res = await sc.spdy_remotecommand(url, stdin=b"echo -n attached-hello\n")
+    else:
+        res = await sc.ws_remotecommand(url, stdin=b"echo -n attached-hello\n")
     assert res.stdout == b"attached-hello"
     st = await cri.wait_state(cid, api_pb2.CONTAINER_EXITED)
     assert st.exit_code == 0
