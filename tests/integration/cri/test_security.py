@@ -402,3 +402,31 @@ async def test_recursive_read_only_mounts(env: CRIEnv, cri: CRIClient) -> None:
     finally:
         await host("umount", "-l", str(tmp / "tmpfs"), check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def test_devices(env: CRIEnv, cri: CRIClient) -> None:
+    pod = await cri.run_pod("devices")
+    # /dev/kmsg (char 1:11) is not among runc's default devices: the cgroup rule comes from the CRI
+    # (rules go by device number, so each access mode gets its own container).
+    cids = {}
+    for perms in ("r", "rw"):
+        dev = api_pb2.Device(host_path="/dev/kmsg", container_path="/dev/my-kmsg", permissions=perms)
+        cids[perms] = await cri.create(
+            pod, f"c-{perms}", env.image("busybox"), ["sleep", "1000"], devices=[dev]
+        )
+        await cri.start(cids[perms])
+        out = (await sh(cri, cids[perms], "ls -l /dev/my-kmsg")).stdout.decode()
+        assert out.startswith("crw") and "1,  11" in out, out
+    assert (await sh(cri, cids["rw"], "echo arun-cri-device-test > /dev/my-kmsg")).exit_code == 0
+    assert (await sh(cri, cids["r"], "echo arun-cri-device-test > /dev/my-kmsg")).exit_code != 0
+    with pytest.raises(GRPCError) as e:
+        await cri.create(
+            pod,
+            "missing",
+            env.image("busybox"),
+            ["true"],
+            devices=[api_pb2.Device(host_path="/dev/does-not-exist", container_path="/dev/x")],
+        )
+    assert e.value.status == Status.NOT_FOUND
+    await cri.stop_pod(pod)
+    await cri.remove_pod(pod)
