@@ -113,7 +113,10 @@ class ShimLog:
                 raise
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         loop = asyncio.get_running_loop()
-        pipe = os.fdopen(fd, "rb", buffering=0)
+        # uvloop's libuv closes the fd itself and then closes the file object again: under uvloop
+        # the file object must not own the fd, or the second close hits whatever reused the number.
+        uv = type(loop).__module__.startswith("uvloop")
+        pipe = os.fdopen(fd, "rb", buffering=0, closefd=not uv)
         try:
             transport, _ = await loop.connect_read_pipe(lambda: _Reader(namespace, id), pipe)
         except BaseException:

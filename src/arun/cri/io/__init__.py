@@ -1,0 +1,1 @@
+"""Container and exec stdio: FIFOs to the shim, the CRI log format, attach fan-out."""
