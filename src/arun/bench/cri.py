@@ -54,10 +54,12 @@ class CRI:
         cls: type[Message] = getattr(self.pb, desc.output_type.name)
         return cls
 
-    async def call(self, method: str, request: Message, *, timeout: float | None = None) -> Any:
+    async def call(self, method: str, request: Message, *, call_timeout: float | None = None) -> Any:
         service = "ImageService" if method in IMAGE_METHODS else "RuntimeService"
-        opts = self.opts if timeout is None else CallOptions(timeout=timeout)
-        return await self.transport.unary(f"/runtime.v1.{service}/{method}", request, self.reply_type(method), opts)
+        opts = self.opts if call_timeout is None else CallOptions(timeout=call_timeout)
+        return await self.transport.unary(
+            f"/runtime.v1.{service}/{method}", request, self.reply_type(method), opts
+        )
 
     async def version(self) -> Any:
         return await self.call("Version", self.pb.VersionRequest(version="v1"))
@@ -88,7 +90,9 @@ class CRI:
 
     async def remove_container(self, container_id: str) -> None:
         with contextlib.suppress(errdefs.NotFoundError):
-            await self.call("StopContainer", self.pb.StopContainerRequest(container_id=container_id, timeout=0))
+            await self.call(
+                "StopContainer", self.pb.StopContainerRequest(container_id=container_id, timeout=0)
+            )
         with contextlib.suppress(errdefs.NotFoundError):
             await self.call("RemoveContainer", self.pb.RemoveContainerRequest(container_id=container_id))
 

@@ -193,10 +193,28 @@ def _runc_cleanup(root: Path) -> None:
             ["runc", "--root", str(state_root), "list", "-q"], capture_output=True, text=True, check=False
         )
         for cid in r.stdout.split():
-            subprocess.run(["runc", "--root", str(state_root), "kill", cid, "KILL"], capture_output=True, check=False)
             subprocess.run(
-                ["runc", "--root", str(state_root), "delete", "--force", cid], capture_output=True, check=False
+                ["runc", "--root", str(state_root), "kill", cid, "KILL"], capture_output=True, check=False
             )
+            subprocess.run(
+                ["runc", "--root", str(state_root), "delete", "--force", cid],
+                capture_output=True,
+                check=False,
+            )
+
+
+def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start a daemon in its own session, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
 
 
 def _kill_pids(pids: list[int]) -> None:
@@ -239,7 +257,9 @@ class _Private:
             if self.address.exists() and _socket_answers(self.address):
                 return
             time.sleep(0.05)
-        raise DaemonStartError(f"{self.kind} did not serve on {self.address} within {timeout}s:\n{self.logs()}")
+        raise DaemonStartError(
+            f"{self.kind} did not serve on {self.address} within {timeout}s:\n{self.logs()}"
+        )
 
     async def import_images(self, namespace: str = K8S_NAMESPACE, sandbox_image: str = SANDBOX_IMAGE) -> None:
         """Import the pause and busybox images into ``namespace`` through the containerd API."""
@@ -304,7 +324,7 @@ class PrivateContainerd(_Private):
         cri: bool = True,
         sandbox_image: str = SANDBOX_IMAGE,
         import_images: bool = True,
-        timeout: float = 30.0,
+        ready_within: float = 30.0,
     ) -> PrivateContainerd:
         if shutil.which(CONTAINERD) is None:
             raise DaemonStartError("containerd is not installed (Debian: apt-get install containerd)")
@@ -343,16 +363,11 @@ class PrivateContainerd(_Private):
         else:
             lines.insert(3, 'disabled_plugins = ["io.containerd.grpc.v1.cri"]')
         config = base / "config.toml"
-        config.write_text("\n".join(lines) + "\n")
+        await asyncio.to_thread(config.write_text, "\n".join(lines) + "\n")
         log_path = base / "containerd.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [CONTAINERD, "--config", str(config), "--log-level", "info"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = await asyncio.to_thread(
+            _spawn, [CONTAINERD, "--config", str(config), "--log-level", "info"], log_path, None, base
+        )
         d = cls(
             base=base,
             address=sock,
@@ -365,7 +380,7 @@ class PrivateContainerd(_Private):
             sandbox_image=sandbox_image,
         )
         try:
-            await asyncio.to_thread(d._wait_ready, timeout)
+            await asyncio.to_thread(d._wait_ready, ready_within)
             if cri and import_images:
                 await d.import_images(K8S_NAMESPACE, sandbox_image)
         except BaseException:
@@ -397,7 +412,7 @@ class PrivateArun(_Private):
         config_text: str = "",
         import_images: bool = True,
         sandbox_image: str = SANDBOX_IMAGE,
-        timeout: float = 60.0,
+        ready_within: float = 60.0,
     ) -> PrivateArun:
         """``python -m arun daemon`` on ``base`` (the arun this module belongs to)."""
         own = base is None
@@ -406,7 +421,7 @@ class PrivateArun(_Private):
         net.write()
         sock = base / "arun.sock"
         config = base / "config.toml"
-        config.write_text(config_text)
+        config.write_text("version = 2\n" + config_text)
         log_path = base / "daemon.log"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_SRC), *filter(None, [env.get("PYTHONPATH", "")])])
@@ -415,19 +430,10 @@ class PrivateArun(_Private):
             "--root", str(base / "root"), "--state", str(base / "state"),
             "--address", str(sock), "--config", str(config),
         ]  # fmt: skip
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=base,
-                start_new_session=True,
-            )
+        proc = await asyncio.to_thread(_spawn, argv, log_path, env, base)
         d = cls(base=base, address=sock, proc=proc, log_path=log_path, network=net, own_base=own, kind="arun")
         try:
-            await asyncio.to_thread(d._wait_ready, timeout)
+            await asyncio.to_thread(d._wait_ready, ready_within)
             if import_images:
                 with contextlib.suppress(errdefs.UnimplementedError):
                     await d.import_images(K8S_NAMESPACE, sandbox_image)

@@ -131,7 +131,9 @@ def _busybox_entries() -> list[_Entry]:
         _Entry("bin/busybox", "file", BUSYBOX.read_bytes(), 0o755),
         *(_Entry(f"bin/{a}", "symlink", b"busybox") for a in APPLETS),
         _Entry("etc", "dir", mode=0o755),
-        _Entry("etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+        _Entry(
+            "etc/passwd", "file", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+        ),
         _Entry("etc/group", "file", b"root:x:0:\nnogroup:x:65534:\n"),
         _Entry("root", "dir", mode=0o700),
         _Entry("tmp", "dir", mode=0o1777),
@@ -189,7 +191,9 @@ def _blob(data: bytes) -> tuple[str, bytes]:
     return "sha256:" + hashlib.sha256(data).hexdigest(), data
 
 
-def write_oci_archive(path: str | Path, images: Sequence[BuiltImage], *, annotations: Mapping[str, str] | None = None) -> Path:
+def write_oci_archive(
+    path: str | Path, images: Sequence[BuiltImage], *, annotations: Mapping[str, str] | None = None
+) -> Path:
     """Write ``images`` into one OCI layout tar at ``path`` (gzip layers, deterministic bytes)."""
     blobs: dict[str, bytes] = {}
     index: list[dict[str, Any]] = []
@@ -213,7 +217,11 @@ def write_oci_archive(path: str | Path, images: Sequence[BuiltImage], *, annotat
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdg, "size": len(cdata)},
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": cdg,
+                "size": len(cdata),
+            },
             "layers": layer_descs,
         }
         mdg, mdata = _blob(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())

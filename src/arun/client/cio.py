@@ -171,8 +171,10 @@ class IOSet:
         try:
             d = Path(self._dir)
             stdin_p = str(d / f"{process_id}-stdin") if stdin is not None else ""
-            stdout_p = str(d / f"{process_id}-stdout") if stdout is not None else ""
-            stderr_p = str(d / f"{process_id}-stderr") if stderr is not None and not terminal else ""
+            # Like containerd's cio: with any stream there are always stdout and stderr FIFOs
+            # (runc shims refuse an empty path); output nobody asked for is read and dropped.
+            stdout_p = str(d / f"{process_id}-stdout")
+            stderr_p = str(d / f"{process_id}-stderr") if not terminal else ""
             for p in (stdin_p, stdout_p, stderr_p):
                 if p:
                     os.mkfifo(p, 0o700)

@@ -317,7 +317,17 @@ class Client:
 
     async def task(self, container_id: str) -> Task:
         """The task of ``container_id`` (no stdio attached); NotFoundError when none."""
-        return await (await self.containers.get(container_id)).task()
+        from arun.api.containerd.services.tasks.v1 import tasks_pb2
+
+        r = await self._unary(
+            "/containerd.services.tasks.v1.Tasks/Get",
+            tasks_pb2.GetRequest(container_id=container_id),
+            tasks_pb2.GetResponse,
+        )
+        spec: dict[str, object] = {}
+        with contextlib.suppress(errdefs.NotFoundError):
+            spec = dict((await self.containers.info(container_id)).spec)
+        return Task(self, container_id, None, int(r.process.pid), spec)
 
     # -- events --------------------------------------------------------------------------------------------
 

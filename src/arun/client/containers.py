@@ -317,12 +317,27 @@ class Containers:
         return Container(self._c, _convert.container(r.container))
 
     async def delete(self, id: str, *, cleanup_snapshot: bool = True) -> None:
-        """Remove container ``id`` and (``cleanup_snapshot``) its writable snapshot."""
+        """Remove container ``id`` and (``cleanup_snapshot``) its writable snapshot.
+
+        FailedPreconditionError while the container has a task (checked here, as
+        containerd's Go client does: the containers service itself does not).
+        """
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.containers.v1 import containers_pb2
+        from arun.api.containerd.services.tasks.v1 import tasks_pb2
 
         info = await self.info(id)
+        try:
+            await self._c._unary(
+                "/containerd.services.tasks.v1.Tasks/Get",
+                tasks_pb2.GetRequest(container_id=id),
+                tasks_pb2.GetResponse,
+            )
+        except errdefs.NotFoundError:
+            pass
+        else:
+            raise errdefs.FailedPreconditionError(f"container {id!r} has a task: delete the task first")
         await self._c._unary(
             _SERVICE + "Delete", containers_pb2.DeleteContainerRequest(id=id), empty_pb2.Empty
         )

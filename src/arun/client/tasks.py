@@ -140,6 +140,7 @@ class Process:
         """Remove the exited process from the daemon; FailedPreconditionError while it runs."""
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
 
+        await self._check_stopped(allow_created=True)
         try:
             r = await self._c._unary(
                 _SERVICE + "DeleteProcess",
@@ -149,6 +150,15 @@ class Process:
         finally:
             self._close_io()
         return ExitStatus(code=int(r.exit_status), exited_at=_convert.timestamp(r.exited_at))
+
+    async def _check_stopped(self, *, allow_created: bool) -> None:
+        # Checked client-side, as containerd's Go client does: its shims answer UNKNOWN otherwise.
+        st = (await self.state()).status
+        ok = {TaskStatus.STOPPED, TaskStatus.UNKNOWN} | ({TaskStatus.CREATED} if allow_created else set())
+        if st not in ok:
+            raise errdefs.FailedPreconditionError(
+                f"process {self.id!r} must be stopped before deletion: {st}"
+            )
 
     def _close_io(self) -> None:
         if self.io is not None:
@@ -266,10 +276,12 @@ class Task(Process):
         """Remove the task (it must have exited; ``force``: SIGKILL it first and wait)."""
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
 
-        if force:
+        if not force:
+            await self._check_stopped(allow_created=False)
+        else:
             with contextlib.suppress(errdefs.NotFoundError, errdefs.FailedPreconditionError):
                 st = await self.status()
-                if st not in (TaskStatus.STOPPED, TaskStatus.CREATED):
+                if st not in (TaskStatus.STOPPED, TaskStatus.UNKNOWN):
                     waiter = asyncio.ensure_future(self.wait(output_grace=0.5))
                     try:
                         await self.kill(_signal.SIGKILL, all=True)

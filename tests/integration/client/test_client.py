@@ -1,0 +1,238 @@
+"""arun.Client against real daemons: images, containers, tasks with stdio, exec, kill, events, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from arun import errdefs
+from arun.bench.daemons import PrivateArun, PrivateContainerd
+from arun.client import Client, Mount, TaskStatus
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.runc,
+    pytest.mark.containerd,
+    pytest.mark.integration,
+    pytest.mark.asyncio(loop_scope="package"),
+]
+
+
+def _uid() -> str:
+    return "c-" + os.urandom(4).hex()
+
+
+async def test_version_and_namespaces(any_daemon: PrivateContainerd | PrivateArun) -> None:
+    async with Client(str(any_daemon.address)) as c:
+        v = await c.version()
+        assert v.version
+        names = [n.name for n in await c.namespaces()]
+        assert names == sorted(names)
+
+
+async def test_unreachable_daemon_is_one_clear_error(tmp_path: Path) -> None:
+    async with Client(str(tmp_path / "nothing.sock")) as c:
+        with pytest.raises(errdefs.UnavailableError) as e:
+            await c.version()
+    assert "nothing.sock" in str(e.value) and "\n" not in str(e.value)
+
+
+async def test_import_list_get_delete(client: Client, busybox: str) -> None:
+    images = await client.images.list()
+    assert [i.name for i in images] == [busybox]
+    info = await client.images.get(busybox)
+    m = await client.images.manifest(busybox)
+    assert m.descriptor.digest == info.target.digest
+    assert await client.images.is_unpacked(busybox)
+    cfg = await client.images.config(busybox)
+    assert cfg["config"]["Cmd"] == ["sh"]
+    # containerd's GC labels: manifest → config and layers; config → the unpacked snapshot.
+    minfo = await client.content.info(m.descriptor.digest)
+    assert minfo.labels["containerd.io/gc.ref.content.config"] == m.config_descriptor.digest
+    assert minfo.labels["containerd.io/gc.ref.content.l.0"] == m.layers[0].digest
+    cinfo = await client.content.info(m.config_descriptor.digest)
+    assert cinfo.labels[f"containerd.io/gc.ref.snapshot.{client.snapshotter}"] == m.chain_id
+    await client.images.delete(busybox, sync=True)
+    with pytest.raises(errdefs.NotFoundError):
+        await client.images.get(busybox)
+
+
+async def test_export_then_import_round_trip(client: Client, busybox: str, tmp_path: Path) -> None:
+    out = tmp_path / "export.tar"
+    n = await client.export_archive(out, [busybox])
+    assert n == out.stat().st_size > 0
+    target = (await client.images.get(busybox)).target.digest
+    await client.images.delete(busybox, sync=True)
+    made = await client.import_archive(out)
+    assert [(i.name, i.target.digest) for i in made] == [(busybox, target)]
+
+
+async def test_run_collects_output_and_exit_code(client: Client, busybox: str) -> None:
+    ctr = await client.containers.create(
+        _uid(),
+        busybox,
+        command=["sh", "-c", "echo out; echo err >&2; echo $GREETING; exit 3"],
+        env={"GREETING": "hi"},
+    )
+    out, err = io.BytesIO(), io.BytesIO()
+    task = await ctr.new_task(stdout=out, stderr=err)
+    assert await task.status() == TaskStatus.CREATED
+    await task.start()
+    status = await task.wait()
+    assert status.code == 3 and status.exited_at is not None
+    assert out.getvalue() == b"out\nhi\n"
+    assert err.getvalue() == b"err\n"
+    assert (await task.delete()).code == 3
+    await ctr.delete()
+    with pytest.raises(errdefs.NotFoundError):
+        await client.containers.get(ctr.id)
+
+
+async def test_stdin_is_passed_and_closed(client: Client, busybox: str) -> None:
+    ctr = await client.containers.create(_uid(), busybox, command=["sh", "-c", "cat; echo done"])
+    out = io.BytesIO()
+    data = b"x" * 200_000 + b"\nend\n"  # more than a pipe holds
+    task = await ctr.new_task(stdin=data, stdout=out)
+    await task.start()
+    await task.close_stdin()
+    assert (await task.wait()).code == 0
+    assert out.getvalue() == data + b"done\n"
+    await task.delete()
+    await ctr.delete()
+
+
+async def test_terminal(client: Client, busybox: str) -> None:
+    ctr = await client.containers.create(
+        _uid(), busybox, command=["sh", "-c", "test -t 0 && test -t 1 && echo tty"], tty=True
+    )
+    out = io.BytesIO()
+    task = await ctr.new_task(stdout=out)
+    await task.start()
+    assert (await task.wait()).code == 0
+    assert out.getvalue().replace(b"\r", b"") == b"tty\n"
+    await task.delete()
+    await ctr.delete()
+
+
+async def test_exec_kill_and_delete_running(client: Client, busybox: str) -> None:
+    ctr = await client.containers.create(_uid(), busybox, command=["sleep", "1000"], hostname="boxy")
+    task = await ctr.new_task()
+    await task.start()
+    assert await task.status() == TaskStatus.RUNNING
+    out = io.BytesIO()
+    p = await task.exec("e1", ["sh", "-c", "hostname; echo $X; exit 7"], env=["X=from-exec"], stdout=out)
+    assert (await p.wait()).code == 7
+    assert out.getvalue() == b"boxy\nfrom-exec\n"
+    assert (await p.delete()).code == 7
+    pids = await task.pids()
+    assert task.pid in {x.pid for x in pids}
+    # A running task blocks the container's removal, and its own without force.
+    with pytest.raises(errdefs.FailedPreconditionError):
+        await ctr.delete()
+    with pytest.raises(errdefs.FailedPreconditionError):
+        await task.delete()
+    waiter = asyncio.ensure_future(task.wait())
+    await task.kill(signal.SIGKILL)
+    status = await waiter
+    assert status.code == 128 + signal.SIGKILL
+    await task.delete()
+    await ctr.delete()
+
+
+async def test_force_delete_kills(client: Client, busybox: str) -> None:
+    ctr = await client.containers.create(_uid(), busybox, command=["sleep", "1000"])
+    task = await ctr.new_task()
+    await task.start()
+    status = await task.delete(force=True)
+    assert status.code == 128 + signal.SIGKILL
+    await ctr.delete()
+
+
+async def test_mounts_user_cwd(client: Client, busybox: str, tmp_path: Path) -> None:
+    (tmp_path / "hello").write_text("from the host\n")
+    tmp_path.chmod(0o755)  # readable by the container's user (nobody)
+    ctr = await client.containers.create(
+        _uid(),
+        busybox,
+        command=["sh", "-c", "cat /data/hello; id -u; id -g; pwd"],
+        mounts=[Mount(type="bind", source=str(tmp_path), target="/data", options=("rbind", "ro"))],
+        user="nobody",
+        cwd="/tmp",
+    )
+    assert ctr.cached_info.spec["process"]["user"] == {"uid": 65534, "gid": 65534}
+    out = io.BytesIO()
+    task = await ctr.new_task(stdout=out)
+    await task.start()
+    assert (await task.wait()).code == 0
+    assert out.getvalue() == b"from the host\n65534\n65534\n/tmp\n"
+    await task.delete()
+    await ctr.delete()
+
+
+async def test_events_of_a_run(client: Client, busybox: str) -> None:
+    cid = _uid()
+    seen: list[tuple[str, str]] = []
+    ready = asyncio.Event()
+
+    async def watch() -> None:
+        async for ev in client.events(f"namespace=={client.namespace}", 'topic~="/tasks/"'):
+            if ev.data.get("container_id") == cid:
+                seen.append((ev.topic, ev.type))
+            if ev.topic == "/tasks/delete" and ev.data.get("container_id") == cid:
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    await asyncio.sleep(0.3)  # the subscription is in place before anything happens
+    ready.set()
+    ctr = await client.containers.create(cid, busybox, command=["true"])
+    task = await ctr.new_task()
+    await task.start()
+    await task.wait()
+    await task.delete()
+    async with asyncio.timeout(10):
+        await watcher
+    await ctr.delete()
+    topics = [t for t, _ in seen]
+    assert topics[:2] == ["/tasks/create", "/tasks/start"]
+    assert "/tasks/exit" in topics and topics[-1] == "/tasks/delete"
+    assert ("/tasks/exit", "containerd.events.TaskExit") in seen
+
+
+async def test_missing_image_creates_nothing(client: Client) -> None:
+    with pytest.raises(errdefs.NotFoundError) as e:
+        await client.containers.create(_uid(), "docker.io/library/nope:missing", command=["true"])
+    assert "\n" not in str(e.value)
+    assert await client.containers.list() == []
+    assert [s for s in await client.snapshots().list() if s.kind == "active"] == []
+
+
+async def test_failed_start_leaves_nothing(client: Client, busybox: str) -> None:
+    ctr = await client.containers.create(_uid(), busybox, command=["/no/such/binary"])
+    with pytest.raises(errdefs.ArunError) as e:
+        task = await ctr.new_task(stdout=io.BytesIO())
+        try:
+            await task.start()
+        finally:
+            with contextlib.suppress(errdefs.ArunError):
+                await task.delete(force=True)
+    assert "no/such/binary" in str(e.value)
+    with pytest.raises(errdefs.NotFoundError):
+        await ctr.task()
+    await ctr.delete()
+    assert await client.containers.list() == []
+
+
+async def test_bad_ids_are_invalid_argument(client: Client, busybox: str) -> None:
+    with pytest.raises(errdefs.InvalidArgumentError):
+        await client.containers.create("bad id!", busybox)
+    with pytest.raises(errdefs.AlreadyExistsError):
+        cid = _uid()
+        await client.containers.create(cid, busybox, command=["true"])
+        await client.containers.create(cid, busybox, command=["true"])
+    assert len(await client.containers.list()) == 1
