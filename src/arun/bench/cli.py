@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -59,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-timeout", type=int, default=10, help="StopContainer grace seconds (default 10)")
     p.add_argument(
         "--image", default=BUSYBOX_IMAGE, help=f"workload image (default {BUSYBOX_IMAGE}, built in)"
+    )
+    p.add_argument(
+        "--command",
+        default="",
+        help="the workload's command (shell words; default: a shell sleeping until SIGTERM)",
     )
     p.add_argument("--pull-image", default="", help="image reference for the pull scenario")
     p.add_argument(
@@ -113,6 +119,7 @@ async def run(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         pull_image=args.pull_image,
         cgroup_parent=args.cgroup_parent,
+        command=shlex.split(args.command) if args.command else None,
     )
     scenarios = _scenarios(args.scenario)
 
@@ -147,7 +154,8 @@ async def run(args: argparse.Namespace) -> int:
         if not isinstance(r, ScenarioResult)
     ]
     failed += [
-        f"{scenario} on {ep}: {st_name}: {st.errors} failed calls"
+        f"{scenario} on {ep}: {st_name}: {st.errors} of {st.errors + st.n} calls failed"
+        + (f": {st.error_messages[0]}" if st.error_messages else "")
         for scenario, results in report.scenarios.items()
         for ep, r in results.items()
         if isinstance(r, ScenarioResult)

@@ -84,7 +84,9 @@ def format_report(report: Report) -> str:
             if isinstance(got, str):
                 parts.append(f"{n}: failed: {got}")
             elif got is not None:
-                extra = {k: v for k, v in got.extra.items() if k != "timeline" and v not in (None, [], {})}
+                extra = {
+                    k: v for k, v in got.extra.items() if k != "timeline" and v not in (None, "", [], {})
+                }
                 if extra:
                     parts.append(
                         f"{n}: "

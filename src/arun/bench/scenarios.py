@@ -68,6 +68,7 @@ class BenchOptions:
     stop_timeout: int = 10
     pull_image: str = ""
     cgroup_parent: str = ""
+    command: list[str] | None = None  # the workload's command (default WORKLOAD)
     log_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
 
@@ -193,7 +194,7 @@ def container_config(t: Target, opts: BenchOptions, name: str, command: list[str
     return pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name=name, attempt=0),
         image=pb.ImageSpec(image=opts.image),
-        command=command or WORKLOAD,
+        command=command or opts.command or WORKLOAD,
         log_path=f"{name}.log",
         labels=t.labels,
     )
@@ -343,9 +344,14 @@ async def lifecycle(t: Target, opts: BenchOptions) -> ScenarioResult:
     for p in gone:
         t.cleanup.pods.discard(p.pod_id)
     wall = time.perf_counter() - wall0
-    timeline = await _pod_lifecycle(
-        t, opts, _Timer({}), _Pod("timeline", pod_config(t, opts, f"timeline-{t.run_id}"))
-    )
+    timeline: list[dict[str, Any]] = []
+    timeline_error = ""
+    try:
+        timeline = await _pod_lifecycle(
+            t, opts, _Timer({}), _Pod("timeline", pod_config(t, opts, f"timeline-{t.run_id}"))
+        )
+    except errdefs.ArunError as e:
+        timeline_error = str(e).splitlines()[0] if str(e) else type(e).__name__
     complete = sum(1 for p in pods if p in gone and not p.failed)
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
@@ -356,6 +362,7 @@ async def lifecycle(t: Target, opts: BenchOptions) -> ScenarioResult:
             "pods_completed": complete,
             "pods_per_s": round(complete / wall, 3) if wall > 0 else None,
             "timeline": timeline,
+            "timeline_error": timeline_error,
         },
     )
 
