@@ -162,6 +162,12 @@ class Daemon:
         assert self.grpc is not None and self.ttrpc is not None
         grace = self.cfg.arun.shutdown_grace
         self.grpc.stop_accepting()
+        # Streams that only end when told to (event subscriptions) are told now, or the
+        # drain would wait out its whole grace period for them.
+        for p in self.plugins.ordered if self.plugins is not None else ():
+            begin = getattr(p.instance, "begin_shutdown", None)
+            if p.ok and callable(begin):
+                begin()
         drain: asyncio.Future[Any] = asyncio.gather(self.grpc.drain(grace), self.ttrpc.shutdown(grace))
         force: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
         try:

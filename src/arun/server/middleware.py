@@ -26,7 +26,7 @@ from typing import Any
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from arun import deadline, namespaces
+from arun import deadline, leasectx, namespaces
 from arun import log as arun_log
 from arun.errdefs import UnknownError
 from arun.errdefs import grpc as errgrpc
@@ -121,6 +121,7 @@ def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodF
         md = stream.metadata
         ns = md.get(namespaces.GRPC_HEADER) if md is not None else None
         namespaces.set_current(ns)
+        leasectx.set_current(md.get(leasectx.GRPC_HEADER) if md is not None else None)
         grpc_deadline = stream.deadline
         timeout = grpc_deadline.time_remaining() if grpc_deadline is not None else None
         log.log(level, "request started", extra={"timeout": round(timeout, 3)} if timeout is not None else {})

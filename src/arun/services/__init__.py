@@ -7,3 +7,9 @@ Service plugin ids are containerd's, so configs and ``ctr plugins ls`` read the 
 # ids of the io.containerd.service.v1 plugins that the gRPC plugins look up.
 NAMESPACES_SERVICE = "namespaces-service"
 INTROSPECTION_SERVICE = "introspection-service"
+CONTAINERS_SERVICE = "containers-service"
+CONTENT_SERVICE = "content-service"
+DIFF_SERVICE = "diff-service"
+IMAGES_SERVICE = "images-service"
+LEASES_SERVICE = "leases-service"
+SNAPSHOTS_SERVICE = "snapshots-service"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from arun.errdefs import NotFoundError
-from arun.metadata.db import Database
+from arun.metadata.meta import Metadata
 from arun.plugin import InitContext, PluginType, register
 from arun.plugin.grpc import Servicers
 from arun.services import NAMESPACES_SERVICE
@@ -31,8 +31,8 @@ def _publisher(ic: InitContext) -> Publisher | None:
 
 @register(PluginType.SERVICE, NAMESPACES_SERVICE, requires=(PluginType.EVENT, PluginType.METADATA))
 async def init_local(ic: InitContext) -> NamespacesLocal:
-    db: Database = ic.get_single(PluginType.METADATA)
-    return NamespacesLocal(db, _publisher(ic))
+    meta: Metadata = ic.get_single(PluginType.METADATA)
+    return NamespacesLocal(meta.db, _publisher(ic))
 
 
 @register(PluginType.GRPC, "namespaces", requires=(PluginType.SERVICE,))

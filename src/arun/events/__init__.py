@@ -1,0 +1,1 @@
+"""The events exchange: publish, forward and subscribe (containerd ``core/events/exchange``)."""

@@ -1,0 +1,380 @@
+"""Namespaced snapshots: a wrapper over one backend snapshotter (containerd
+``metadata/snapshot.go`` semantics).
+
+A namespace's key ``k`` maps to the backend key ``<ns>/<n>/k``; parents are
+resolved within the namespace; labels live here (only the inheritable ones,
+``containerd.io/snapshot.ref`` and ``containerd.io/snapshot/*``, are passed to
+the backend). Remove only forgets the key: the backend snapshot is removed by
+garbage collection once no namespace refers to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from arun import namespaces
+from arun.api.containerd.events import snapshot_pb2
+from arun.core.mount import Mount
+from arun.core.snapshots import Cleaner, Info, Kind, Snapshotter, Usage
+from arun.errdefs import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from arun.labels import validate_all as validate_labels
+from arun.metadata import leases
+from arun.metadata.common import (
+    Adaptor,
+    Hooks,
+    backend_key,
+    check_map,
+    clean_map,
+    compile_filters,
+    dump_map,
+    load_map,
+    next_sequence,
+    to_datetime,
+)
+from arun.metadata.db import Database, Tx
+from arun.metadata.namespaces import ensure
+from arun.metadata.rwlock import RWLock
+
+log = logging.getLogger(__name__)
+
+LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref"
+INHERITED_PREFIX = "containerd.io/snapshot/"
+
+
+def inherited(m: Mapping[str, str] | None) -> dict[str, str]:
+    """The labels a backend snapshotter gets to see."""
+    return {k: v for k, v in (m or {}).items() if k == LABEL_SNAPSHOT_REF or k.startswith(INHERITED_PREFIX)}
+
+
+def adapt(info: Info) -> Adaptor:
+    def field(path: Sequence[str]) -> str | None:
+        if not path:
+            return None
+        match path[0]:
+            case "kind":
+                return {Kind.ACTIVE: "active", Kind.VIEW: "view", Kind.COMMITTED: "committed"}.get(info.kind)
+            case "name":
+                return info.name
+            case "parent":
+                return info.parent
+            case "labels":
+                return check_map(path[1:], info.labels)
+        return None
+
+    return field
+
+
+def _overlay(binfo: Info, row: sqlite3.Row) -> Info:
+    """The backend's info seen through this namespace: its name, parent, times and labels."""
+    merged = dict(binfo.labels)
+    merged.update(load_map(row["labels"]))
+    return Info(
+        name=row["key"],
+        kind=binfo.kind,
+        parent=row["parent"],
+        labels=merged,
+        created=to_datetime(row["created_at"]),
+        updated=to_datetime(row["updated_at"]),
+    )
+
+
+_SELECT = "SELECT key, backend_key, parent, labels, created_at, updated_at FROM snapshots"
+
+
+@dataclass
+class _Node:
+    info: Info | None = None
+    remove: bool = False
+    children: list[_Node] = field(default_factory=list)
+
+
+class NamespacedSnapshotter:
+    """``core.snapshots.Snapshotter`` for the current namespace over the backend ``name``."""
+
+    def __init__(self, db: Database, name: str, backend: Snapshotter, hooks: Hooks | None = None) -> None:
+        self.db = db
+        self.name = name
+        self.backend = backend
+        self.hooks = hooks or Hooks()
+        self.lock = RWLock()
+
+    async def _row(self, tx: Tx, ns: str, key: str) -> sqlite3.Row | None:
+        return await tx.fetchone(
+            f"{_SELECT} WHERE namespace = ? AND snapshotter = ? AND key = ?", (ns, self.name, key)
+        )
+
+    async def _resolve(self, key: str) -> str:
+        ns = namespaces.required()
+        async with self.db.view() as tx:
+            row = await self._row(tx, ns, key)
+        if row is None:
+            raise NotFoundError(f"snapshot {key} does not exist")
+        return str(row["backend_key"])
+
+    async def stat(self, key: str) -> Info:
+        ns = namespaces.required()
+        async with self.db.view() as tx:
+            row = await self._row(tx, ns, key)
+        if row is None:
+            raise NotFoundError(f"snapshot {key} does not exist")
+        return _overlay(await self.backend.stat(row["backend_key"]), row)
+
+    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
+        ns = namespaces.required()
+        if not info.name:
+            raise InvalidArgumentError("snapshot name is required for update")
+        async with self.lock.shared(), self.db.update() as tx:
+            row = await self._row(tx, ns, info.name)
+            if row is None:
+                raise NotFoundError(f"snapshot {info.name} does not exist")
+            local = load_map(row["labels"])
+            if fieldpaths:
+                for path in fieldpaths:
+                    if path.startswith("labels."):
+                        key = path.removeprefix("labels.")
+                        local[key] = info.labels.get(key, "")
+                    elif path == "labels":
+                        local = dict(info.labels)
+                    else:
+                        raise InvalidArgumentError(f"cannot update {path!r} field on snapshot {info.name!r}")
+            else:
+                local = dict(info.labels)
+            local = clean_map(local)
+            validate_labels(local)
+            now = time.time_ns()
+            await tx.execute(
+                "UPDATE snapshots SET labels = ?, updated_at = ? "
+                "WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                (dump_map(local), now, ns, self.name, info.name),
+            )
+            binfo = await self.backend.update(
+                Info(name=row["backend_key"], kind=Kind.UNKNOWN, labels=inherited(local)), ["labels"]
+            )
+            self.hooks.mutated(tx)
+            row = await self._row(tx, ns, info.name)
+            assert row is not None
+        return _overlay(binfo, row)
+
+    async def usage(self, key: str) -> Usage:
+        return await self.backend.usage(await self._resolve(key))
+
+    async def mounts(self, key: str) -> list[Mount]:
+        return await self.backend.mounts(await self._resolve(key))
+
+    async def prepare(
+        self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
+    ) -> list[Mount]:
+        mounts = await self._create(key, parent, labels, readonly=False)
+        return mounts
+
+    async def view(
+        self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
+    ) -> list[Mount]:
+        return await self._create(key, parent, labels, readonly=True)
+
+    async def _create(
+        self, key: str, parent: str, labels_: Mapping[str, str] | None, *, readonly: bool
+    ) -> list[Mount]:
+        ns = namespaces.required()
+        if not key:
+            raise InvalidArgumentError("snapshot key must not be empty")
+        base = clean_map(labels_)
+        validate_labels(base)
+        target = base.get(LABEL_SNAPSHOT_REF, "")
+        async with self.lock.shared():
+            conflict: str | None = None
+            async with self.db.update() as tx:
+                await ensure(tx, ns)
+                if target and await self._row(tx, ns, target) is not None:
+                    await leases.attach(tx, ns, leases.snapshot_type(self.name), target)
+                    conflict = f"target snapshot {target!r}: already exists"
+                elif await self._row(tx, ns, key) is not None:
+                    await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
+                    conflict = f"snapshot {key!r}: already exists"
+                else:
+                    bparent = ""
+                    if parent:
+                        prow = await self._row(tx, ns, parent)
+                        if prow is None:
+                            raise NotFoundError(f"parent snapshot {parent} does not exist")
+                        bparent = prow["backend_key"]
+                    bkey = backend_key(ns, await next_sequence(tx, f"snapshots/{self.name}"), key)
+            if conflict is not None:
+                raise AlreadyExistsError(conflict)
+
+            create = self.backend.view if readonly else self.backend.prepare
+            mounts = await create(bkey, bparent, labels=inherited(base))
+            try:
+                async with self.db.update() as tx:
+                    if await self._row(tx, ns, key) is not None:
+                        raise AlreadyExistsError(f"snapshot {key!r}: already exists")
+                    if parent:
+                        prow = await self._row(tx, ns, parent)
+                        if prow is None:
+                            raise NotFoundError(f"parent snapshot {parent} does not exist")
+                        if prow["backend_key"] != bparent:
+                            raise InvalidArgumentError(f"mismatched parent {parent} from target {target}")
+                    await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
+                    now = time.time_ns()
+                    await tx.execute(
+                        "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, "
+                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (ns, self.name, key, bkey, parent, dump_map(base), now, now),
+                    )
+                    if not readonly:
+                        self.hooks.publish(
+                            tx,
+                            ns,
+                            "/snapshot/prepare",
+                            snapshot_pb2.SnapshotPrepare(key=key, parent=parent, snapshotter=self.name),
+                        )
+                    self.hooks.mutated(tx)
+            except BaseException:
+                try:
+                    await self.backend.remove(bkey)
+                except Exception as e:
+                    log.error("failed to clean up unreferenced snapshot %r of %s: %s", bkey, self.name, e)
+                raise
+        return mounts
+
+    async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
+        ns = namespaces.required()
+        if not name:
+            raise InvalidArgumentError("snapshot name must not be empty")
+        base = clean_map(labels)
+        validate_labels(base)
+        conflict = False
+        async with self.lock.shared(), self.db.update() as tx:
+            await leases.attach(tx, ns, leases.snapshot_type(self.name), name)
+            if await self._row(tx, ns, name) is not None:
+                conflict = True
+            else:
+                row = await self._row(tx, ns, key)
+                if row is None:
+                    raise NotFoundError(f"snapshot {key} does not exist")
+                parent = row["parent"]
+                if parent and await self._row(tx, ns, parent) is None:
+                    raise NotFoundError(f"parent snapshot {parent} does not exist")
+                name_key = backend_key(ns, await next_sequence(tx, f"snapshots/{self.name}"), name)
+                now = time.time_ns()
+                await tx.execute(
+                    "DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                    (ns, self.name, key),
+                )
+                await tx.execute(
+                    "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ns, self.name, name, name_key, parent, dump_map(base), now, now),
+                )
+                await leases.detach(tx, ns, leases.snapshot_type(self.name), key)
+                # The backend commit is the last step: if it fails the transaction rolls back.
+                await self.backend.commit(name_key, row["backend_key"], labels=inherited(base))
+                self.hooks.publish(
+                    tx,
+                    ns,
+                    "/snapshot/commit",
+                    snapshot_pb2.SnapshotCommit(key=key, name=name, snapshotter=self.name),
+                )
+                self.hooks.mutated(tx)
+        if conflict:
+            raise AlreadyExistsError(f"snapshot {name!r}: already exists")
+
+    async def remove(self, key: str) -> None:
+        ns = namespaces.required()
+        async with self.lock.shared(), self.db.update() as tx:
+            row = await self._row(tx, ns, key)
+            if row is None:
+                raise NotFoundError(f"snapshot {key} does not exist")
+            if await tx.fetchone(
+                "SELECT 1 FROM snapshots WHERE namespace = ? AND snapshotter = ? AND parent = ? LIMIT 1",
+                (ns, self.name, key),
+            ):
+                raise FailedPreconditionError("cannot remove snapshot with child")
+            await tx.execute(
+                "DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                (ns, self.name, key),
+            )
+            await leases.detach(tx, ns, leases.snapshot_type(self.name), key)
+            self.hooks.publish(
+                tx, ns, "/snapshot/remove", snapshot_pb2.SnapshotRemove(key=key, snapshotter=self.name)
+            )
+            self.hooks.mutated(tx, dirty=True)
+
+    async def walk(self, *filters: str) -> AsyncIterator[Info]:
+        """Snapshots of this namespace matching any of ``filters``."""
+        ns = namespaces.required()
+        match = compile_filters(filters)
+        async with self.db.view() as tx:
+            rows = await tx.fetchall(
+                f"{_SELECT} WHERE namespace = ? AND snapshotter = ? ORDER BY key", (ns, self.name)
+            )
+        for row in rows:
+            try:
+                binfo = await self.backend.stat(row["backend_key"])
+            except NotFoundError:
+                continue
+            info = _overlay(binfo, row)
+            if match(adapt(info)):
+                yield info
+
+    async def cleanup(self) -> None:
+        """Remove backend snapshots no namespace refers to, then the backend's own leftovers."""
+        await self.garbage_collect()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    # ------------------------------------------------------------------ garbage collection
+
+    async def garbage_collect(self) -> int:
+        """Remove backend snapshots that no namespace refers to; returns how many."""
+        removed = 0
+        async with self.lock.exclusive():
+            async with self.db.view() as tx:
+                rows = await tx.fetchall(
+                    "SELECT backend_key FROM snapshots WHERE snapshotter = ?", (self.name,)
+                )
+            seen = {r["backend_key"] for r in rows}
+            nodes: dict[str, _Node] = {}
+            roots: list[_Node] = []
+            async for info in self.backend.walk():
+                node = nodes.setdefault(info.name, _Node())
+                node.info = info
+                node.remove = info.name not in seen
+                if info.parent:
+                    nodes.setdefault(info.parent, _Node()).children.append(node)
+                else:
+                    roots.append(node)
+            for node in roots:
+                removed += await self._prune(node)
+            if isinstance(self.backend, Cleaner):
+                await self.backend.cleanup()
+        return removed
+
+    async def _prune(self, node: _Node) -> int:
+        # Children first, so a parent is free of them when its turn comes.
+        removed = 0
+        stack: list[tuple[_Node, bool]] = [(node, False)]
+        while stack:
+            n, expanded = stack.pop()
+            if not expanded:
+                stack.append((n, True))
+                stack.extend((c, False) for c in n.children)
+                continue
+            if n.remove and n.info is not None:
+                try:
+                    await self.backend.remove(n.info.name)
+                    removed += 1
+                    log.debug("removed snapshot %r of %s", n.info.name, self.name)
+                except FailedPreconditionError as e:
+                    log.warning("failed to remove snapshot %r of %s: %s", n.info.name, self.name, e)
+        return removed

@@ -1,0 +1,1 @@
+"""The leases service."""
