@@ -334,7 +334,9 @@ class Client:
     async def events(self, *filters: str) -> AsyncIterator[Event]:
         """Events as they happen (all namespaces unless a filter says otherwise), until the loop breaks.
 
-        Filters use containerd's syntax: ``topic~="/tasks/"``, ``namespace==default``.
+        Filters use containerd's syntax: ``topic~="/tasks/"``, ``namespace==default``;
+        an event passes if any filter matches, and within one filter the
+        comma-separated conditions must all match (``namespace==a,topic~="/tasks/"``).
         """
         from arun.api.containerd.events import (  # noqa: F401  (registers the event types)
             container_pb2,

@@ -20,11 +20,25 @@ from arun.bench.daemons import PrivateArun, PrivateContainerd
 from arun.bench.images import busybox_image, write_oci_archive
 from arun.client import Client, RuncOptions
 
-# Endpoints the full client suite runs against. arun joins as soon as it serves the
-# containers, images, content, snapshots, leases, diff and tasks services.
-FULL = ["containerd"]
-# Endpoints for what every daemon serves today (version, namespaces, errors).
+# Which daemons serve what the tests need. A test marked ``needs_tasks`` runs against
+# TASKS, any other test taking ``endpoint``/``client`` against STORES. arun joins TASKS
+# when its tasks service lands on main.
+STORES = ["containerd", "arun"]  # images, content, snapshots, leases, diff, containers, events
+TASKS = ["containerd"]
 ALL = ["containerd", "arun"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_tasks: the test runs tasks (only daemons serving the tasks service)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "endpoint" in metafunc.fixturenames:
+        kinds = TASKS if metafunc.definition.get_closest_marker("needs_tasks") else STORES
+        metafunc.parametrize("endpoint", kinds, indirect=True)
+
 
 BUSYBOX = "docker.io/library/busybox:arun"
 
@@ -62,7 +76,7 @@ def _daemon(request: pytest.FixtureRequest, name: str) -> PrivateContainerd | Pr
     return d
 
 
-@pytest.fixture(params=FULL)
+@pytest.fixture
 def endpoint(request: pytest.FixtureRequest) -> tuple[str, Path]:
     """(address, runc root) of a daemon for the full suite."""
     d = _daemon(request, request.param)

@@ -73,6 +73,7 @@ async def test_export_then_import_round_trip(client: Client, busybox: str, tmp_p
     assert [(i.name, i.target.digest) for i in made] == [(busybox, target)]
 
 
+@pytest.mark.needs_tasks
 async def test_run_collects_output_and_exit_code(client: Client, busybox: str) -> None:
     ctr = await client.containers.create(
         _uid(),
@@ -94,6 +95,7 @@ async def test_run_collects_output_and_exit_code(client: Client, busybox: str) -
         await client.containers.get(ctr.id)
 
 
+@pytest.mark.needs_tasks
 async def test_stdin_is_passed_and_closed(client: Client, busybox: str) -> None:
     ctr = await client.containers.create(_uid(), busybox, command=["sh", "-c", "cat; echo done"])
     out = io.BytesIO()
@@ -107,6 +109,7 @@ async def test_stdin_is_passed_and_closed(client: Client, busybox: str) -> None:
     await ctr.delete()
 
 
+@pytest.mark.needs_tasks
 async def test_terminal(client: Client, busybox: str) -> None:
     ctr = await client.containers.create(
         _uid(), busybox, command=["sh", "-c", "test -t 0 && test -t 1 && echo tty"], tty=True
@@ -120,6 +123,7 @@ async def test_terminal(client: Client, busybox: str) -> None:
     await ctr.delete()
 
 
+@pytest.mark.needs_tasks
 async def test_exec_kill_and_delete_running(client: Client, busybox: str) -> None:
     ctr = await client.containers.create(_uid(), busybox, command=["sleep", "1000"], hostname="boxy")
     task = await ctr.new_task()
@@ -145,6 +149,7 @@ async def test_exec_kill_and_delete_running(client: Client, busybox: str) -> Non
     await ctr.delete()
 
 
+@pytest.mark.needs_tasks
 async def test_force_delete_kills(client: Client, busybox: str) -> None:
     ctr = await client.containers.create(_uid(), busybox, command=["sleep", "1000"])
     task = await ctr.new_task()
@@ -154,6 +159,7 @@ async def test_force_delete_kills(client: Client, busybox: str) -> None:
     await ctr.delete()
 
 
+@pytest.mark.needs_tasks
 async def test_mounts_user_cwd(client: Client, busybox: str, tmp_path: Path) -> None:
     (tmp_path / "hello").write_text("from the host\n")
     tmp_path.chmod(0o755)  # readable by the container's user (nobody)
@@ -175,13 +181,56 @@ async def test_mounts_user_cwd(client: Client, busybox: str, tmp_path: Path) -> 
     await ctr.delete()
 
 
+async def test_container_records_and_their_events(client: Client, busybox: str) -> None:
+    cid = _uid()
+    seen: list[tuple[str, str, str]] = []
+
+    async def watch() -> None:
+        async for ev in client.events(f'namespace=={client.namespace},topic~="/containers/"'):
+            seen.append((ev.topic, ev.type, str(ev.data.get("id", ""))))
+            if ev.topic == "/containers/delete":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    await asyncio.sleep(0.3)  # the subscription is in place before anything happens
+    ctr = await client.containers.create(
+        cid, busybox, command=["true"], user="nobody", labels={"team": "a"}, env=["A=1"], hostname="h1"
+    )
+    info = await ctr.info()
+    assert info.image == busybox and info.runtime == "io.containerd.runc.v2"
+    assert info.labels == {"team": "a"} and info.snapshot_key == cid
+    assert info.spec["process"]["user"] == {
+        "uid": 65534,
+        "gid": 65534,
+    }  # looked up in the image's /etc/passwd
+    assert "A=1" in info.spec["process"]["env"] and info.spec["hostname"] == "h1"
+    assert info.runtime_options is not None and info.runtime_options.root == client.runtime_options.root  # type: ignore[union-attr]
+    snap = await client.snapshots().stat(cid)
+    assert snap.kind == "active" and snap.parent == (await client.images.manifest(busybox)).chain_id
+    await ctr.set_labels({"team": "", "tier": "web"})
+    assert (await ctr.info()).labels == {"tier": "web"}
+    assert [c.id for c in await client.containers.list("labels.tier==web")] == [cid]
+    await ctr.delete()
+    with pytest.raises(errdefs.NotFoundError):
+        await client.snapshots().stat(cid)
+    async with asyncio.timeout(10):
+        await watcher
+    assert [(t, k) for t, k, _ in seen] == [
+        ("/containers/create", "containerd.events.ContainerCreate"),
+        ("/containers/update", "containerd.events.ContainerUpdate"),
+        ("/containers/delete", "containerd.events.ContainerDelete"),
+    ]
+    assert {i for _, _, i in seen} == {cid}
+
+
+@pytest.mark.needs_tasks
 async def test_events_of_a_run(client: Client, busybox: str) -> None:
     cid = _uid()
     seen: list[tuple[str, str]] = []
     ready = asyncio.Event()
 
     async def watch() -> None:
-        async for ev in client.events(f"namespace=={client.namespace}", 'topic~="/tasks/"'):
+        async for ev in client.events(f'namespace=={client.namespace},topic~="/tasks/"'):
             if ev.data.get("container_id") == cid:
                 seen.append((ev.topic, ev.type))
             if ev.topic == "/tasks/delete" and ev.data.get("container_id") == cid:
@@ -212,6 +261,7 @@ async def test_missing_image_creates_nothing(client: Client) -> None:
     assert [s for s in await client.snapshots().list() if s.kind == "active"] == []
 
 
+@pytest.mark.needs_tasks
 async def test_failed_start_leaves_nothing(client: Client, busybox: str) -> None:
     ctr = await client.containers.create(_uid(), busybox, command=["/no/such/binary"])
     with pytest.raises(errdefs.ArunError) as e:
