@@ -99,11 +99,14 @@ class Container:
         stdout: Output = None,
         stderr: Output = None,
         tty: bool | None = None,
+        log_file: str | None = None,
     ) -> Task:
         """Create the container's task (created, not started), with its stdio through FIFOs.
 
         ``tty`` defaults to what the container's spec says (``process.terminal``);
-        with a terminal there is no separate stderr.
+        with a terminal there is no separate stderr. ``log_file`` (an absolute
+        path) instead has the shim append stdout and stderr to that file
+        (``file://`` stdio, containerd's ``cio.LogFile``); no FIFOs then.
         """
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
 
@@ -117,6 +120,11 @@ class Container:
                 )
             mounts = await self._c.snapshots(info.snapshotter).mounts(info.snapshot_key)
             rootfs = [_convert.mount_pb(m) for m in mounts]
+        if log_file is not None:
+            if stdin is not None or stdout is not None or stderr is not None:
+                raise errdefs.InvalidArgumentError("new_task: log_file excludes stdin, stdout and stderr")
+            if not os.path.isabs(log_file):
+                raise errdefs.InvalidArgumentError(f"log file {log_file!r} must be an absolute path")
         io = IOSet(
             self.id, stdin=stdin, stdout=stdout, stderr=stderr, terminal=terminal, fifo_root=self._c.fifo_dir
         )
@@ -125,8 +133,8 @@ class Container:
                 container_id=self.id,
                 rootfs=rootfs,
                 stdin=io.paths.stdin,
-                stdout=io.paths.stdout,
-                stderr=io.paths.stderr,
+                stdout=f"file://{log_file}" if log_file else io.paths.stdout,
+                stderr=f"file://{log_file}" if log_file and not terminal else io.paths.stderr,
                 terminal=terminal,
             )
             r = await self._c._unary(

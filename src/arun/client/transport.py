@@ -149,7 +149,8 @@ def native_error(exc: BaseException, where: str = "") -> errdefs.ArunError:
     if isinstance(exc, errdefs.ArunError):
         return exc
     if isinstance(exc, GRPCError):
-        return errgrpc.from_code(int(exc.status.value), prefix + (exc.message or exc.status.name.lower()))
+        # The daemon's message says what failed; the method name would only add noise.
+        return errgrpc.from_code(int(exc.status.value), exc.message or f"{prefix}{exc.status.name.lower()}")
     if isinstance(exc, StreamTerminatedError):
         return errdefs.UnavailableError(f"{prefix}connection closed: {exc}")
     if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
