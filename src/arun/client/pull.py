@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -163,7 +164,8 @@ async def _pull_client_side(
 ) -> ImageInfo:
     """Resolve and fetch here, store in the daemon (containerd 1.6's ``ctr images pull``)."""
     try:
-        from arun import remotes  # type: ignore[attr-defined]
+        # The registry client (arun.remotes) is optional here: imported by name, used if present.
+        remotes: Any = importlib.import_module("arun.remotes")
     except ImportError:
         raise errdefs.UnimplementedError(
             "the daemon has no transfer service and this arun has no registry client for a client-side pull"
