@@ -133,8 +133,12 @@ def _new_network(base: Path) -> _Network:
     )
 
 
-def _pids_with(needle: str) -> list[int]:
-    """Processes whose command line mentions ``needle`` (our socket path): stray shims."""
+def _shim_pids(address: str) -> list[int]:
+    """Shim processes started for the daemon on ``address``: ``... -address <address> ...``.
+
+    Only the single-dash ``-address`` flag of the shim v2 command line counts, so
+    a tool that was given ``--address`` (this very process, its parent) never matches.
+    """
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -144,8 +148,10 @@ def _pids_with(needle: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if needle.encode() in argv:
-            out.append(int(entry))
+        for i, a in enumerate(argv[:-1]):
+            if a == b"-address" and argv[i + 1] == address.encode():
+                out.append(int(entry))
+                break
     return out
 
 
@@ -296,7 +302,7 @@ class _Private:
         return self.proc.returncode
 
     def _sweep(self, runc_roots: list[Path]) -> None:
-        strays = _pids_with(str(self.address))
+        strays = _shim_pids(str(self.address))
         sockets = [s for s in (_shim_socket(pid, self.address) for pid in strays) if s is not None]
         _kill_pids(strays)
         for s in sockets:
@@ -307,6 +313,10 @@ class _Private:
         _unmount_all(self.base)
         if self.network is not None:
             self.network.remove()
+        for sock in (self.address, Path(f"{self.address}.ttrpc")):
+            with contextlib.suppress(OSError):
+                if sock.is_socket():
+                    sock.unlink()
         if self.own_base:
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -325,6 +335,7 @@ class PrivateContainerd(_Private):
         sandbox_image: str = SANDBOX_IMAGE,
         import_images: bool = True,
         ready_within: float = 30.0,
+        address: Path | None = None,
     ) -> PrivateContainerd:
         if shutil.which(CONTAINERD) is None:
             raise DaemonStartError("containerd is not installed (Debian: apt-get install containerd)")
@@ -332,7 +343,8 @@ class PrivateContainerd(_Private):
         base = base or Path(tempfile.mkdtemp(prefix="arun-ctd-", dir="/tmp"))
         net = _new_network(base) if cri else None
         runc_root = base / "runc"
-        sock = base / "c.sock"
+        sock = address or base / "c.sock"
+        sock.parent.mkdir(parents=True, exist_ok=True)
         lines = [
             "version = 2",
             f'root = "{base / "root"}"',
@@ -413,13 +425,15 @@ class PrivateArun(_Private):
         import_images: bool = True,
         sandbox_image: str = SANDBOX_IMAGE,
         ready_within: float = 60.0,
+        address: Path | None = None,
     ) -> PrivateArun:
         """``python -m arun daemon`` on ``base`` (the arun this module belongs to)."""
         own = base is None
         base = base or Path(tempfile.mkdtemp(prefix="arun-bench-", dir="/tmp"))
         net = _new_network(base)
         net.write()
-        sock = base / "arun.sock"
+        sock = address or base / "arun.sock"
+        sock.parent.mkdir(parents=True, exist_ok=True)
         config = base / "config.toml"
         config.write_text("version = 2\n" + config_text)
         log_path = base / "daemon.log"
@@ -448,3 +462,56 @@ class PrivateArun(_Private):
         code = await asyncio.to_thread(self._stop_process)
         await asyncio.to_thread(self._sweep, [self.base / "state"])
         return code
+
+
+async def serve(kind: str, address: Path | None, base: Path | None) -> int:
+    """Run a private daemon in the foreground until SIGINT/SIGTERM, then remove everything."""
+    import signal as _signal
+
+    d: PrivateArun | PrivateContainerd
+    if kind == "containerd":
+        d = await PrivateContainerd.start(base, address=address)
+    else:
+        d = await PrivateArun.start(base, address=address)
+    print(
+        f"{kind} serving on {d.endpoint} (root {d.base}); Ctrl-C stops it and removes everything", flush=True
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for s in (_signal.SIGINT, _signal.SIGTERM):
+        loop.add_signal_handler(s, stop.set)
+    try:
+        waiter = asyncio.ensure_future(asyncio.to_thread(d.proc.wait))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if waiter.done():
+            print(f"{kind} exited with {d.proc.returncode}:\n{d.logs()}", file=sys.stderr)
+    finally:
+        code = await d.stop()
+    return 0 if code in (0, None) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m arun.bench.daemons containerd|arun [--address SOCK] [--base DIR]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m arun.bench.daemons",
+        description="Run a private containerd 1.6 or arun, ready for CRI benchmarks, until Ctrl-C.",
+    )
+    p.add_argument("kind", choices=["containerd", "arun"])
+    p.add_argument("--address", type=Path, default=None, help="socket path (default: under the base dir)")
+    p.add_argument(
+        "--base", type=Path, default=None, help="directory for everything else (default: a temp dir)"
+    )
+    args = p.parse_args(argv)
+    try:
+        return asyncio.run(serve(args.kind, args.address, args.base))
+    except errdefs.ArunError as e:
+        print(f"arun.bench.daemons: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
