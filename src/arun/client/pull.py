@@ -172,6 +172,10 @@ async def _pull_client_side(
         ) from None
     from arun.client.archive import children_labels
     from arun.client.unpack import unpack as unpack_image
+    from arun.core.content import Descriptor as CoreDescriptor
+
+    def core(d: Descriptor) -> CoreDescriptor:
+        return CoreDescriptor(media_type=d.media_type, digest=d.digest, size=d.size)
 
     hosts = remotes.HostsConfig(
         config_path=[hosts_dir] if hosts_dir else [], default_scheme="http" if plain_http else ""
@@ -181,25 +185,14 @@ async def _pull_client_side(
         top = await repo.resolve()
         root = Descriptor(media_type=top.media_type, digest=top.digest, size=top.size)
 
-        async def fetch(desc: Descriptor, labels: dict[str, str] | None = None) -> bytes | None:
+        async def walk(desc: Descriptor) -> None:
             if await client.content.exists(desc.digest):
-                if labels:
-                    await client.content.update_labels(desc.digest, labels)
                 if progress:
                     progress(PullProgress(desc.digest, "exists", desc.size, desc.size))
-                return None
-            if progress:
-                progress(PullProgress(desc.digest, "downloading", 0, desc.size))
-            await client.content.write(
-                repo.iter_blob(desc), expected=desc.digest, size=desc.size, labels=labels
-            )
-            if progress:
-                progress(PullProgress(desc.digest, "done", desc.size, desc.size))
-            return None
-
-        async def walk(desc: Descriptor) -> None:
+                if desc.media_type not in INDEX_TYPES and desc.media_type not in MANIFEST_TYPES:
+                    return
             if desc.media_type in INDEX_TYPES or desc.media_type in MANIFEST_TYPES:
-                body = await repo.fetch_bytes(desc)
+                body = await repo.fetch_bytes(core(desc))
                 doc = json.loads(body)
                 if "manifests" in doc:
                     kids = [m for m in doc["manifests"] if plat.matches(m.get("platform"))][:1]
@@ -207,11 +200,16 @@ async def _pull_client_side(
                     kids = [doc["config"], *(doc.get("layers") or [])]
                 for k in kids:
                     await walk(Descriptor.from_oci(k))
+                # Parents after their children, with the labels that keep the children alive.
                 await client.content.write(
                     body, expected=desc.digest, size=desc.size, labels=children_labels(kids)
                 )
-            else:
-                await fetch(desc)
+                return
+            if progress:
+                progress(PullProgress(desc.digest, "downloading", 0, desc.size))
+            await client.content.write(repo.iter_blob(core(desc)), expected=desc.digest, size=desc.size)
+            if progress:
+                progress(PullProgress(desc.digest, "done", desc.size, desc.size))
 
         await walk(root)
         image = await client.images.put(ImageInfo(name=name, target=root))
