@@ -84,13 +84,34 @@ async def pull(
 ) -> ImageInfo:
     name = normalize_reference(ref)
     plat = platform or default_platform()
-    try:
-        await _pull_transfer(client, name, progress, unpack, snapshotter, plat, plain_http, hosts_dir)
-    except errdefs.UnimplementedError:
+    if not await has_transfer(client):
         return await _pull_client_side(
             client, name, progress, unpack, snapshotter, plat, plain_http, hosts_dir
         )
+    await _pull_transfer(client, name, progress, unpack, snapshotter, plat, plain_http, hosts_dir)
     return await client.images.get(name)
+
+
+async def has_transfer(client: Client) -> bool:
+    """Whether the daemon serves the transfer service (arun, containerd >= 1.7).
+
+    Asked through introspection (the ``io.containerd.grpc.v1`` plugin ``transfer``,
+    loaded without error): containerd 1.6 has none. Probing with a call instead is
+    ambiguous — a missing streaming service resets the stream, and a transfer
+    service answers UNIMPLEMENTED for transfers it cannot do.
+    """
+    from arun.api.containerd.services.introspection.v1 import introspection_pb2
+
+    try:
+        r = await client._unary(
+            "/containerd.services.introspection.v1.Introspection/Plugins",
+            introspection_pb2.PluginsRequest(filters=["type==io.containerd.grpc.v1,id==transfer"]),
+            introspection_pb2.PluginsResponse,
+        )
+    except errdefs.UnimplementedError:
+        return False
+    return any(p.id == "transfer" and not p.HasField("init_err") for p in r.plugins)
+    return True
 
 
 async def _pull_transfer(

@@ -55,7 +55,9 @@ class ProgressBars:
 
     @staticmethod
     def short(name: str) -> str:
-        return name[7:19] if name.startswith("sha256:") else name
+        """``sha256:<hex>`` or the daemon's ``layer-sha256:<hex>`` as a 12-digit id."""
+        kind, sep, rest = name.partition("sha256:")
+        return f"{kind}{rest[:12]}" if sep else name
 
     def draw(self) -> None:
         lines = []
