@@ -414,6 +414,30 @@ class PrivateContainerd(_Private):
         return Path("/run/containerd/s") / d
 
 
+def _arun_cri_config(net: _Network, sandbox_image: str) -> str:
+    """The CRI section of a private arun: containerd's keys, as for the private containerd.
+
+    Empty while this arun has no configurable CRI plugin (it would refuse the section).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("arun.cri.config") is None:
+        return ""
+    return "\n".join(
+        [
+            '[plugins."io.containerd.grpc.v1.cri"]',
+            f'  sandbox_image = "{sandbox_image}"',
+            "  disable_apparmor = true",
+            "  restrict_oom_score_adj = true",
+            "  netns_mounts_under_state_dir = true",
+            '[plugins."io.containerd.grpc.v1.cri".cni]',
+            f'  bin_dir = "{CNI_BIN_DIR}"',
+            f'  conf_dir = "{net.conf_dir}"',
+            "",
+        ]
+    )
+
+
 @dataclass
 class PrivateArun(_Private):
     @classmethod
@@ -435,7 +459,7 @@ class PrivateArun(_Private):
         sock = address or base / "arun.sock"
         sock.parent.mkdir(parents=True, exist_ok=True)
         config = base / "config.toml"
-        config.write_text("version = 2\n" + config_text)
+        config.write_text("version = 2\n" + (config_text or _arun_cri_config(net, sandbox_image)))
         log_path = base / "daemon.log"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_SRC), *filter(None, [env.get("PYTHONPATH", "")])])

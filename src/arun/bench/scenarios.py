@@ -176,6 +176,8 @@ def pod_config(t: Target, opts: BenchOptions, name: str) -> Any:
     pb = t.cri.pb
     uid = os.urandom(8).hex()
     log_dir = opts.log_root / f"arun-bench-{t.run_id}" / name
+    # kubelet creates the pod's log directory before RunPodSandbox; so does the harness.
+    log_dir.mkdir(parents=True, exist_ok=True)
     cfg = pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="arun-bench", attempt=0),
         hostname=name[:63],
@@ -381,9 +383,18 @@ async def list_at_scale(t: Target, opts: BenchOptions) -> ScenarioResult:
         t.cleanup.pods.add(r.pod_sandbox_id)
         pod_ids.append(r.pod_sandbox_id)
 
-    await _bounded(max(opts.concurrency, 4), pods, mkpod)
-    if not pod_ids:
-        raise errdefs.UnavailableError("list: no pod sandbox could be created")
+    setup_errors: list[errdefs.ArunError] = []
+
+    async def recording(coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except errdefs.ArunError as e:
+            setup_errors.append(e)
+            raise
+
+    await _bounded(max(opts.concurrency, 4), pods, lambda cfg: recording(mkpod(cfg)))
+    if len(pod_ids) < len(pods):
+        raise _setup_failed("RunPodSandbox", len(pods) - len(pod_ids), len(pods), setup_errors)
     by_id = dict(zip(pod_ids, pods, strict=False))
     created = 0
 
@@ -400,8 +411,10 @@ async def list_at_scale(t: Target, opts: BenchOptions) -> ScenarioResult:
         created += 1
 
     s0 = time.perf_counter()
-    await _bounded(max(opts.concurrency, 8), list(range(opts.containers)), mkctr)
+    await _bounded(max(opts.concurrency, 8), list(range(opts.containers)), lambda i: recording(mkctr(i)))
     create_s = time.perf_counter() - s0
+    if created < opts.containers:
+        raise _setup_failed("CreateContainer", opts.containers - created, opts.containers, setup_errors)
     samples: dict[str, Samples] = {"ListContainers": Samples(), "ListPodSandbox": Samples()}
     timer = _Timer(samples)
     listed = 0
@@ -414,6 +427,13 @@ async def list_at_scale(t: Target, opts: BenchOptions) -> ScenarioResult:
         wall_s=sum(sum(s.durations) for s in samples.values()),
         extra={"containers": created, "listed": listed, "pods": len(pod_ids), "setup_s": round(create_s, 3)},
     )
+
+
+def _setup_failed(step: str, failed: int, total: int, errors: list[errdefs.ArunError]) -> errdefs.ArunError:
+    """The first setup error, of its own class, saying how many of the calls failed."""
+    first = errors[0] if errors else errdefs.UnknownError("no error recorded")
+    msg = str(first).splitlines()[0] if str(first) else type(first).__name__
+    return type(first)(f"setup: {step}: {failed} of {total} calls failed: {msg}")
 
 
 async def exec_sync(t: Target, opts: BenchOptions) -> ScenarioResult:
