@@ -1,10 +1,10 @@
 """Every client command of ``arun`` through a real daemon, as a user types them.
 
 The commands run as ``python -m arun`` subprocesses against a private
-containerd 1.6 (everything) and a private arun (what it serves on main today:
-version, namespaces, images, ps). Each test uses its own namespace and checks
-exit statuses, outputs in all three formats, one-line errors, and that nothing
-is left behind.
+containerd 1.6 and a private arun, each test against the daemons that serve
+what it needs (STORES, TASKS, CRI below; arun joins a list when the service
+lands on main). Each test uses its own namespace and checks exit statuses,
+outputs in all three formats, one-line errors, and that nothing is left behind.
 """
 
 from __future__ import annotations
@@ -35,6 +35,25 @@ pytestmark = [
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 IMAGE = "docker.io/library/cli:test"
+
+STORES = ["containerd", "arun"]  # images, containers, snapshots, namespaces, events
+TASKS = ["containerd"]  # + tasks
+CRI_FULL = ["containerd"]  # + the CRI runtime service (pods, containers)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "daemon" in metafunc.fixturenames:
+        if metafunc.definition.get_closest_marker("needs_cri"):
+            kinds = CRI_FULL
+        elif metafunc.definition.get_closest_marker("needs_tasks"):
+            kinds = TASKS
+        else:
+            kinds = STORES
+        metafunc.parametrize("daemon", kinds, indirect=True)
+
+
+needs_tasks = pytest.mark.needs_tasks
+needs_cri = pytest.mark.needs_cri
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -101,9 +120,17 @@ class Arun:
         return lines[0]
 
 
+@pytest.fixture
+def daemon(request: pytest.FixtureRequest) -> PrivateContainerd | PrivateArun:
+    d: PrivateContainerd | PrivateArun = request.getfixturevalue(
+        "containerd" if request.param == "containerd" else "arun_daemon"
+    )
+    return d
+
+
 @pytest_asyncio.fixture(loop_scope="module")
-async def cli(containerd: PrivateContainerd, archive: Path, tmp_path: Path) -> AsyncIterator[Arun]:
-    a = Arun(containerd.address, "cli-" + os.urandom(4).hex(), tmp_path / "logs")
+async def cli(daemon: PrivateContainerd | PrivateArun, archive: Path, tmp_path: Path) -> AsyncIterator[Arun]:
+    a = Arun(daemon.address, "cli-" + os.urandom(4).hex(), tmp_path / "logs")
     await a.ok("images", "import", str(archive))
     yield a
     left = json.loads(await a.ok("ps", "-o", "json"))
@@ -116,9 +143,9 @@ async def cli(containerd: PrivateContainerd, archive: Path, tmp_path: Path) -> A
 
 async def test_version_namespaces_and_bad_address(cli: Arun, tmp_path: Path) -> None:
     out = await cli.ok("version")
-    assert "1.6.20" in out
+    assert out.startswith("Client:") and "Server:" in out
     v = json.loads(await cli.ok("version", "-o", "json"))
-    assert v["server_version"].startswith("1.6.20")
+    assert v["server_version"] and v["client"]
     assert cli.namespace in (await cli.ok("namespaces", "ls", "-q")).split()
     bad = Arun(tmp_path / "none.sock", "default", tmp_path)
     line = await bad.fails("version")
@@ -148,6 +175,7 @@ async def test_images(cli: Arun, tmp_path: Path) -> None:
     assert "missing.tar" in line
 
 
+@needs_tasks
 async def test_run_foreground_exit_code_and_rm(cli: Arun) -> None:
     r = await cli("run", "--rm", IMAGE, "fg1", "sh", "-c", "echo out; echo err >&2; exit 4")
     assert (r.returncode, r.stdout, r.stderr) == (4, "out\n", "err\n")
@@ -159,6 +187,7 @@ async def test_run_foreground_exit_code_and_rm(cli: Arun) -> None:
     assert (await cli.ok("rm", "fg2")).split() == ["fg2"]
 
 
+@needs_tasks
 async def test_run_stdin_tty_env_mounts_user(cli: Arun, tmp_path: Path) -> None:
     out = await cli.ok(
         "run", "--rm", "-i", IMAGE, "in1", "sh", "-c", "cat; echo done", stdin=b"line one\nline two\n"
@@ -182,6 +211,7 @@ async def test_run_stdin_tty_env_mounts_user(cli: Arun, tmp_path: Path) -> None:
     assert "dst must be an absolute path" in line
 
 
+@needs_tasks
 async def test_detached_exec_logs_kill_rm(cli: Arun) -> None:
     assert (
         await cli.ok("run", "-d", IMAGE, "d1", "sh", "-c", "echo started; exec sleep 1000")
@@ -218,6 +248,7 @@ async def test_detached_exec_logs_kill_rm(cli: Arun) -> None:
     }
 
 
+@needs_tasks
 async def test_run_errors_leave_nothing(cli: Arun) -> None:
     line = await cli.fails("run", "docker.io/library/nope:missing", "e1", "true")
     assert "nope:missing" in line and "not found" in line
@@ -236,8 +267,9 @@ async def test_run_errors_leave_nothing(cli: Arun) -> None:
     assert r.returncode == 2  # argparse: missing IMAGE and ID
 
 
-async def test_networks(cli: Arun, containerd: PrivateContainerd) -> None:
-    net = containerd.network
+@needs_tasks
+async def test_networks(cli: Arun, daemon: PrivateContainerd | PrivateArun) -> None:
+    net = daemon.network
     assert net is not None
     out = await cli.ok(
         "run", "--rm", "--net", "cni", "--cni-conf-dir", str(net.conf_dir), IMAGE, "n1",
@@ -259,6 +291,7 @@ async def test_networks(cli: Arun, containerd: PrivateContainerd) -> None:
     assert out.split() == ["lo"]
 
 
+@needs_tasks
 async def test_events(cli: Arun) -> None:
     argv = cli.argv(
         "events", "--count", "2", "-o", "json", f'namespace=={cli.namespace},topic~="/containers/"'
@@ -284,12 +317,13 @@ async def test_events(cli: Arun) -> None:
     assert all(e["namespace"] == cli.namespace and e["type"].startswith("containerd.events.") for e in evs)
 
 
-async def test_cri_views(cli: Arun, containerd: PrivateContainerd) -> None:
-    async with CRI(containerd.endpoint) as cri:
+@needs_cri
+async def test_cri_views(cli: Arun, daemon: PrivateContainerd | PrivateArun) -> None:
+    async with CRI(daemon.endpoint) as cri:
         pb = cri.pb
         cfg = pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name="cli-pod", uid="u1", namespace="team"),
-            log_directory=str(containerd.base / "podlogs"),
+            log_directory=str(daemon.base / "podlogs"),
         )
         pod = (await cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=cfg))).pod_sandbox_id
         try:
@@ -328,15 +362,3 @@ async def test_cri_views(cli: Arun, containerd: PrivateContainerd) -> None:
         finally:
             await cri.remove_pod(pod)
     assert json.loads(await cli.ok("pods", "-o", "json")) == []
-
-
-async def test_against_arun(arun_daemon: PrivateArun, archive: Path, tmp_path: Path) -> None:
-    """What the arun on main serves today: version, namespaces, images, containers without tasks."""
-    a = Arun(arun_daemon.address, "cli-arun", tmp_path)
-    assert "Version" in await a.ok("version")
-    await a.ok("images", "import", str(archive))
-    assert (await a.ok("images", "ls", "-q")).split() == [IMAGE]
-    assert "cli-arun" in (await a.ok("namespaces", "ls", "-q")).split()
-    assert json.loads(await a.ok("ps", "-o", "json")) == []
-    await a.ok("images", "rm", "--sync", IMAGE)
-    assert (await a.ok("images", "ls", "-q")).strip() == ""

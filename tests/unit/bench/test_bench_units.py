@@ -138,3 +138,11 @@ def test_endpoint_specs() -> None:
     assert EndpointSpec.parse("tcp://127.0.0.1:1234").address == "tcp://127.0.0.1:1234"
     with pytest.raises(errdefs.InvalidArgumentError):
         EndpointSpec.parse("name=ftp://x")
+
+
+def test_cli_constants_match_the_harness() -> None:
+    from arun.bench import daemons, scenarios
+    from arun.bench.cli import BUSYBOX_IMAGE, SANDBOX_IMAGE, SCENARIO_NAMES
+
+    assert tuple(scenarios.SCENARIOS) == SCENARIO_NAMES
+    assert (daemons.BUSYBOX_IMAGE, daemons.SANDBOX_IMAGE) == (BUSYBOX_IMAGE, SANDBOX_IMAGE)

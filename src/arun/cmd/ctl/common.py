@@ -8,12 +8,15 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, is_dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from arun import errdefs, namespaces
-from arun.client import Client
-from arun.client.transport import DEFAULT_ADDRESS
 from arun.cmd.ctl.output import FORMATS
+from arun.plugin.config import DEFAULT_ADDRESS
+
+if TYPE_CHECKING:
+    # The client (and protobuf) load when a command runs, not to build the parser.
+    from arun.client import Client
 
 __all__ = ["add_global_flags", "client_from", "record", "run_command"]
 
@@ -62,6 +65,8 @@ def add_global_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def client_from(args: argparse.Namespace, namespace: str | None = None) -> Client:
+    from arun.client import Client
+
     return Client(args.address, namespace=namespace or args.namespace, timeout=args.timeout or None)
 
 

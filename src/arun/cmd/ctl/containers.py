@@ -17,13 +17,15 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from arun import errdefs
-from arun.client import Client, Mount, TaskStatus
-from arun.client.tasks import Process, Task
 from arun.cmd.ctl.common import add_global_flags, client_from, run_command
 from arun.cmd.ctl.output import Column, ago, emit
+
+if TYPE_CHECKING:
+    from arun.client import Client, Mount
+    from arun.client.tasks import Process, Task
 
 __all__ = ["add_parsers", "main", "parse_mount"]
 
@@ -37,6 +39,7 @@ DEFAULT_CNI_BIN_DIRS = "/opt/cni/bin:/usr/lib/cni"
 
 def parse_mount(spec: str) -> Mount:
     """ctr's ``--mount type=bind,src=/a,dst=/b,options=rbind:ro``."""
+    from arun.client import Mount
     fields: dict[str, str] = {}
     for part in spec.split(","):
         k, sep, v = part.partition("=")
@@ -174,6 +177,7 @@ def _cni_request(namespace: str, cid: str) -> Any:
 
 async def _remove(c: Client, cid: str, *, force: bool) -> None:
     """Remove container ``cid`` with what it owns: task, snapshot, CNI attachment, log file."""
+    from arun.client import TaskStatus
     ctr = await c.containers.get(cid)
     info = ctr.cached_info
     try:
@@ -339,6 +343,8 @@ async def _close_stdin_at_eof(task: Process) -> None:
 
 
 async def _ps(args: argparse.Namespace, stdout: IO[str]) -> int:
+    from arun.client import TaskStatus
+
     async with client_from(args) as c:
         infos = await c.containers.list(*args.filters)
         try:
@@ -437,6 +443,8 @@ def _cri_log_line(line: bytes) -> bytes:
 
 
 async def _logs(args: argparse.Namespace, stdout: IO[str]) -> int:
+    from arun.client import TaskStatus
+
     async with client_from(args) as c:
         path = ""
         cri = False

@@ -12,9 +12,6 @@ import datetime
 import sys
 from typing import IO, Any
 
-from google.protobuf import json_format
-
-from arun.bench.cri import CRI
 from arun.cmd.ctl.common import add_global_flags, run_command
 from arun.cmd.ctl.output import Column, ago, emit
 
@@ -69,6 +66,10 @@ def _short(i: Any) -> str:
 
 
 async def _pods(args: argparse.Namespace, out: IO[str]) -> int:
+    from google.protobuf import json_format
+
+    from arun.bench.cri import CRI
+
     async with CRI(args.address, timeout=args.timeout) as cri:
         if getattr(args, "pods_command", None) == "inspect":
             r = await cri.call(
@@ -112,6 +113,10 @@ async def _pods(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def _containers(args: argparse.Namespace, out: IO[str]) -> int:
+    from google.protobuf import json_format
+
+    from arun.bench.cri import CRI
+
     async with CRI(args.address, timeout=args.timeout) as cri:
         if getattr(args, "containers_command", None) == "inspect":
             r = await cri.call(

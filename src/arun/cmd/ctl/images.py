@@ -6,12 +6,14 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from arun import errdefs
-from arun.client import Client, PullProgress
 from arun.cmd.ctl.common import add_global_flags, client_from, run_command
 from arun.cmd.ctl.output import Column, ago, emit, size
+
+if TYPE_CHECKING:
+    from arun.client import Client, PullProgress
 
 __all__ = ["ProgressBars", "add_parser", "main"]
 
