@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from arun.bench.cri import CRI
-from arun.bench.daemons import PrivateContainerd
+from arun.bench.daemons import PrivateArun, PrivateContainerd
 from arun.bench.scenarios import LIFECYCLE_STEPS
 
 pytestmark = [
@@ -36,13 +36,33 @@ SRC = Path(__file__).resolve().parents[3] / "src"
 STEP_FIELDS = {"n", "errors", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_per_s"}
 
 
+# CRI endpoints the harness tests run against; arun joins when its CRI runtime service lands.
+ENDPOINTS = ["containerd"]
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def containerd() -> AsyncIterator[PrivateContainerd]:
+async def private_containerd() -> AsyncIterator[PrivateContainerd]:
     d = await PrivateContainerd.start()
     try:
         yield d
     finally:
         await d.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def private_arun() -> AsyncIterator[PrivateArun]:
+    d = await PrivateArun.start()
+    try:
+        yield d
+    finally:
+        assert await d.stop() == 0, d.logs()
+
+
+@pytest.fixture(params=ENDPOINTS)
+def containerd(request: pytest.FixtureRequest) -> PrivateContainerd | PrivateArun:
+    """A CRI endpoint under test (named for the first one; the tests treat them alike)."""
+    d: PrivateContainerd | PrivateArun = request.getfixturevalue(f"private_{request.param}")
+    return d
 
 
 def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -61,7 +81,7 @@ async def bench(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(_bench, *args)
 
 
-async def _state(d: PrivateContainerd) -> dict[str, object]:
+async def _state(d: PrivateContainerd | PrivateArun) -> dict[str, object]:
     async with CRI(d.endpoint) as cri:
         pods = await cri.pods()
         ctrs = await cri.containers()
@@ -85,7 +105,9 @@ async def _state(d: PrivateContainerd) -> dict[str, object]:
     }
 
 
-async def test_side_by_side_json_and_chart(containerd: PrivateContainerd, tmp_path: Path) -> None:
+async def test_side_by_side_json_and_chart(
+    containerd: PrivateContainerd | PrivateArun, tmp_path: Path
+) -> None:
     before = await _state(containerd)
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
     # The same daemon twice under two names: a side-by-side run with a ratio column.
@@ -102,7 +124,7 @@ async def test_side_by_side_json_and_chart(containerd: PrivateContainerd, tmp_pa
     assert doc["schema"] == "arun.bench/v1"
     assert [e["name"] for e in doc["endpoints"]] == ["one", "two"]
     assert doc["baseline"] == "two"
-    assert doc["endpoints"][0]["runtime_name"] == "containerd"
+    assert doc["endpoints"][0]["runtime_name"] in ("containerd", "arun")
     life = doc["scenarios"]["lifecycle"]
     for ep in ("one", "two"):
         res = life["results"][ep]
@@ -130,7 +152,9 @@ async def test_side_by_side_json_and_chart(containerd: PrivateContainerd, tmp_pa
     assert await _state(containerd) == before
 
 
-async def test_pull_from_a_local_registry(containerd: PrivateContainerd, tmp_path: Path) -> None:
+async def test_pull_from_a_local_registry(
+    containerd: PrivateContainerd | PrivateArun, tmp_path: Path
+) -> None:
     if not os.path.exists("/usr/bin/docker-registry"):
         pytest.skip("needs docker-registry")
     before = await _state(containerd)
@@ -166,7 +190,7 @@ async def test_unknown_scenario_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown scenario 'nope'" in r.stderr
 
 
-async def test_missing_image_is_one_line(containerd: PrivateContainerd) -> None:
+async def test_missing_image_is_one_line(containerd: PrivateContainerd | PrivateArun) -> None:
     before = await _state(containerd)
     r = await bench(
         "--endpoint", containerd.endpoint, "--image", "docker.io/library/nope:missing", "--pods", "1"
@@ -177,7 +201,7 @@ async def test_missing_image_is_one_line(containerd: PrivateContainerd) -> None:
     assert await _state(containerd) == before
 
 
-async def test_container_that_fails_to_start(containerd: PrivateContainerd) -> None:
+async def test_container_that_fails_to_start(containerd: PrivateContainerd | PrivateArun) -> None:
     before = await _state(containerd)
     r = await bench(
         "--endpoint",
@@ -197,7 +221,7 @@ async def test_container_that_fails_to_start(containerd: PrivateContainerd) -> N
     assert await _state(containerd) == before
 
 
-async def test_interrupted_run_cleans_up(containerd: PrivateContainerd) -> None:
+async def test_interrupted_run_cleans_up(containerd: PrivateContainerd | PrivateArun) -> None:
     before = await _state(containerd)
     env = dict(os.environ, PYTHONPATH=str(SRC))
     argv = ["-m", "arun.bench", "--endpoint", containerd.endpoint, "--pods", "40", "--warmup", "0"]
