@@ -161,7 +161,7 @@ async def test_pull_from_a_local_registry(
     out = tmp_path / "pull.json"
     r = await bench(
         "--endpoint",
-        containerd.endpoint,
+        f"c={containerd.endpoint}",
         "--scenario",
         "pull",
         "--local-registry",

@@ -67,7 +67,7 @@ async def containerd() -> AsyncIterator[PrivateContainerd]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def arun_daemon() -> AsyncIterator[PrivateArun]:
-    d = await PrivateArun.start(import_images=False)
+    d = await PrivateArun.start()  # with the pause and busybox images in k8s.io, for CRI
     try:
         yield d
     finally:
@@ -319,6 +319,7 @@ async def test_events(cli: Arun) -> None:
 
 @needs_cri
 async def test_cri_views(cli: Arun, daemon: PrivateContainerd | PrivateArun) -> None:
+    (daemon.base / "podlogs").mkdir(exist_ok=True)  # kubelet makes the pod log directory
     async with CRI(daemon.endpoint) as cri:
         pb = cri.pb
         cfg = pb.PodSandboxConfig(
