@@ -3,7 +3,9 @@
 ``Client`` talks to a daemon — arun or containerd — over its socket;
 ``arun.Runtime`` (``arun.embedded``) gives the same API over an arun booted in
 the caller's event loop. The public surface is plain dataclasses and errdefs
-errors; no protobuf types leak out.
+errors; no protobuf types leak out. (``arun.client.transport.Transport``, the
+message-level interface a client runs over, is the one place that speaks protobuf:
+an extension point, not part of this surface.)
 """
 
 from arun.client.cio import IOSet
@@ -14,7 +16,7 @@ from arun.client.images import ImageManifest, Images, Platform, chain_id, defaul
 from arun.client.pull import normalize_reference
 from arun.client.snapshots import Snapshots
 from arun.client.tasks import Process, Task, parse_signal
-from arun.client.transport import DEFAULT_ADDRESS, Endpoint, GrpcTransport, Transport, parse_endpoint
+from arun.client.transport import DEFAULT_ADDRESS, Endpoint, parse_endpoint
 from arun.client.types import (
     ContainerInfo,
     Descriptor,
@@ -44,7 +46,6 @@ __all__ = [
     "Endpoint",
     "Event",
     "ExitStatus",
-    "GrpcTransport",
     "IOSet",
     "ImageInfo",
     "ImageManifest",
@@ -61,7 +62,6 @@ __all__ = [
     "Task",
     "TaskState",
     "TaskStatus",
-    "Transport",
     "Version",
     "chain_id",
     "default_platform",
