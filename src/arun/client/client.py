@@ -171,14 +171,17 @@ class Client:
             leases_pb2.CreateResponse,
         )
         token = _lease.set(lid)
+        failed = True
         try:
             yield lid
+            failed = False
         finally:
             _lease.reset(token)
+            # After a failure, wait for garbage collection: what the block made is gone on return.
             with contextlib.suppress(errdefs.ArunError):
                 await self._unary(
                     "/containerd.services.leases.v1.Leases/Delete",
-                    leases_pb2.DeleteRequest(id=lid),
+                    leases_pb2.DeleteRequest(id=lid, sync=failed),
                     empty_pb2.Empty,
                 )
 

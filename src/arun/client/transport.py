@@ -190,7 +190,11 @@ class _GrpcBidi:
 
     async def recv(self) -> Any:
         try:
-            return await self._stream.recv_message()
+            msg = await self._stream.recv_message()
+            if msg is None:
+                # The end of the replies: an error status arrives in the trailers.
+                await self._stream.recv_trailing_metadata()
+            return msg
         except Exception as e:
             raise native_error(e, self._path) from e
 

@@ -286,3 +286,40 @@ async def test_bad_ids_are_invalid_argument(client: Client, busybox: str) -> Non
         await client.containers.create(cid, busybox, command=["true"])
         await client.containers.create(cid, busybox, command=["true"])
     assert len(await client.containers.list()) == 1
+
+
+async def test_import_streams_big_layers_and_refuses_corrupt_archives(client: Client, tmp_path: Path) -> None:
+    import io as _io
+    import json
+    import tarfile
+
+    from arun.bench.images import BuiltImage, _config, _Entry, _tar, write_oci_archive
+
+    big = os.urandom(3 << 20)  # does not compress: a 3 MiB blob, streamed from the archive
+    image = BuiltImage(
+        "docker.io/library/big:1", _config([], ["true"]), [_tar([_Entry("blob", "file", big)])]
+    )
+    good = write_oci_archive(tmp_path / "big.tar", [image])
+    [img] = await client.import_archive(good)
+    m = await client.images.manifest(img.name)
+    assert m.layers[0].size > 3 << 20
+    assert (await client.content.info(m.layers[0].digest)).size == m.layers[0].size
+    await client.images.delete(img.name, sync=True)
+
+    # The same archive with one byte of the big layer changed.
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(good) as src, tarfile.open(bad, "w") as dst:
+        for member in src.getmembers():
+            f = src.extractfile(member) if member.isfile() else None
+            data = f.read() if f else b""
+            if member.isfile() and member.size > 1 << 20:
+                data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+            dst.addfile(member, _io.BytesIO(data) if f else None)
+    with pytest.raises(errdefs.DataLossError) as e:
+        await client.import_archive(bad)
+    assert "does not match" in str(e.value)
+    assert await client.images.list() == []
+    assert await client.content.list() == []  # the failed import's lease was collected on the spot
+    with tarfile.open(bad) as t:
+        index = json.loads(t.extractfile("index.json").read())  # type: ignore[union-attr]
+    assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == "docker.io/library/big:1"
