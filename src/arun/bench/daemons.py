@@ -223,6 +223,33 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None, cwd: Pat
         )
 
 
+def _runc_cleanup_ours(base: Path, roots: list[Path]) -> None:
+    """runc containers under shared roots (``/run/containerd/runc/<ns>``) whose bundle is ours."""
+    prefix = str(base.resolve()) + "/"
+    for root in roots:
+        if not root.is_dir():
+            continue
+        r = subprocess.run(
+            ["runc", "--root", str(root), "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            listed = json.loads(r.stdout or "null") or []
+        except ValueError:
+            continue
+        for c in listed:
+            if str(c.get("bundle", "")).startswith(prefix):
+                cid = str(c["id"])
+                subprocess.run(
+                    ["runc", "--root", str(root), "kill", cid, "KILL"], capture_output=True, check=False
+                )
+                subprocess.run(
+                    ["runc", "--root", str(root), "delete", "--force", cid], capture_output=True, check=False
+                )
+
+
 def _kill_pids(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -305,6 +332,10 @@ class _Private:
         strays = _shim_pids(str(self.address))
         sockets = [s for s in (_shim_socket(pid, self.address) for pid in strays) if s is not None]
         _kill_pids(strays)
+        # Tasks created through the containerd API without a runc root of their own live under
+        # the shared default root; only those whose bundle is under this daemon's directory go.
+        shared = Path("/run/containerd/runc")
+        _runc_cleanup_ours(self.base, [p for p in shared.iterdir() if p.is_dir()] if shared.is_dir() else [])
         for s in sockets:
             with contextlib.suppress(OSError):
                 s.unlink()

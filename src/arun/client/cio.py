@@ -207,9 +207,21 @@ class IOSet:
             elif hasattr(src, "__aiter__"):
                 async for chunk in src:  # type: ignore[union-attr]
                     await _write_all(fd, bytes(chunk))
-            elif src is not None and hasattr(src, "read"):
+            elif src is not None and _fileno(src) is not None:
+                # A terminal, pipe or file: read what is there whenever the loop says it is
+                # readable. No thread: one blocked in read() on a terminal would keep the
+                # program from exiting until the next keystroke.
+                src_fd = _fileno(src)
+                assert src_fd is not None
                 while True:
-                    chunk = await asyncio.to_thread(src.read, _READ_SIZE)
+                    chunk = await _read_when_ready(src_fd)
+                    if not chunk:
+                        break
+                    await _write_all(fd, chunk)
+            elif src is not None and hasattr(src, "read"):
+                read = getattr(src, "read1", src.read)
+                while True:
+                    chunk = await asyncio.to_thread(read, _READ_SIZE)
                     if not chunk:
                         break
                     await _write_all(fd, chunk)
@@ -248,6 +260,41 @@ class IOSet:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _fileno(src: object) -> int | None:
+    fileno = getattr(src, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        fd = fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    return fd if isinstance(fd, int) else None
+
+
+async def _read_when_ready(fd: int) -> bytes:
+    """One read of whatever ``fd`` has once it is readable (b"" at EOF)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    try:
+        loop.add_reader(fd, wake)
+    except (OSError, ValueError):
+        # Not pollable (a regular file on some loops): a plain read never blocks for long.
+        return await asyncio.to_thread(os.read, fd, _READ_SIZE)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    try:
+        return os.read(fd, _READ_SIZE)
+    except BlockingIOError:
+        return await _read_when_ready(fd)
 
 
 async def _write_all(fd: int, data: bytes) -> None:

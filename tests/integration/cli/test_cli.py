@@ -363,3 +363,58 @@ async def test_cri_views(cli: Arun, daemon: PrivateContainerd | PrivateArun) -> 
         finally:
             await cri.remove_pod(pod)
     assert json.loads(await cli.ok("pods", "-o", "json")) == []
+
+
+@needs_tasks
+async def test_interactive_terminal(cli: Arun) -> None:
+    """``run -it`` from a real terminal: raw mode, the terminal's size, input, the exit status."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cli.argv("run", "--rm", "-i", "-t", IMAGE, "it1", "sh"),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=cli.env,
+            start_new_session=True,
+        )
+        os.close(slave)
+        slave = -1
+        loop = asyncio.get_running_loop()
+        out = bytearray()
+        got = asyncio.Event()
+
+        def readable() -> None:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(master)
+                got.set()
+                return
+            out.extend(data)
+            if b"SIZE=3" in out:
+                got.set()
+
+        loop.add_reader(master, readable)
+        try:
+            async with asyncio.timeout(30):
+                await asyncio.sleep(1.0)  # the shell starts
+                os.write(master, b'echo SIZE=$(stty size | tr " " x); exit 3\r')
+                await got.wait()
+                code = await proc.wait()
+        finally:
+            loop.remove_reader(master)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert code == 3, out.decode(errors="replace")
+    assert b"SIZE=33x101" in out, out.decode(errors="replace")

@@ -163,6 +163,20 @@ def _terminal_size() -> tuple[int, int]:
         return 0, 0
 
 
+async def _follow_terminal_size(p: Process) -> None:
+    """Give the process our terminal's size now and after every SIGWINCH (until the command ends)."""
+
+    async def resize() -> None:
+        w, h = _terminal_size()
+        if w and h:
+            with contextlib.suppress(errdefs.ArunError):
+                await p.resize(w, h)
+
+    await resize()
+    if sys.stdout.isatty():
+        asyncio.get_running_loop().add_signal_handler(signal.SIGWINCH, lambda: _background(resize()))
+
+
 def _pod_network(conf_dir: str, bin_dirs: str) -> Any:
     from arun.cni import PodNetwork
 
@@ -306,10 +320,7 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                     return 0
                 assert waiter is not None
                 if args.tty:
-                    w, h = _terminal_size()
-                    if w and h:
-                        with contextlib.suppress(errdefs.ArunError):
-                            await task.resize(w, h)
+                    await _follow_terminal_size(task)
                 if task.io is not None and args.interactive:
                     _background(_close_stdin_at_eof(task))
                 sigs = await _forward_signals(task)
@@ -416,10 +427,7 @@ async def _exec(args: argparse.Namespace, stdout: IO[str]) -> int:
                     stdout.write(f"{exec_id}\n")
                     return 0
                 if args.tty:
-                    w, h = _terminal_size()
-                    if w and h:
-                        with contextlib.suppress(errdefs.ArunError):
-                            await p.resize(w, h)
+                    await _follow_terminal_size(p)
                 if interactive:
                     _background(_close_stdin_at_eof(p))
                 status = await waiter
