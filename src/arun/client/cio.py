@@ -157,8 +157,11 @@ class IOSet:
         stderr: Output = None,
         terminal: bool = False,
         fifo_root: str | None = None,
+        owner: set[IOSet] | None = None,
     ) -> None:
         self.terminal = terminal
+        # The client's register of open sets: whatever is still open when it closes is closed then.
+        self._owner = owner
         self._stdin_src = stdin
         self._dir: str | None = None
         self._readers: list[_Reader] = []
@@ -189,6 +192,8 @@ class IOSet:
         except BaseException:
             self.close()
             raise
+        if owner is not None:
+            owner.add(self)
 
     def started(self) -> None:
         """The process runs (its stdio is in place): start stdin, let outputs see their real EOF."""
@@ -260,6 +265,8 @@ class IOSet:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+        if self._owner is not None:
+            self._owner.discard(self)
 
 
 def _fileno(src: object) -> int | None:

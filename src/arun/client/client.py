@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 
 from arun import errdefs, identifiers
 from arun.client import _convert
+from arun.client.cio import IOSet
 from arun.client.containers import Containers
 from arun.client.content import Content
 from arun.client.images import Images, Platform
@@ -86,6 +87,8 @@ class Client:
         self.fifo_dir = fifo_dir
         self._transport: Transport = transport if transport is not None else GrpcTransport(address)
         self._owns_transport = True
+        # Stdio sets of processes still open; close() closes them (FIFOs, their directory).
+        self._iosets: set[IOSet] = set()
         self.images = Images(self)
         self.containers = Containers(self)
         self.content = Content(self)
@@ -99,6 +102,9 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        """Close stdio still open (its FIFO directories go) and, if this client owns it, the connection."""
+        for io in list(self._iosets):
+            io.close()
         if self._owns_transport:
             await self._transport.close()
 
@@ -109,6 +115,7 @@ class Client:
         other.__dict__.update(self.__dict__)
         other.namespace = namespace
         other._owns_transport = False
+        other._iosets = set()
         other.images = Images(other)
         other.containers = Containers(other)
         other.content = Content(other)

@@ -126,7 +126,13 @@ class Container:
             if not os.path.isabs(log_file):
                 raise errdefs.InvalidArgumentError(f"log file {log_file!r} must be an absolute path")
         io = IOSet(
-            self.id, stdin=stdin, stdout=stdout, stderr=stderr, terminal=terminal, fifo_root=self._c.fifo_dir
+            self.id,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            terminal=terminal,
+            fifo_root=self._c.fifo_dir,
+            owner=self._c._iosets,
         )
         try:
             req = tasks_pb2.CreateTaskRequest(

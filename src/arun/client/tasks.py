@@ -242,7 +242,13 @@ class Task(Process):
             proc["user"] = {"uid": user[0], "gid": user[1]}
         proc.pop("consoleSize", None)
         io = IOSet(
-            exec_id, stdin=stdin, stdout=stdout, stderr=stderr, terminal=terminal, fifo_root=self._c.fifo_dir
+            exec_id,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            terminal=terminal,
+            fifo_root=self._c.fifo_dir,
+            owner=self._c._iosets,
         )
         try:
             await self._c._unary(

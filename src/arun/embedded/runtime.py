@@ -180,6 +180,8 @@ class Runtime(Client):
                 if p.ok and callable(begin):
                     with contextlib.suppress(Exception):
                         begin()
+        for io in list(self._iosets):
+            io.close()
         await self._rt_transport.close()
         if self._ttrpc is not None:
             await self._ttrpc.close()

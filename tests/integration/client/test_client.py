@@ -13,7 +13,7 @@ import pytest
 
 from arun import errdefs
 from arun.bench.daemons import PrivateArun, PrivateContainerd
-from arun.client import Client, Mount, TaskStatus
+from arun.client import Client, Mount, RuncOptions, TaskStatus
 
 pytestmark = [
     pytest.mark.root,
@@ -323,3 +323,29 @@ async def test_import_streams_big_layers_and_refuses_corrupt_archives(client: Cl
     with tarfile.open(bad) as t:
         index = json.loads(t.extractfile("index.json").read())  # type: ignore[union-attr]
     assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == "docker.io/library/big:1"
+
+
+@pytest.mark.needs_tasks
+async def test_closing_the_client_closes_forgotten_stdio(
+    endpoint: tuple[str, Path], busybox_archive: Path
+) -> None:
+    address, runc_root = endpoint
+    ns = "t-" + os.urandom(5).hex()
+    c = Client(address, namespace=ns, runtime_options=RuncOptions(root=str(runc_root / ns)))
+    try:
+        [img] = await c.import_archive(busybox_archive)
+        ctr = await c.containers.create("forgotten", img.name, command=["sleep", "1000"])
+        task = await ctr.new_task(stdout=io.BytesIO(), stdin=b"")
+        assert task.io is not None
+        fifo_dir = Path(task.io.paths.stdout).parent
+        assert fifo_dir.is_dir()
+        await task.start()
+    finally:
+        await c.close()  # without deleting the task: its FIFOs go with the client
+    assert not fifo_dir.exists()
+    async with Client(address, namespace=ns) as c2:
+        t = await c2.task("forgotten")
+        await t.delete(force=True)
+        await c2.containers.delete("forgotten")
+        await c2.images.delete(img.name, sync=True)
+        await c2.delete_namespace(ns)
