@@ -23,6 +23,10 @@ _REQUIREMENTS = {
     "root": (lambda: os.geteuid() == 0, "needs root"),
     "runc": (lambda: shutil.which("runc") is not None, "needs runc on PATH"),
     "overlay": (lambda: os.geteuid() == 0 and _have_overlay(), "needs root and overlayfs"),
+    "registry": (
+        lambda: os.access(os.environ.get("ARUN_TEST_REGISTRY", "/usr/bin/docker-registry"), os.X_OK),
+        "needs docker-registry (Debian package docker-registry)",
+    ),
     "ctr": (lambda: shutil.which("ctr") is not None, "needs containerd's ctr client on PATH"),
     "containerd": (lambda: shutil.which("containerd") is not None, "needs the containerd daemon on PATH"),
 }

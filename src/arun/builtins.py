@@ -19,6 +19,10 @@ import arun.services.introspection.plugin
 import arun.services.leases.plugin
 import arun.services.namespaces.plugin
 import arun.services.snapshots.plugin
+import arun.services.streaming.plugin
+import arun.services.transfer.plugin
 import arun.services.version.plugin
 import arun.snapshots.native.plugin
 import arun.snapshots.overlay.plugin
+import arun.streaming.plugin
+import arun.transfer.plugin

@@ -241,12 +241,14 @@ class Client:
         platform: str | Platform | None = None,
         plain_http: bool = False,
         hosts_dir: str = "",
+        credentials: tuple[str, str] | None = None,
     ) -> ImageInfo:
         """Pull ``ref`` (normalised as docker does) and unpack it; the image record.
 
         ``progress`` is called with a ``PullProgress`` for every change. The
         daemon pulls when it has a transfer service (arun, containerd >= 1.7);
         otherwise the client resolves and fetches itself (containerd 1.6).
+        ``credentials``: (user, password or token) for the registry.
         """
         from arun.client.pull import pull
 
@@ -260,6 +262,7 @@ class Client:
             platform=plat,
             plain_http=plain_http,
             hosts_dir=hosts_dir,
+            credentials=credentials,
         )
 
     async def import_archive(

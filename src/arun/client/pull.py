@@ -9,24 +9,26 @@ mirrors) applies, as for CRI pulls.
 containerd 1.6 has no transfer service; there the client resolves and fetches
 itself, as ``ctr`` 1.6 does, writing manifests, config and layers into the
 daemon's content store, then creates the image record and unpacks it through
-the snapshot and diff services. That path needs the registry client
-(``arun.remotes``).
+the snapshot and diff services, with arun's registry client (``arun.remotes``).
+
+Credentials (``credentials=(user, secret)``) travel to the daemon over a second
+stream it asks for them on (``resolver.auth_stream``), or to the registry
+client directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
-from arun import errdefs
+from arun import errdefs, reference
 from arun.client.images import INDEX_TYPES, MANIFEST_TYPES, Platform, default_platform, resolve_manifest
 from arun.client.types import Descriptor, ImageInfo, PullProgress
 
@@ -42,25 +44,7 @@ _TRANSFER = "/containerd.services.transfer.v1.Transfer/Transfer"
 
 def normalize_reference(ref: str) -> str:
     """Docker's normalisation: ``busybox`` → ``docker.io/library/busybox:latest``."""
-    text = ref.strip()
-    if not text or any(c.isspace() for c in text) or text != text.strip("/:@"):
-        raise errdefs.InvalidArgumentError(f"invalid image reference {ref!r}")
-    name, at, digest = text.partition("@")
-    first, slash, rest = name.partition("/")
-    if not slash or ("." not in first and ":" not in first and first != "localhost"):
-        domain, path = "docker.io", name
-    else:
-        domain, path = first, rest
-    if domain == "docker.io" and "/" not in path.split(":")[0]:
-        path = "library/" + path
-    last = path.rsplit("/", 1)[-1]
-    if ":" not in last and not at:
-        path += ":latest"
-    if path != path.lower().split(":")[0] + (":" + path.split(":", 1)[1] if ":" in path else ""):
-        raise errdefs.InvalidArgumentError(
-            f"invalid image reference {ref!r}: repository names are lower case"
-        )
-    return f"{domain}/{path}" + (f"@{digest}" if at else "")
+    return str(reference.parse_docker_ref(ref))
 
 
 def _pack(msg: Message) -> any_pb2.Any:
@@ -81,15 +65,35 @@ async def pull(
     platform: Platform | None = None,
     plain_http: bool = False,
     hosts_dir: str = "",
+    credentials: tuple[str, str] | None = None,
 ) -> ImageInfo:
     name = normalize_reference(ref)
     plat = platform or default_platform()
+    opts = _Options(progress, unpack, snapshotter, plat, plain_http, hosts_dir, credentials)
     if not await has_transfer(client):
-        return await _pull_client_side(
-            client, name, progress, unpack, snapshotter, plat, plain_http, hosts_dir
-        )
-    await _pull_transfer(client, name, progress, unpack, snapshotter, plat, plain_http, hosts_dir)
+        return await _pull_client_side(client, name, opts)
+    await _pull_transfer(client, name, opts)
     return await client.images.get(name)
+
+
+class _Options:
+    def __init__(
+        self,
+        progress: Progress,
+        unpack: bool,
+        snapshotter: str | None,
+        platform: Platform,
+        plain_http: bool,
+        hosts_dir: str,
+        credentials: tuple[str, str] | None,
+    ) -> None:
+        self.progress = progress
+        self.unpack = unpack
+        self.snapshotter = snapshotter
+        self.platform = platform
+        self.plain_http = plain_http
+        self.hosts_dir = hosts_dir
+        self.credentials = credentials
 
 
 async def has_transfer(client: Client) -> bool:
@@ -111,86 +115,91 @@ async def has_transfer(client: Client) -> bool:
     except errdefs.UnimplementedError:
         return False
     return any(p.id == "transfer" and not p.HasField("init_err") for p in r.plugins)
-    return True
 
 
-async def _pull_transfer(
-    client: Client,
-    name: str,
-    progress: Progress,
-    unpack: bool,
-    snapshotter: str | None,
-    plat: Platform,
-    plain_http: bool,
-    hosts_dir: str,
-) -> None:
+@contextlib.asynccontextmanager
+async def _daemon_stream(client: Client) -> AsyncIterator[tuple[str, Any]]:
+    """A stream registered with the daemon's Streaming service: (its id, the stream)."""
     from arun.api.containerd.services.streaming.v1 import streaming_pb2
-    from arun.api.containerd.services.transfer.v1 import transfer_pb2
-    from arun.api.containerd.types import platform_pb2
-    from arun.api.containerd.types.transfer import imagestore_pb2, progress_pb2, registry_pb2
 
-    pplat = platform_pb2.Platform(os=plat.os, architecture=plat.architecture, variant=plat.variant)
-    store = imagestore_pb2.ImageStore(name=name, platforms=[pplat])
-    if unpack:
-        store.unpacks.append(
-            imagestore_pb2.UnpackConfiguration(platform=pplat, snapshotter=snapshotter or "")
-        )
-    resolver = registry_pb2.RegistryResolver(host_dir=hosts_dir)
-    if plain_http:
-        resolver.default_scheme = "http"
-    source = registry_pb2.OCIRegistry(reference=name, resolver=resolver)
     stream_id = os.urandom(16).hex()
     async with client._bidi(_STREAM, any_pb2.Any, any_pb2.Any) as s:
         await s.send(_pack(streaming_pb2.StreamInit(id=stream_id)))
         if await s.recv() is None:
-            raise errdefs.UnavailableError("the daemon closed the progress stream before acknowledging it")
+            raise errdefs.UnavailableError("the daemon closed a stream before acknowledging it")
+        yield stream_id, s
 
-        async def read_progress() -> None:
-            while True:
-                msg = await s.recv()
-                if msg is None:
-                    return
-                if progress is not None and _type_name(msg) == progress_pb2.Progress.DESCRIPTOR.full_name:
-                    p = progress_pb2.Progress.FromString(msg.value)
-                    progress(PullProgress(p.name, p.event, int(p.progress), int(p.total)))
 
-        reader = asyncio.ensure_future(read_progress())
+async def _pull_transfer(client: Client, name: str, o: _Options) -> None:
+    from arun.api.containerd.services.transfer.v1 import transfer_pb2
+    from arun.api.containerd.types import platform_pb2
+    from arun.api.containerd.types.transfer import imagestore_pb2, progress_pb2, registry_pb2
+
+    plat = o.platform
+    pplat = platform_pb2.Platform(os=plat.os, architecture=plat.architecture, variant=plat.variant)
+    store = imagestore_pb2.ImageStore(name=name, platforms=[pplat])
+    if o.unpack:
+        store.unpacks.append(
+            imagestore_pb2.UnpackConfiguration(platform=pplat, snapshotter=o.snapshotter or "")
+        )
+    resolver = registry_pb2.RegistryResolver(host_dir=o.hosts_dir)
+    if o.plain_http:
+        resolver.default_scheme = "http"
+
+    async def read_progress(s: Any) -> None:
+        while True:
+            msg = await s.recv()
+            if msg is None:
+                return
+            if o.progress is not None and _type_name(msg) == progress_pb2.Progress.DESCRIPTOR.full_name:
+                p = progress_pb2.Progress.FromString(msg.value)
+                o.progress(PullProgress(p.name, p.event, int(p.progress), int(p.total)))
+
+    async def answer_auth(s: Any, creds: tuple[str, str]) -> None:
+        while True:
+            msg = await s.recv()
+            if msg is None:
+                return
+            if _type_name(msg) == registry_pb2.AuthRequest.DESCRIPTOR.full_name:
+                await s.send(
+                    _pack(
+                        registry_pb2.AuthResponse(
+                            authType=registry_pb2.CREDENTIALS, username=creds[0], secret=creds[1]
+                        )
+                    )
+                )
+
+    async with contextlib.AsyncExitStack() as stack:
+        progress_id, ps = await stack.enter_async_context(_daemon_stream(client))
+        helpers = [asyncio.ensure_future(read_progress(ps))]
+        if o.credentials is not None:
+            auth_id, auth = await stack.enter_async_context(_daemon_stream(client))
+            resolver.auth_stream = auth_id
+            helpers.append(asyncio.ensure_future(answer_auth(auth, o.credentials)))
+        source = registry_pb2.OCIRegistry(reference=name, resolver=resolver)
         try:
             await client._unary(
                 _TRANSFER,
                 transfer_pb2.TransferRequest(
                     source=_pack(source),
                     destination=_pack(store),
-                    options=transfer_pb2.TransferOptions(progress_stream=stream_id),
+                    options=transfer_pb2.TransferOptions(progress_stream=progress_id),
                 ),
                 empty_pb2.Empty,
                 call_timeout=None,
             )
+            # The last progress messages, until the daemon closes the stream.
             with contextlib.suppress(TimeoutError, errdefs.ArunError):
-                await asyncio.wait_for(asyncio.shield(reader), 1.0)
+                await asyncio.wait_for(asyncio.shield(helpers[0]), 1.0)
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            for h in helpers:
+                h.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
 
-async def _pull_client_side(
-    client: Client,
-    name: str,
-    progress: Progress,
-    unpack: bool,
-    snapshotter: str | None,
-    plat: Platform,
-    plain_http: bool,
-    hosts_dir: str,
-) -> ImageInfo:
+async def _pull_client_side(client: Client, name: str, o: _Options) -> ImageInfo:
     """Resolve and fetch here, store in the daemon (containerd 1.6's ``ctr images pull``)."""
-    try:
-        # The registry client (arun.remotes) is optional here: imported by name, used if present.
-        remotes: Any = importlib.import_module("arun.remotes")
-    except ImportError:
-        raise errdefs.UnimplementedError(
-            "the daemon has no transfer service and this arun has no registry client for a client-side pull"
-        ) from None
+    from arun import remotes
     from arun.client.archive import children_labels
     from arun.client.unpack import unpack as unpack_image
     from arun.core.content import Descriptor as CoreDescriptor
@@ -198,10 +207,12 @@ async def _pull_client_side(
     def core(d: Descriptor) -> CoreDescriptor:
         return CoreDescriptor(media_type=d.media_type, digest=d.digest, size=d.size)
 
+    progress, plat = o.progress, o.platform
     hosts = remotes.HostsConfig(
-        config_path=[hosts_dir] if hosts_dir else [], default_scheme="http" if plain_http else ""
+        config_path=[o.hosts_dir] if o.hosts_dir else [], default_scheme="http" if o.plain_http else ""
     )
-    async with remotes.RegistryClient(hosts) as rc, client.lease():
+    creds = remotes.StaticCredentials({"*": o.credentials}) if o.credentials else None
+    async with remotes.RegistryClient(hosts, credentials=creds) as rc, client.lease():
         repo = rc.repository(name)
         top = await repo.resolve()
         root = Descriptor(media_type=top.media_type, digest=top.digest, size=top.size)
@@ -234,7 +245,7 @@ async def _pull_client_side(
 
         await walk(root)
         image = await client.images.put(ImageInfo(name=name, target=root))
-        if unpack:
+        if o.unpack:
             m = await resolve_manifest(client, root, plat)
-            await unpack_image(client, m, snapshotter, progress)
+            await unpack_image(client, m, o.snapshotter, progress)
     return image

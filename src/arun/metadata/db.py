@@ -123,7 +123,16 @@ class Database:
             tx = Tx(conn, writable=True)
             token = _current.set(tx)
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    await asyncio.shield(begin)
+                except asyncio.CancelledError:
+                    # The BEGIN still runs on the connection's thread. Queue a ROLLBACK behind it
+                    # (aiosqlite runs one connection's calls in order, and this task is scheduled
+                    # before the next writer's) so that writer does not find a transaction open.
+                    begin.add_done_callback(_consume)
+                    asyncio.ensure_future(conn.execute("ROLLBACK")).add_done_callback(_consume)
+                    raise
                 try:
                     yield tx
                 except BaseException:
@@ -161,6 +170,12 @@ class Database:
                     await asyncio.shield(conn.execute("ROLLBACK"))
             finally:
                 _current.reset(token)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a background call's outcome (a failed ROLLBACK after a failed BEGIN is fine)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_\w+\.sql$")

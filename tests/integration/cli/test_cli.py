@@ -418,3 +418,36 @@ async def test_interactive_terminal(cli: Arun) -> None:
             os.close(slave)
     assert code == 3, out.decode(errors="replace")
     assert b"SIZE=33x101" in out, out.decode(errors="replace")
+
+
+async def test_pull_and_push(cli: Arun, daemon: PrivateContainerd | PrivateArun, tmp_path: Path) -> None:
+    from arun.testing.registry import have_registry, registry
+
+    if not have_registry():
+        pytest.skip("needs docker-registry")
+    async with registry(tmp_path / "reg") as reg:
+        target = f"{reg.host}/cli/pushed:v1"
+        if isinstance(daemon, PrivateArun):
+            out = await cli.ok("images", "push", "--plain-http", target, IMAGE)
+            assert out.split() == ["REF", target]
+        else:
+            line = await cli.fails("images", "push", "--plain-http", target, IMAGE)
+            assert "transfer service" in line
+            from arun.testing.images import build_image, busybox_layer, push_raw
+
+            await push_raw(reg.url, "cli/pushed", "v1", build_image([busybox_layer()]))
+        await cli.ok("images", "rm", "--sync", IMAGE)
+        rec = json.loads(await cli.ok("images", "pull", "--plain-http", target, "-o", "json"))
+        assert rec["name"] == target
+        assert target in (await cli.ok("images", "ls", "-q")).split()
+        out = (
+            await cli.ok("run", "--rm", target, "p1", "echo", "pulled")
+            if isinstance(daemon, PrivateContainerd)
+            else ""
+        )
+        assert out in ("", "pulled\n")
+        await cli.ok("images", "rm", "--sync", target)
+        line = await cli.fails("images", "pull", "-q", "--plain-http", f"{reg.host}/cli/nothing:v1")
+        assert "nothing" in line
+        line = await cli.fails("images", "pull", "Not A Ref")
+        assert "invalid reference" in line

@@ -349,3 +349,38 @@ async def test_closing_the_client_closes_forgotten_stdio(
         await c2.containers.delete("forgotten")
         await c2.images.delete(img.name, sync=True)
         await c2.delete_namespace(ns)
+
+
+async def test_pull_from_a_registry_with_and_without_credentials(client: Client, tmp_path: Path) -> None:
+    """arun pulls through its transfer service; containerd 1.6 has none, so the client pulls itself."""
+    import base64
+
+    from arun.testing.images import build_image, busybox_layer, push_raw
+    from arun.testing.registry import HtpasswdAuth, have_registry, registry
+
+    if not have_registry():
+        pytest.skip("needs docker-registry")
+    image = build_image([busybox_layer()], config={"Cmd": ["sh"]})
+    async with registry(tmp_path / "open") as reg:
+        await push_raw(reg.url, "lib/bb", "v1", image)
+        ref = f"{reg.host}/lib/bb:v1"
+        seen: list[str] = []
+        info = await client.pull(ref, progress=lambda p: seen.append(p.status), plain_http=True)
+        assert info.name == ref and info.target.digest == image.digest
+        assert await client.images.is_unpacked(ref)
+        assert seen  # progress was reported
+        ctr = await client.containers.create(_uid(), ref, command=["true"])
+        await ctr.delete()
+        with pytest.raises(errdefs.NotFoundError):
+            await client.pull(f"{reg.host}/lib/bb:nope", plain_http=True)
+        await client.images.delete(ref, sync=True)
+    async with registry(tmp_path / "locked", auth=HtpasswdAuth({"alice": "s3cret"})) as reg:
+        basic = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+        await push_raw(reg.url, "lib/bb", "v1", image, headers={"Authorization": basic})
+        ref = f"{reg.host}/lib/bb:v1"
+        with pytest.raises((errdefs.UnauthenticatedError, errdefs.PermissionDeniedError)):
+            await client.pull(ref, plain_http=True)
+        assert await client.images.list() == []
+        info = await client.pull(ref, plain_http=True, credentials=("alice", "s3cret"))
+        assert info.name == ref
+        await client.images.delete(ref, sync=True)

@@ -109,3 +109,13 @@ def test_global_flags_before_or_after_the_command(monkeypatch: pytest.MonkeyPatc
     assert a.command == "daemon" and a.address is None  # the daemon's own flag, not the client default
     monkeypatch.setenv("ARUN_ADDRESS", "/env.sock")
     assert _parser().parse_args(["ps"]).address == "/env.sock"
+
+
+def test_short_address_flag_after_commands_without_an_all_flag() -> None:
+    p = _parser()
+    assert p.parse_args(["images", "-a", "/s.sock", "-n", "x", "pull", "busybox"]).address == "/s.sock"
+    assert p.parse_args(["ps", "-a", "/s.sock"]).address == "/s.sock"
+    k = p.parse_args(["kill", "-a", "c1"])
+    assert k.all is True and k.ids == ["c1"]
+    c = p.parse_args(["containers", "-a", "--address", "/s.sock"])
+    assert c.all is True and c.address == "/s.sock"

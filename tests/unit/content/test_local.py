@@ -157,3 +157,21 @@ async def test_closed_writer_refuses_writes(tmp_path: Path) -> None:
     await w.close()
     with pytest.raises(FailedPreconditionError):
         await w.write(b"x")
+
+
+async def test_cleanup_removes_only_unlisted_unlocked_leftovers(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    # A crash while creating an ingest: a directory with data but no ref.
+    orphan = tmp_path / "ingest" / digest_string("orphan").split(":")[1]
+    orphan.mkdir(parents=True)
+    (orphan / "data").write_bytes(b"junk")
+    # A complete ingest (listed, so GC decides about it) and one held open by a writer.
+    listed = await store.writer("listed")
+    await listed.write(b"abc")
+    await listed.close()
+    held = await store.writer("held")
+    assert await store.cleanup() == 1
+    assert not orphan.exists()
+    assert sorted(s.ref for s in await store.list_statuses()) == ["held", "listed"]
+    await held.close()
+    assert await store.cleanup() == 0

@@ -28,7 +28,7 @@ def default_address() -> str:
     return os.environ.get(ENV_ADDRESS) or os.environ.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS
 
 
-def add_global_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
+def add_global_flags(p: argparse.ArgumentParser, *, top: bool, short_address: bool = True) -> None:
     """``--address``, ``--namespace``, ``--output``, ``--timeout``.
 
     On the top-level parser they carry the defaults; repeated on each command
@@ -38,9 +38,9 @@ def add_global_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
     def d(value: Any) -> Any:
         return value if top else argparse.SUPPRESS
 
-    # After a command, only the long form: commands use -a for --all, as crictl does.
+    # Commands that use -a for --all (kill, containers: as crictl does) take only the long form.
     p.add_argument(
-        *(("-a", "--address") if top else ("--address",)),
+        *(("-a", "--address") if top or short_address else ("--address",)),
         default=d(default_address()),
         help=(
             "daemon socket: a path, unix:///path or tcp://host:port "
@@ -89,7 +89,8 @@ def run_command(fn: Callable[[], Awaitable[int]]) -> int:
     except KeyboardInterrupt:
         return 130
     except errdefs.ArunError as e:
-        print(f"arun: {one_line(e)}", file=sys.stderr)
+        # The class names the gRPC code (NotFoundError, UnauthenticatedError, ...) for scripts.
+        print(f"arun: {one_line(e)} ({type(e).__name__})", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"arun: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)

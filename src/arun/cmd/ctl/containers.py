@@ -40,6 +40,7 @@ DEFAULT_CNI_BIN_DIRS = "/opt/cni/bin:/usr/lib/cni"
 def parse_mount(spec: str) -> Mount:
     """ctr's ``--mount type=bind,src=/a,dst=/b,options=rbind:ro``."""
     from arun.client import Mount
+
     fields: dict[str, str] = {}
     for part in spec.split(","):
         k, sep, v = part.partition("=")
@@ -124,7 +125,7 @@ def add_parsers(sub: Any) -> None:
     logs.add_argument("id")
 
     kill = sub.add_parser("kill", help="signal containers' tasks")
-    _flags(kill)
+    add_global_flags(kill, top=False, short_address=False)
     kill.add_argument("-s", "--signal", default="SIGTERM", help="signal name or number (default SIGTERM)")
     kill.add_argument("-a", "--all", action="store_true", help="every process of the task")
     kill.add_argument("ids", nargs="+")
@@ -192,6 +193,7 @@ def _cni_request(namespace: str, cid: str) -> Any:
 async def _remove(c: Client, cid: str, *, force: bool) -> None:
     """Remove container ``cid`` with what it owns: task, snapshot, CNI attachment, log file."""
     from arun.client import TaskStatus
+
     ctr = await c.containers.get(cid)
     info = ctr.cached_info
     try:

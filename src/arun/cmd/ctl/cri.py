@@ -33,10 +33,10 @@ def add_parsers(sub: Any) -> None:
     pin.add_argument("id")
 
     ctrs = sub.add_parser("containers", help="containers through CRI (crictl ps)")
-    add_global_flags(ctrs, top=False)
+    add_global_flags(ctrs, top=False, short_address=False)
     csub = ctrs.add_subparsers(dest="containers_command", metavar="SUBCOMMAND")
     cls = csub.add_parser("ls", help="list containers (the default)")
-    add_global_flags(cls, top=False)
+    add_global_flags(cls, top=False, short_address=False)
     for p in (ctrs, cls):
         p.add_argument("-a", "--all", action="store_true", help="also exited and created containers")
         p.add_argument("-p", "--pod", default="", help="only this pod's containers")

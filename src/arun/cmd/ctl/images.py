@@ -1,4 +1,9 @@
-"""``arun images pull|ls|rm|import|export`` (aliases ``image``, ``i``)."""
+"""``arun images pull|push|ls|rm|import|export`` (aliases ``image``, ``i``).
+
+``pull`` goes through ``arun.Client.pull`` (the daemon's transfer service, or a
+client-side pull against containerd 1.6); ``push`` is the registry work's
+transfer-based push (``arun.cmd.images.push``).
+"""
 
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ class ProgressBars:
                 self.draw()
                 self.last = now
         elif changed:
-            self.out.write(f"{self.short(item.name)}: {item.status}\n")
+            self.out.write(f"{self.short(item.name)}: {item.status}\n" if item.name else f"{item.status}\n")
             self.out.flush()
 
     @staticmethod
@@ -95,7 +100,28 @@ def add_parser(sub: Any) -> None:
     pull.add_argument("--snapshotter", default=None, help="snapshotter to unpack into")
     pull.add_argument("--skip-unpack", action="store_true", help="fetch only")
     pull.add_argument("--hosts-dir", default="", help="a directory of hosts.toml files")
+    pull.add_argument(
+        "-u", "--user", default=None, help="registry credentials USER[:PASSWORD] (asks when no password)"
+    )
     pull.add_argument("-q", "--quiet", action="store_true", help="print only the image name")
+
+    push = isub.add_parser("push", help="push a local image to a registry (through the daemon)")
+    add_global_flags(push, top=False)
+    push.add_argument("ref", help="where to push: registry/repository:tag")
+    push.add_argument("local", nargs="?", default="", help="the local image (default: REF)")
+    push.add_argument(
+        "--plain-http", action="store_true", help="use HTTP for registries without configuration"
+    )
+    push.add_argument(
+        "-u", "--user", default=None, help="registry credentials USER[:PASSWORD] (asks when no password)"
+    )
+    push.add_argument(
+        "--hosts-dir", default="", help="a directory of hosts.toml files instead of the daemon's"
+    )
+    push.add_argument(
+        "--platform", action="append", default=[], help="platform (repeatable), e.g. linux/arm64"
+    )
+    push.add_argument("-q", "--quiet", action="store_true", help="print only the reference")
 
     ls = isub.add_parser("ls", aliases=["list"], help="list images")
     add_global_flags(ls, top=False)
@@ -164,6 +190,8 @@ def main(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         async with client_from(args) as c:
             if cmd == "pull":
                 bars = ProgressBars(sys.stderr, enabled=not args.quiet and args.output == "table")
+                from arun.cmd.images import _user
+
                 img = await c.pull(
                     args.ref,
                     progress=bars,
@@ -172,9 +200,43 @@ def main(args: argparse.Namespace, out: IO[str] | None = None) -> int:
                     platform=args.platform,
                     plain_http=args.plain_http,
                     hosts_dir=args.hosts_dir,
+                    credentials=_user(args.user),
                 )
                 rec = {"name": img.name, "digest": img.target.digest, "media_type": img.target.media_type}
-                emit(stdout, args.output, rec, IMAGE_COLUMNS[:3], quiet_key="name", quiet=args.quiet)
+                # The table form is the pulled name alone (as docker pull's last line), for scripts.
+                emit(
+                    stdout,
+                    args.output,
+                    rec,
+                    IMAGE_COLUMNS[:3],
+                    quiet_key="name",
+                    quiet=args.output == "table",
+                )
+            elif cmd == "push":
+                from arun.client.pull import has_transfer
+                from arun.client.transport import parse_endpoint
+                from arun.cmd.images import push
+
+                if not await has_transfer(c):
+                    raise errdefs.UnimplementedError(
+                        "push needs a daemon with a transfer service (arun, containerd >= 1.7)"
+                    )
+
+                endpoint = parse_endpoint(args.address)
+                if endpoint.path is None:
+                    raise errdefs.InvalidArgumentError("push needs the daemon's unix socket")
+                quiet = args.quiet or args.output != "table"  # progress only for people
+                pushed = await push(
+                    argparse.Namespace(**{**vars(args), "address": endpoint.path, "quiet": quiet}), sys.stderr
+                )
+                emit(
+                    stdout,
+                    args.output,
+                    {"name": pushed},
+                    [Column("REF", "name")],
+                    quiet_key="name",
+                    quiet=args.quiet,
+                )
             elif cmd in ("ls", "list"):
                 recs = await _image_records(c, args.filters)
                 emit(stdout, args.output, recs, IMAGE_COLUMNS, quiet_key="name", quiet=args.quiet)

@@ -35,6 +35,7 @@ from arun.content.local.writer import (
     format_timestamp,
     from_ns,
     lock,
+    locked,
     parse_timestamp,
     read_text,
     unlock,
@@ -315,6 +316,34 @@ class LocalStore:
                 except FailedPreconditionError as e:
                     log.warning("skipping corrupt ingest %s: %s", name, e)
             return out
+
+        return await asyncio.to_thread(scan)
+
+    async def cleanup(self) -> int:
+        """Remove ingest directories no listing can show: an ingest interrupted (by a crash)
+        before its ref and data were written. Ingests held by a writer are left alone.
+        Returns how many were removed."""
+        ingest = os.path.join(self.root, "ingest")
+
+        def scan() -> int:
+            removed = 0
+            try:
+                names = sorted(os.listdir(ingest))
+            except FileNotFoundError:
+                return 0
+            for name in names:
+                path = os.path.join(ingest, name)
+                if name.endswith(".tmp") or locked(path) or not os.path.isdir(path):
+                    continue
+                try:
+                    self._status_of(path)
+                except NotFoundError:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed += 1
+                    log.info("removed incomplete ingest directory %s", name)
+                except FailedPreconditionError:
+                    continue  # corrupt but complete enough to list: abort() is the way out
+            return removed
 
         return await asyncio.to_thread(scan)
 

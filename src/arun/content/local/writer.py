@@ -90,6 +90,10 @@ def lock(key: str, ref: str) -> None:
     _locks[key] = time.time()
 
 
+def locked(key: str) -> bool:
+    return key in _locks
+
+
 def unlock(key: str) -> None:
     _locks.pop(key, None)
 
