@@ -67,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--command",
+        dest="workload_command",  # not "command": that is the arun parser's sub-command
         default="",
         help="the workload's command (shell words; default: a shell sleeping until SIGTERM)",
     )
@@ -124,7 +125,7 @@ async def run(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         pull_image=args.pull_image,
         cgroup_parent=args.cgroup_parent,
-        command=shlex.split(args.command) if args.command else None,
+        command=shlex.split(args.workload_command) if args.workload_command else None,
     )
     scenarios = _scenarios(args.scenario)
 

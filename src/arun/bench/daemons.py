@@ -445,7 +445,7 @@ class PrivateContainerd(_Private):
         return Path("/run/containerd/s") / d
 
 
-def _arun_cri_config(net: _Network, sandbox_image: str) -> str:
+def _arun_cri_config(net: _Network, sandbox_image: str, runc_root: Path) -> str:
     """The CRI section of a private arun: containerd's keys, as for the private containerd.
 
     Empty while this arun has no configurable CRI plugin (it would refuse the section).
@@ -464,6 +464,8 @@ def _arun_cri_config(net: _Network, sandbox_image: str) -> str:
             '[plugins."io.containerd.grpc.v1.cri".cni]',
             f'  bin_dir = "{CNI_BIN_DIR}"',
             f'  conf_dir = "{net.conf_dir}"',
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
+            f'  Root = "{runc_root / K8S_NAMESPACE}"',
             "",
         ]
     )
@@ -490,7 +492,9 @@ class PrivateArun(_Private):
         sock = address or base / "arun.sock"
         sock.parent.mkdir(parents=True, exist_ok=True)
         config = base / "config.toml"
-        config.write_text("version = 2\n" + (config_text or _arun_cri_config(net, sandbox_image)))
+        config.write_text(
+            "version = 2\n" + (config_text or _arun_cri_config(net, sandbox_image, base / "runc"))
+        )
         log_path = base / "daemon.log"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_SRC), *filter(None, [env.get("PYTHONPATH", "")])])
@@ -515,7 +519,7 @@ class PrivateArun(_Private):
         if self.proc.poll() is None:
             await self.remove_pods()
         code = await asyncio.to_thread(self._stop_process)
-        await asyncio.to_thread(self._sweep, [self.base / "state"])
+        await asyncio.to_thread(self._sweep, [self.base / "runc", self.base / "state"])
         return code
 
 

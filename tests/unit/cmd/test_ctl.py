@@ -119,3 +119,8 @@ def test_short_address_flag_after_commands_without_an_all_flag() -> None:
     assert k.all is True and k.ids == ["c1"]
     c = p.parse_args(["containers", "-a", "--address", "/s.sock"])
     assert c.all is True and c.address == "/s.sock"
+
+
+def test_bench_through_the_arun_command() -> None:
+    a = _parser().parse_args(["bench", "--endpoint", "unix:///x.sock", "--command", "sleep 1", "--pods", "3"])
+    assert (a.command, a.workload_command, a.pods, a.endpoint) == ("bench", "sleep 1", 3, ["unix:///x.sock"])
