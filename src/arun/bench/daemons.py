@@ -401,7 +401,7 @@ class PrivateContainerd(_Private):
                 '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
                 '  runtime_type = "io.containerd.runc.v2"',
                 '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
-                f'  Root = "{runc_root / K8S_NAMESPACE}"',
+                f'  Root = "{runc_root}"',  # the shim adds the namespace
             ]
         else:
             lines.insert(3, 'disabled_plugins = ["io.containerd.grpc.v1.cri"]')
@@ -465,7 +465,7 @@ def _arun_cri_config(net: _Network, sandbox_image: str, runc_root: Path) -> str:
             f'  bin_dir = "{CNI_BIN_DIR}"',
             f'  conf_dir = "{net.conf_dir}"',
             '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
-            f'  Root = "{runc_root / K8S_NAMESPACE}"',
+            f'  Root = "{runc_root}"',  # the shim adds the namespace
             "",
         ]
     )

@@ -119,7 +119,7 @@ async def _empty_namespace(c: Client) -> list[str]:
 async def client(endpoint: tuple[str, Path]) -> AsyncIterator[Client]:
     address, runc_root = endpoint
     ns = "t-" + os.urandom(5).hex()
-    c = Client(address, namespace=ns, runtime_options=RuncOptions(root=str(runc_root / ns)), timeout=60)
+    c = Client(address, namespace=ns, runtime_options=RuncOptions(root=str(runc_root)), timeout=60)
     try:
         yield c
     finally:

@@ -331,7 +331,7 @@ async def test_closing_the_client_closes_forgotten_stdio(
 ) -> None:
     address, runc_root = endpoint
     ns = "t-" + os.urandom(5).hex()
-    c = Client(address, namespace=ns, runtime_options=RuncOptions(root=str(runc_root / ns)))
+    c = Client(address, namespace=ns, runtime_options=RuncOptions(root=str(runc_root)))
     try:
         [img] = await c.import_archive(busybox_archive)
         ctr = await c.containers.create("forgotten", img.name, command=["sleep", "1000"])
