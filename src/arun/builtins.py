@@ -9,6 +9,7 @@ import arun.cri.plugin
 import arun.diff.plugin
 import arun.events.plugin
 import arun.metadata.plugin
+import arun.runtime.plugin
 import arun.services.containers.plugin
 import arun.services.content.plugin
 import arun.services.diff.plugin
@@ -20,6 +21,7 @@ import arun.services.leases.plugin
 import arun.services.namespaces.plugin
 import arun.services.snapshots.plugin
 import arun.services.streaming.plugin
+import arun.services.tasks.plugin
 import arun.services.transfer.plugin
 import arun.services.version.plugin
 import arun.snapshots.native.plugin

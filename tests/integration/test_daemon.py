@@ -107,10 +107,11 @@ def test_ctr_invalid_namespace_name_is_invalid_argument(daemon: Daemon) -> None:
 
 
 @pytest.mark.ctr
-def test_ctr_unimplemented_service_reads_as_not_implemented(daemon: Daemon) -> None:
+def test_ctr_unimplemented_service_reads_as_not_implemented(daemon_factory: Callable[..., Daemon]) -> None:
     # ctr maps codes.Unimplemented to errdefs.ErrNotImplemented ("not implemented"), which it
     # can only do when the status arrives as a proper gRPC response.
-    # (The tasks service stands in for any service no plugin serves yet.)
+    # (The tasks service, its plugin disabled, stands in for any service no plugin serves.)
+    daemon = daemon_factory(config_text='version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.tasks"]\n')
     r = daemon.ctr("tasks", "ls", check=False)
     assert r.returncode != 0
     assert "not implemented" in r.stderr
@@ -204,7 +205,7 @@ async def test_cri_version_and_unimplemented(daemon: Daemon) -> None:
     [
         "/runtime.v1.RuntimeService/RunPodSandbox",
         "/runtime.v1.ImageService/PullImage",
-        "/containerd.services.tasks.v1.Tasks/Create",
+        "/containerd.services.sandbox.v1.Store/Create",
         "/containerd.services.mounts.v1.Mounts/List",  # server-streaming
         "/runtime.v1.NoSuchService/Nope",
     ],

@@ -1,0 +1,462 @@
+"""Shims and tasks, side by side with containerd 1.6 on this machine (root, runc, ctr, containerd).
+
+    python -m arun.benchmarks.shim_bench [--runs 20] [--pods 20] [--only start,pss,run]
+
+* **start**: starting a shim through the runtime v2 manager — the zygote, arun's
+  ``start`` binary (a fresh Python), and ``containerd-shim-runc-v2 start`` — as the time
+  until the address is known (what ``start`` prints) and until the shim answers
+  ``Connect`` (what the daemon then waits for). Goal: zygote ≤ 5 ms.
+* **pss**: memory per pod — the PSS (``/proc/PID/smaps_rollup``) of the shims of
+  ``--pods`` running busybox containers, one pod each, arun's shims (forked from the
+  zygote: the zygote and its spares are counted, shared pages split among all of them)
+  against ``containerd-shim-runc-v2``. Goal: ≤ 0.5x the Go shim.
+* **run**: ``ctr run -d`` until the task runs, p50 over ``--runs`` runs, against a
+  private arun daemon (arun's shim, and the Go shim) and a private containerd 1.6
+  (its own root, state and sockets, started here and removed afterwards).
+  Goal: arun ≤ 1.0x containerd.
+
+Not a test: nothing is asserted. Prints a table and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from arun import namespaces
+from arun.core.runtime import RUNTIME_ARUN, RUNTIME_RUNC, CreateOpts
+from arun.runtime.bundle import Bundle
+from arun.runtime.manager import ShimManager, TaskManager, shim_env
+from arun.runtime.shim import ShimConnection, ShimGoneError
+
+BUSYBOX = "/bin/busybox"
+IMAGE = "docker.io/library/arun-bench:latest"
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _spares_of(zygote_pid: int, ttrpc_address: str) -> list[int]:
+    """The zygote's waiting spares: forked from it (its command line, not renamed to
+    arun-shim) and with its environment (this daemon's ttrpc address, not another's)."""
+    out = []
+    marker = f"TTRPC_ADDRESS={ttrpc_address}".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == zygote_pid:
+            continue
+        try:
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"arun.runtime.zygote" in cmd and comm != "arun-shim" and marker in environ:
+            out.append(int(entry.name))
+    return out
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="arun-bench-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(d)], capture_output=True, check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def busybox_rootfs(path: Path) -> Path:
+    (path / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, path / "bin" / "busybox")
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
+        (path / d).mkdir()
+    return path
+
+
+def container_spec(ns: str, id: str, rootfs: Path, *args: str) -> bytes:
+    from arun.oci import spec as ocispec
+
+    s = ocispec.build(ns, id, ocispec.with_process_args(*args))
+    s["root"] = {"path": str(rootfs), "readonly": True}
+    s["linux"]["cgroupsPath"] = f"/{ns}/{id}"
+    return json.dumps(s).encode()
+
+
+def _remove_cgroups(ns: str) -> None:
+    """The namespace's cgroup parents and runc state roots, once its containers are gone."""
+    for d in Path("/sys/fs/cgroup").glob(f"*/{ns}"):
+        for sub in sorted(d.rglob("*"), key=lambda p: len(str(p)), reverse=True):
+            if sub.is_dir():
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    for root in (Path("/run/arun/runc") / ns, Path("/run/containerd/runc") / ns):
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
+# -- start ---------------------------------------------------------------------------------------
+
+
+async def bench_start(runs: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with workdir() as base:
+        env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
+        for name, runtime, zygote in (
+            ("arun zygote", RUNTIME_ARUN, True),
+            ("arun start binary", RUNTIME_ARUN, False),
+            ("containerd-shim-runc-v2", RUNTIME_RUNC, False),
+        ):
+            shims = ShimManager(env, use_zygote=zygote)
+            shims.start_zygote()
+            await shims.wait_zygote()
+            shim = shims.resolve(runtime)
+            started: list[float] = []
+            ready: list[float] = []
+            inner: list[float] = []
+            ns = "bench-" + uuid.uuid4().hex[:8]
+            try:
+                for i in range(runs):
+                    path = base / "state" / ns / f"s{i}"
+                    path.mkdir(parents=True)
+                    (path / "config.json").write_text("{}")
+                    os.mkfifo(path / "log")
+                    log_fd = os.open(path / "log", os.O_RDWR | os.O_NONBLOCK)
+                    b = Bundle(f"s{i}", ns, path, base / "root" / ns / f"s{i}")
+                    try:
+                        t0 = time.perf_counter()
+                        result = await shims.start(shim, b, None)
+                        t1 = time.perf_counter()
+                        conn = await ShimConnection.connect(result, ns, lambda: None)
+                        await conn.call("Connect", conn.request("Connect", id=b.id), downgrade=True)
+                        t2 = time.perf_counter()
+                        started.append((t1 - t0) * 1000)
+                        ready.append((t2 - t0) * 1000)
+                        if zygote and shims.zygote is not None:
+                            inner.append(shims.zygote.last_micros / 1000)
+                        with contextlib.suppress(ShimGoneError):  # the Go shim exits before replying
+                            await conn.call("Shutdown", conn.request("Shutdown", id=b.id))
+                        await conn.close()
+                    finally:
+                        os.close(log_fd)
+                    await asyncio.sleep(0.05)  # let the shim exit before the next one
+            finally:
+                await shims.close()
+            results[name] = {
+                "start_p50_ms": round(p50(started), 2),
+                "ready_p50_ms": round(p50(ready), 2),
+                "start_min_ms": round(min(started), 2),
+            }
+            if inner:
+                results[name]["zygote_inside_p50_ms"] = round(p50(inner), 2)
+            if zygote and shims.started["zygote"] != runs:
+                results[name]["note"] = f"only {shims.started['zygote']} of {runs} started by the zygote"
+    return results
+
+
+# -- pss -----------------------------------------------------------------------------------------
+
+
+async def _pods(tm: TaskManager, runtime: str, ns: str, pods: int, rootfs: Path) -> list[int]:
+    pids = []
+    with namespaces.use(ns):
+        for i in range(pods):
+            id = f"p{i:02d}"
+            spec = container_spec(ns, id, rootfs, "/bin/busybox", "sleep", "1000")
+            task = await tm.create(id, CreateOpts(spec=spec, runtime=runtime))
+            await task.start()
+            shim_pid, _ = await task.connect()
+            pids.append(shim_pid)
+    return pids
+
+
+async def _teardown(tm: TaskManager, ns: str) -> None:
+    with namespaces.use(ns):
+        for task in await tm.tasks():
+            with contextlib.suppress(Exception):
+                await task.kill(9)
+                await task.wait()
+            with contextlib.suppress(Exception):
+                await tm.delete(task.id)
+    _remove_cgroups(ns)
+
+
+async def bench_pss(pods: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with workdir() as base:
+        rootfs = busybox_rootfs(base / "rootfs")
+        env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
+        for name, runtime in (("arun (zygote)", RUNTIME_ARUN), ("containerd-shim-runc-v2", RUNTIME_RUNC)):
+            shims = ShimManager(env, use_zygote=True)
+            shims.start_zygote()
+            await shims.wait_zygote()
+            ns = "bench-" + uuid.uuid4().hex[:8]
+            tm = TaskManager(base / "root", base / "state", shims)
+            try:
+                shim_pids = await _pods(tm, runtime, ns, pods, rootfs)
+                await asyncio.sleep(1.0)  # settle (GC, lazily loaded pages)
+                per_shim = [pss_kib(p) for p in set(shim_pids)]
+                helpers = []
+                if runtime == RUNTIME_ARUN and shims.zygote is not None:
+                    helpers = [shims.zygote.pid, *_spares_of(shims.zygote.pid, env.ttrpc_address)]
+                helper_kib = sum(pss_kib(p) for p in helpers)
+                total = sum(per_shim) + helper_kib
+                results[name] = {
+                    "shims": len(per_shim),
+                    "pss_per_shim_kib": round(statistics.mean(per_shim)),
+                    "zygote_and_spares_kib": helper_kib,
+                    "pss_per_pod_kib": round(total / pods),
+                }
+            finally:
+                await _teardown(tm, ns)
+                await tm.close()
+                await shims.close()
+    if len(results) == 2:
+        a, g = results["arun (zygote)"], results["containerd-shim-runc-v2"]
+        results["ratio_per_pod"] = round(a["pss_per_pod_kib"] / g["pss_per_pod_kib"], 2)
+    return results
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(__file__).resolve().parent.parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited:\n{log.read_text()[-3000:]}")
+        r = subprocess.run(["ctr", "--address", str(path), "version"], capture_output=True, check=False)
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.args!r} did not serve on {path}")
+
+
+@contextlib.contextmanager
+def private_arun(base: Path) -> Iterator[Path]:
+    sock = base / "arun.sock"
+    log = base / "arun.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "arun",
+        "daemon",
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+    ]
+    argv += ["--address", str(sock)]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    try:
+        _wait_socket(sock, proc, log)
+        yield sock
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def private_containerd(base: Path) -> Iterator[Path]:
+    sock = base / "c.sock"
+    log = base / "containerd.log"
+    config = base / "config.toml"
+    config.write_text(
+        "version = 2\n"
+        f'root = "{base / "root"}"\n'
+        f'state = "{base / "state"}"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{sock}"\n'
+        f'[ttrpc]\n  address = "{sock}.ttrpc"\n'
+    )
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            ["containerd", "--config", str(config)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_socket(sock, proc, log)
+        yield sock
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _ctr(sock: Path, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ctr", "--address", str(sock), "--namespace", ns, *args], capture_output=True, text=True, check=check
+    )
+
+
+class _Series:
+    """``ctr run -d`` of containers r00, r01 … in a namespace of its own on one daemon."""
+
+    def __init__(self, sock: Path, archive: Path, runtime: str) -> None:
+        self.sock = sock
+        self.runtime = runtime
+        self.ns = "bench-" + uuid.uuid4().hex[:8]
+        self.ids: list[str] = []
+        self.times: list[float] = []
+        self.create_ids: list[str] = []
+        self.create_times: list[float] = []
+        _ctr(sock, self.ns, "images", "import", str(archive))
+
+    def create_one(self) -> None:
+        """``ctr containers create`` alone: the container part of ``ctr run`` (image, lease,
+        snapshot, record), to tell it from the task part."""
+        id = f"k{len(self.create_ids):02d}"
+        self.create_ids.append(id)
+        t0 = time.perf_counter()
+        _ctr(self.sock, self.ns, "containers", "create", "--runtime", self.runtime, IMAGE, id, "sleep", "1")
+        self.create_times.append((time.perf_counter() - t0) * 1000)
+
+    def run_one(self, record: bool = True) -> None:
+        id = f"r{len(self.ids):02d}"
+        self.ids.append(id)
+        t0 = time.perf_counter()
+        _ctr(self.sock, self.ns, "run", "-d", "--runtime", self.runtime, IMAGE, id, "sleep", "1000")
+        elapsed = (time.perf_counter() - t0) * 1000
+        status = _ctr(self.sock, self.ns, "task", "ls").stdout
+        if id not in status or "RUNNING" not in status:
+            raise RuntimeError(f"{id} is not running:\n{status}")
+        if record:
+            self.times.append(elapsed)
+
+    def cleanup(self) -> None:
+        for id in self.ids:
+            _ctr(self.sock, self.ns, "task", "kill", "-s", "SIGKILL", id, check=False)
+        deadline = time.monotonic() + 30
+        while (
+            time.monotonic() < deadline
+            and "RUNNING" in _ctr(self.sock, self.ns, "task", "ls", check=False).stdout
+        ):
+            time.sleep(0.1)
+        for id in self.ids:
+            _ctr(self.sock, self.ns, "task", "delete", id, check=False)
+        for id in self.ids + self.create_ids:
+            _ctr(self.sock, self.ns, "containers", "rm", id, check=False)
+        _remove_cgroups(self.ns)
+
+
+def bench_run(runs: int) -> dict[str, Any]:
+    from arun.testing.ociarchive import Entry, build_archive
+    from arun.testing.ociarchive import busybox_rootfs as layer
+
+    with workdir() as base, contextlib.ExitStack() as stack:
+        archive = base / "image.tar"
+        build_archive(archive, IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
+        (base / "arun").mkdir()
+        (base / "containerd").mkdir()
+        arun_sock = stack.enter_context(private_arun(base / "arun"))
+        ctd_sock = stack.enter_context(private_containerd(base / "containerd"))
+        series = {
+            "arun, arun shim": _Series(arun_sock, archive, RUNTIME_ARUN),
+            "arun, Go shim": _Series(arun_sock, archive, RUNTIME_RUNC),
+            "containerd 1.6, Go shim": _Series(ctd_sock, archive, RUNTIME_RUNC),
+        }
+        for s in series.values():
+            stack.callback(s.cleanup)
+        for s in series.values():
+            s.run_one(record=False)  # warm up (zygote, caches)
+        # Interleaved, so that whatever else runs on the machine weighs on all of them alike.
+        for _ in range(runs):
+            for s in series.values():
+                s.run_one()
+                s.create_one()
+        results: dict[str, Any] = {
+            name: {
+                "p50_ms": round(p50(s.times), 1),
+                "min_ms": round(min(s.times), 1),
+                "containers_create_p50_ms": round(p50(s.create_times), 1),
+                # What the task takes: run minus the container part.
+                "task_part_ms": round(p50(s.times) - p50(s.create_times), 1),
+            }
+            for name, s in series.items()
+        }
+    ref = results["containerd 1.6, Go shim"]
+    for name in ("arun, arun shim", "arun, Go shim"):
+        results[name]["vs_containerd"] = round(results[name]["p50_ms"] / ref["p50_ms"], 2)
+        results[name]["task_part_vs_containerd"] = round(
+            results[name]["task_part_ms"] / ref["task_part_ms"], 2
+        )
+    return results
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+async def _amain(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    only = set(args.only.split(",")) if args.only else {"start", "pss", "run"}
+    if "start" in only:
+        out["start"] = await bench_start(args.runs)
+    if "pss" in only:
+        out["pss"] = await bench_pss(args.pods)
+    if "run" in only:
+        out["run"] = await asyncio.to_thread(bench_run, args.runs)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m arun.benchmarks.shim_bench")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--pods", type=int, default=20)
+    ap.add_argument("--only", default="", help="comma-separated: start, pss, run")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0 or shutil.which("runc") is None:
+        print("shim_bench needs root and runc; skipped")
+        return 0
+    results = asyncio.run(_amain(args))
+    for section, rows in results.items():
+        print(f"-- {section}")
+        for name, row in rows.items():
+            print(f"  {name:28} {row}")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,527 @@
+"""The zygote: a pre-imported template process that forks arun shims.
+
+A fresh Python costs ~150 ms and ~20 MB to start; a fork of a process that has
+already imported the shim costs a few milliseconds, and its pages stay shared
+copy-on-write with every other shim forked from it (``gc.freeze()`` keeps the
+collector from writing to, and so un-sharing, the imported objects).
+
+The daemon starts the zygote as ``python -m arun.runtime.zygote <fd>`` with one end
+of a ``SOCK_SEQPACKET`` socketpair as ``<fd>``. The zygote stays single-threaded,
+never runs an event loop, and answers one request at a time. A request carries what
+the shim's ``start`` command would read from a ``BootstrapParams`` on its stdin (the
+task's namespace and id, the daemon's addresses, the socket directory, the runtime
+options) and its bundle; the reply is what ``start`` would print. The two ways are the
+same from the outside: the same socket path (grouping by the sandbox annotation
+included: a live shim of the pod is reused), the same files in the bundle
+(``shim.pid``, ``address``, the ``s`` link), the same ``BootstrapResult``.
+
+Shims are forked ahead of time: the zygote keeps a few *spares*, each forked
+through an intermediate child that exits at once (so the spare is re-parented to
+init or the nearest subreaper, never a child of the zygote or of the daemon) and in
+a session of its own, waiting on a socketpair. A start binds the shim's socket and
+hands it to a spare (``SCM_RIGHTS``) with its parameters; the spare becomes the shim
+(``arun.shim.server.serve``: it closes every descriptor but its listener and runs its
+own event loop), and the zygote forks a replacement after it has replied.
+
+When the daemon goes away the zygote reads end-of-file and exits; the shims it
+forked live on.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+    import subprocess
+
+# asyncio is imported where the daemon's end uses it: in the zygote process, the shim's
+# ``preload`` must import it first (without ``ssl``, which the shim never needs).
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 1 << 20
+SPARES = 2  # pre-forked shims kept waiting
+ACK_TIMEOUT = 5.0
+READY_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0
+
+
+# -- the zygote process --------------------------------------------------------------------------
+
+
+def _write_atomic(path: str, data: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+class _Spare:
+    """A pre-forked shim waiting for its parameters: already detached (forked through an
+    intermediate that exited, so re-parented; a session of its own), it turns into a shim the
+    moment it receives its listener, so a start costs a message, not a fork."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    def alive(self) -> bool:
+        """Still waiting (a spare that died closed its end of the socket)."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+
+class Zygote_:
+    """The zygote process's state: its spares, and intermediates still to be reaped."""
+
+    def __init__(self, spares: int) -> None:
+        self.want = max(1, spares)
+        self.spares: list[_Spare] = []
+        self.unreaped: list[int] = []
+
+    def fork_spare(self) -> _Spare:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # the intermediate
+            code = 1
+            try:
+                os.close(r)
+                ours.close()
+                spare = os.fork()
+                if spare == 0:
+                    code = 1
+                    try:
+                        os.close(w)
+                        code = _spare_main(theirs)
+                    finally:
+                        os._exit(code)
+                os.write(w, str(spare).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        theirs.close()
+        os.close(w)
+        self.unreaped.append(child)
+        with os.fdopen(r, "rb") as fh:
+            raw = fh.read()  # written by the intermediate right after its fork
+        if not raw:
+            ours.close()
+            raise RuntimeError("forking a spare shim failed")
+        return _Spare(int(raw), ours)
+
+    def take_spare(self) -> _Spare:
+        while self.spares:
+            spare = self.spares.pop(0)
+            if spare.alive():
+                return spare
+            spare.sock.close()
+        return self.fork_spare()
+
+    def replenish(self) -> None:
+        self.reap()
+        while len(self.spares) < self.want:
+            self.spares.append(self.fork_spare())
+
+    def reap(self) -> None:
+        for pid in list(self.unreaped):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.unreaped.remove(pid)
+
+    def launch(self, spare: _Spare, activation: dict[str, Any], listener_fd: int) -> int:
+        """Hand ``listener_fd`` and the shim's parameters to ``spare`` (to another one, should
+        it have died); the shim's pid."""
+        payload = json.dumps(activation).encode()
+        for _ in range(3):
+            try:
+                socket.send_fds(spare.sock, [payload], [listener_fd])
+                # The spare acknowledges once it holds the listener: a spare that died after
+                # we picked it must not take the socket with it.
+                spare.sock.settimeout(ACK_TIMEOUT)
+                ok = spare.sock.recv(8) == b"ok"
+            except OSError:
+                ok = False
+            spare.sock.close()
+            if ok:
+                return spare.pid
+            spare = self.take_spare()  # that one is gone (killed): another
+        raise RuntimeError("no spare shim could be started")
+
+    def close(self) -> None:
+        for spare in self.spares:
+            spare.sock.close()  # end-of-file: the spare exits
+        self.spares.clear()
+
+
+def _spare_main(sock: socket.socket) -> int:
+    """Life of a spare: wait for the zygote's go, then be a shim (``server.serve``)."""
+    os.setsid()
+    fd = sock.fileno()
+    # Nothing of the zygote's: not its socket to the daemon, not the other spares' sockets.
+    os.closerange(3, fd)
+    os.closerange(fd + 1, 1 << 16)
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+    except OSError:
+        return 0
+    if not msg or not fds:
+        return 0  # the zygote let go of us, or is gone
+    try:
+        sock.sendall(b"ok")
+    except OSError:
+        return 0
+    sock.close()
+    from arun.shim import server
+
+    req = json.loads(msg)
+    env: dict[str, str] = req["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    _set_name(b"arun-shim")
+    params = server.ServeParams.from_environment(
+        req["namespace"], req["id"], req["bundle"], req["debug"], env
+    )
+    return server.serve(params, fds[0])
+
+
+def _set_name(name: bytes) -> None:
+    """The process name in ``ps`` (comm); its command line stays the zygote's."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Callable[[], None]]:
+    """Do what ``containerd-shim-arun-v1 … start`` does with a ``BootstrapParams``, with a spare
+    instead of an exec: the reply, and what is left to do once it has been sent.
+
+    Only finding the address and binding the socket come before the reply: connections
+    queue on a bound socket until the shim accepts them, so the spare is set going, and the
+    bundle files written, after the daemon has its answer."""
+    from arun.shim import manager, wire
+
+    started = time.monotonic()
+    namespace: str = request["namespace"]
+    id: str = request["id"]
+    bundle: str = request["bundle"]
+    socket_dir: str = request.get("socket_dir") or manager.DEFAULT_SOCKET_DIR
+    if not namespace:
+        raise manager.UsageError("shim namespace cannot be empty")
+    if not id:
+        raise manager.UsageError("shim id cannot be empty")
+    group = manager.group_key(bundle, id)
+    address = manager.socket_address(request["grpc_address"], namespace, group, socket_dir)
+    path = manager.socket_path(address)
+    if len(path.encode()) > 107:
+        raise manager.UsageError(f"socket path {path!r} is longer than a unix socket address allows")
+    listener = manager.listen(path)
+    spare = None
+    if listener is not None:
+        try:
+            spare = state.take_spare()
+        except BaseException:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
+    reply = {
+        "output": base64.b64encode(wire.bootstrap_result(address, 3)).decode(),
+        "pid": spare.pid if spare is not None else 0,
+        "micros": int((time.monotonic() - started) * 1e6),
+    }
+
+    def after() -> None:
+        if listener is not None and spare is not None:
+            runc = None
+            if request.get("options"):
+                any_ = wire.AnyMessage.decode(base64.b64decode(request["options"]))
+                runc = wire.RuncOptions.from_any(any_)
+            p = manager.StartParams(
+                namespace=namespace,
+                id=id,
+                grpc_address=request["grpc_address"],
+                ttrpc_address=request["ttrpc_address"],
+                socket_dir=socket_dir,
+                debug=bool(request.get("debug")),
+                runc=runc,
+                bootstrap=True,
+            )
+            activation = {
+                "namespace": namespace,
+                "id": id,
+                "bundle": bundle,
+                "debug": p.debug,
+                "env": manager.server_environment(p, dict(os.environ)),
+            }
+            try:
+                pid = state.launch(spare, activation, listener.fileno())
+            finally:
+                listener.close()
+            _write_files([(os.path.join(bundle, "shim.pid"), str(pid))])
+        files = [(os.path.join(bundle, "address"), address)]
+        if socket_dir:
+            files.append((os.path.join(bundle, "s"), "->" + socket_dir))
+        _write_files(files)
+
+    return reply, after
+
+
+def _write_files(files: list[tuple[str, str]]) -> None:
+    """What ``start`` leaves in the bundle besides the socket (``shim.pid``, ``address``, the
+    ``s`` link to the socket directory); written after the reply, off the critical path."""
+    for path, data in files:
+        try:
+            if data.startswith("->"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                os.symlink(data[2:], path)
+            else:
+                _write_atomic(path, data)
+        except OSError:
+            pass  # the bundle went away meanwhile (a failed create)
+
+
+def serve_requests(sock: socket.socket, state: Zygote_) -> None:
+    try:
+        while True:
+            try:
+                data = sock.recv(MAX_MESSAGE)
+            except InterruptedError:
+                continue
+            if not data:
+                return  # the daemon is gone
+            after: Callable[[], None] | None = None
+            try:
+                reply, after = handle(state, json.loads(data))
+            except Exception as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            sock.sendall(json.dumps(reply).encode())
+            # Off the critical path: the shim itself, the bundle files, the next spare.
+            if after is not None:
+                try:
+                    after()
+                except Exception as exc:
+                    sys.stderr.write(f"arun zygote: starting a shim failed: {exc!r}\n")
+            state.replenish()
+    finally:
+        state.close()
+
+
+# Modules a shim imports only when it first needs them (runtime options, OOM and metrics,
+# events): imported here they are shared by every shim instead of loaded into each.
+_LAZY = (
+    "json",
+    "arun.shim.manager",
+    "arun.shim.wire",
+    "arun.shim.events",
+    "arun.shim.mount",
+    "arun.shim.reaper",
+    "arun.shim.process.init",
+    "arun.shim.process.exec",
+    "arun.errdefs.grpc",
+    "google.protobuf.empty_pb2",
+    "arun.api.containerd.types.runc.options.oci_pb2",
+    "arun.api.containerd.runtime.linux.runctypes.runc_pb2",
+    "arun.api.containerd.services.ttrpc.events.v1.events_pb2",
+    "arun.api.cgroups.v1.metrics_pb2",
+    "arun.api.cgroups.v2.metrics_pb2",
+)
+
+
+def warm() -> None:
+    """Import what a shim will run, then freeze the collector's view of it (``preload``)."""
+    import gc
+    import importlib
+
+    from arun.shim import server
+
+    server.preload()
+    for name in _LAZY:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or not args[0].isdigit():
+        sys.stderr.write("usage: python -m arun.runtime.zygote <socket fd>\n")
+        return 2
+    sock = socket.socket(fileno=int(args[0]))
+    sock.setblocking(True)
+    warm()
+
+    state = Zygote_(int(os.environ.get("ARUN_ZYGOTE_SPARES", SPARES)))
+    state.replenish()
+    sock.sendall(json.dumps({"ready": os.getpid()}).encode())
+    serve_requests(sock, state)
+    return 0
+
+
+# -- the daemon's end ----------------------------------------------------------------------------
+
+
+class ZygoteError(Exception):
+    """The zygote is not there or failed a request (the caller falls back to the binary)."""
+
+
+class Zygote:
+    """The daemon's handle on its zygote process."""
+
+    def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
+        self.python = python
+        self.env = dict(os.environ if env is None else env)
+        self.pid = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._lock: asyncio.Lock | None = None
+        self._ready = False
+        # How long the zygote itself took for the last start (microseconds).
+        self.last_micros = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self._sock is not None
+
+    async def start(self, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Start the zygote and wait until it has imported the shim."""
+        import asyncio
+        import subprocess
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # Python's subprocess, not the loop's: uvloop would leak descriptors into it.
+            self._proc = subprocess.Popen(  # noqa: ASYNC220 - a vfork and exec, no waiting
+                [self.python, "-m", "arun.runtime.zygote", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        try:
+            async with asyncio.timeout(timeout):
+                data = await asyncio.get_running_loop().sock_recv(ours, MAX_MESSAGE)
+            hello = json.loads(data) if data else {}
+            if "ready" not in hello:
+                raise ZygoteError("the zygote exited before it was ready")
+            self.pid = int(hello["ready"])
+        except BaseException:
+            await self.close()
+            raise
+        self._ready = True
+        log.info("shim zygote ready", extra={"pid": self.pid})
+
+    async def spawn(
+        self,
+        *,
+        namespace: str,
+        id: str,
+        bundle: str,
+        grpc_address: str,
+        ttrpc_address: str,
+        socket_dir: str,
+        debug: bool = False,
+        options: bytes = b"",
+        timeout: float = REQUEST_TIMEOUT,  # noqa: ASYNC109
+    ) -> tuple[bytes, int]:
+        """Start (or find) the shim of task ``id`` as ``start`` would, given a
+        ``BootstrapParams`` with these fields (``options``: a serialized Any, the runtime
+        options); what ``start`` would print, and the new shim's pid (0 when the live shim
+        of the task's pod was reused)."""
+        import asyncio
+
+        message = {
+            "namespace": namespace,
+            "id": id,
+            "bundle": bundle,
+            "grpc_address": grpc_address,
+            "ttrpc_address": ttrpc_address,
+            "socket_dir": socket_dir,
+            "debug": debug,
+            "options": base64.b64encode(options).decode() if options else "",
+        }
+        request = json.dumps(message).encode()
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            sock = self._sock
+            if sock is None or not self._ready:
+                raise ZygoteError("the zygote is not running")
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(timeout):
+                    await loop.sock_sendall(sock, request)
+                    data = await loop.sock_recv(sock, MAX_MESSAGE)
+            except (OSError, TimeoutError) as exc:
+                await self._fail(f"zygote request failed: {exc!r}")
+                raise ZygoteError(str(exc) or type(exc).__name__) from exc
+            except asyncio.CancelledError:
+                # A reply may still come: it would answer the next request. Start over.
+                await self._fail("zygote request cancelled")
+                raise
+            if not data:
+                await self._fail("the zygote exited")
+                raise ZygoteError("the zygote exited")
+        reply = json.loads(data)
+        if "error" in reply:
+            raise ZygoteError(str(reply["error"]))
+        self.last_micros = int(reply.get("micros", 0))
+        return base64.b64decode(reply["output"]), int(reply.get("pid", 0))
+
+    async def _fail(self, why: str) -> None:
+        log.warning("shim zygote unusable, shims start from the binary", extra={"reason": why})
+        await self.close()
+
+    async def close(self) -> None:
+        import asyncio
+
+        self._ready = False
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()  # end-of-file: the zygote exits
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            import subprocess
+
+            try:
+                await asyncio.to_thread(proc.wait, 2)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.to_thread(proc.wait)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The zygote forks arun shims that are indistinguishable from ones the ``start`` binary launches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arun.runtime import binary
+from arun.runtime.binary import ShimEnv
+from arun.runtime.bundle import Bundle
+from arun.runtime.manager import ShimManager
+from arun.runtime.shim import ShimConnection
+from arun.runtime.zygote import Zygote, ZygoteError
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="zy", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_bundle(base: Path, id: str, **annotations: str) -> Bundle:
+    path = base / "state" / "ns" / id
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"annotations": annotations}))
+    os.mkfifo(path / "log")
+    return Bundle(id, "ns", path, base / "root" / "ns" / id)
+
+
+def env_for(base: Path) -> ShimEnv:
+    return ShimEnv(
+        grpc_address=str(base / "arun.sock"),
+        ttrpc_address=str(base / "arun.sock.ttrpc"),
+        socket_dir=str(base / "s"),
+    )
+
+
+def spawn_args(env: ShimEnv, b: Bundle) -> dict[str, Any]:
+    return {
+        "namespace": b.namespace,
+        "id": b.id,
+        "bundle": str(b.path),
+        "grpc_address": env.grpc_address,
+        "ttrpc_address": env.ttrpc_address,
+        "socket_dir": env.socket_dir,
+    }
+
+
+@pytest.fixture
+async def zygote(base: Path) -> AsyncIterator[Zygote]:
+    z = Zygote(env=env_for(base).environment(""))
+    await z.start()
+    yield z
+    await z.close()
+
+
+async def _shutdown(address: str) -> None:
+    conn = await ShimConnection.connect(binary.BootstrapResult(3, address), "ns", lambda: None)
+    try:
+        await conn.call("Shutdown", conn.request("Shutdown", id="x"))
+    finally:
+        await conn.close()
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def _gone(pid: int) -> bool:
+    for _ in range(300):
+        if not _alive(pid):
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> None:
+    env = env_for(base)
+    a = make_bundle(base, "a")
+    b = make_bundle(base, "b")
+    logs = [os.open(x.path / "log", os.O_RDWR | os.O_NONBLOCK) for x in (a, b)]
+    try:
+        out, pid = await zygote.spawn(**spawn_args(env, a))
+        by_zygote = binary.parse_start_output(out)
+        by_binary = await binary.start(binary.builtin_shim(), env, b.path, "ns", "b", None)
+        try:
+            assert by_zygote.version == by_binary.version == 3
+            # Same socket rule: <socket dir>/<sha256(grpc/ns/group)>.
+            assert os.path.dirname(by_zygote.address) == os.path.dirname(by_binary.address)
+            for _ in range(100):  # the zygote writes the files once it has replied
+                if (a.path / "shim.pid").exists() and (a.path / "s").exists():
+                    break
+                await asyncio.sleep(0.01)
+            assert sorted(p.name for p in a.path.iterdir()) == sorted(p.name for p in b.path.iterdir())
+            assert (a.path / "shim.pid").read_text() == str(pid)
+            assert (a.path / "address").read_text() == by_zygote.address
+            assert os.readlink(a.path / "s") == env.socket_dir
+            # Detached: not a child of the zygote (nor of us), its own session.
+            assert pid != zygote.pid and _ppid(pid) not in (zygote.pid, os.getpid())
+            assert os.getsid(pid) == pid
+            conn = await ShimConnection.connect(by_zygote, "ns", lambda: None)
+            try:
+                resp = await conn.call("Connect", conn.request("Connect", id="a"))
+                assert resp.shim_pid == pid
+            finally:
+                await conn.close()
+        finally:
+            await _shutdown(by_zygote.address)
+            await _shutdown(by_binary.address)
+        assert await _gone(pid)
+    finally:
+        for fd in logs:
+            os.close(fd)
+
+
+async def test_zygote_reuses_the_pod_shim(base: Path, zygote: Zygote) -> None:
+    env = env_for(base)
+    pod = {"io.kubernetes.cri.sandbox-id": "pod1"}
+    first = make_bundle(base, "pause", **pod)
+    second = make_bundle(base, "app", **pod)
+    log_fd = os.open(first.path / "log", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        results = []
+        for bnd in (first, second):
+            results.append(await zygote.spawn(**spawn_args(env, bnd)))
+        (out1, pid1), (out2, pid2) = results
+        assert pid1 > 0 and pid2 == 0
+        assert binary.parse_start_output(out1) == binary.parse_start_output(out2)
+        await _shutdown(binary.parse_start_output(out1).address)
+        assert await _gone(pid1)
+    finally:
+        os.close(log_fd)
+
+
+async def test_zygote_errors_are_reported(base: Path, zygote: Zygote) -> None:
+    env = env_for(base)
+    bad = {**spawn_args(env, make_bundle(base, "x")), "namespace": ""}
+    with pytest.raises(ZygoteError, match="namespace"):
+        await zygote.spawn(**bad)
+    # Still serving after a failed request.
+    assert zygote.ready
+
+
+async def test_manager_falls_back_to_the_binary(base: Path) -> None:
+    env = env_for(base)
+    shims = ShimManager(env)
+    shims.start_zygote()
+    assert await shims.wait_zygote()
+    assert shims.zygote is not None
+    os.kill(shims.zygote.pid, signal.SIGKILL)
+    bnd = make_bundle(base, "c")
+    log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        result = await shims.start(binary.builtin_shim(), bnd, None)
+        assert shims.started == {"zygote": 0, "binary": 1}
+        assert not shims.zygote.ready
+        pid = int((bnd.path / "shim.pid").read_text())
+        await _shutdown(result.address)
+        assert await _gone(pid)
+    finally:
+        os.close(log_fd)
+        await shims.close()
+
+
+async def test_zygote_exits_with_the_daemon_end(base: Path) -> None:
+    z = Zygote(env=env_for(base).environment(""))
+    await z.start()
+    pid = z.pid
+    await z.close()
+    assert await _gone(pid)
+    with pytest.raises(ZygoteError):
+        await z.spawn(**spawn_args(env_for(base), make_bundle(base, "y")))
+
+
+def spares_of(zygote: Zygote) -> list[int]:
+    """The zygote's waiting spares: forked from it, so with its command line, but not it."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == zygote.pid:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
+            with open(f"/proc/{entry.name}/comm", "rb") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            continue
+        if b"arun.runtime.zygote" in cmd and comm != b"arun-shim":
+            found.append(int(entry.name))
+    return found
+
+
+async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Path) -> None:
+    env = env_for(base)
+    z = Zygote(env=env.environment(""))
+    await z.start()
+    try:
+        spares = spares_of(z)
+        assert len(spares) >= 1
+        for pid in spares:
+            os.kill(pid, signal.SIGKILL)
+        for pid in spares:
+            assert await _gone(pid)
+        bnd = make_bundle(base, "c")
+        log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            out, pid = await z.spawn(**spawn_args(env, bnd))
+            assert pid not in spares
+            result = binary.parse_start_output(out)
+            conn = await ShimConnection.connect(result, "ns", lambda: None)
+            try:
+                resp = await conn.call("Connect", conn.request("Connect", id="c"))
+                assert resp.shim_pid == pid
+                assert Path(f"/proc/{pid}/comm").read_text().strip() == "arun-shim"
+            finally:
+                await conn.close()
+            await _shutdown(result.address)
+            assert await _gone(pid)
+        finally:
+            os.close(log_fd)
+        for _ in range(100):
+            if spares_of(z):
+                break
+            await asyncio.sleep(0.02)
+        waiting = spares_of(z)
+        assert waiting
+    finally:
+        await z.close()
+    for pid in waiting:
+        assert await _gone(pid)
