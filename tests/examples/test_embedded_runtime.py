@@ -12,6 +12,7 @@ pattern into your own suite::
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest_asyncio
 import arun
 from arun.bench.images import busybox_image, write_oci_archive
 
-pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.integration]
+pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.overlay, pytest.mark.integration]
 
 
 @pytest_asyncio.fixture
@@ -46,4 +47,35 @@ async def test_a_container_from_an_image(rt: arun.Runtime) -> None:
     assert spec["process"]["args"] == ["httpd", "-f"]
     assert "PORT=80" in spec["process"]["env"]
     assert [c.id for c in await rt.containers.list("labels.app==web")] == ["web"]
+    await ctr.delete()
+
+
+async def test_run_a_real_container(rt: arun.Runtime) -> None:
+    ctr = await rt.containers.create(
+        "hello",
+        "docker.io/library/busybox:example",
+        command=["sh", "-c", "echo hello from $WHO; exit 3"],
+        env={"WHO": "a fixture"},
+    )
+    out = io.BytesIO()
+    task = await ctr.new_task(stdout=out)
+    await task.start()
+    status = await task.wait()
+    assert (status.code, out.getvalue()) == (3, b"hello from a fixture\n")
+    await task.delete()
+    await ctr.delete()
+
+
+async def test_exec_into_a_running_container(rt: arun.Runtime) -> None:
+    ctr = await rt.containers.create("svc", "docker.io/library/busybox:example", command=["sleep", "600"])
+    task = await ctr.new_task()
+    await task.start()
+    out = io.BytesIO()
+    proc = await task.exec("probe", ["sh", "-c", "echo ready"], stdout=out)
+    assert (await proc.wait()).code == 0 and out.getvalue() == b"ready\n"
+    await proc.delete()
+    # Leaving it running is fine too: the fixture's runtime kills what is left when it closes.
+    await task.kill("SIGKILL")
+    await task.wait()
+    await task.delete()
     await ctr.delete()

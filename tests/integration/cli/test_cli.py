@@ -37,7 +37,7 @@ SRC = Path(__file__).resolve().parents[3] / "src"
 IMAGE = "docker.io/library/cli:test"
 
 STORES = ["containerd", "arun"]  # images, containers, snapshots, namespaces, events
-TASKS = ["containerd"]  # + tasks
+TASKS = ["containerd", "arun"]  # + tasks
 CRI_FULL = ["containerd"]  # + the CRI runtime service (pods, containers)
 
 

@@ -21,10 +21,9 @@ from arun.bench.images import busybox_image, write_oci_archive
 from arun.client import Client, RuncOptions
 
 # Which daemons serve what the tests need. A test marked ``needs_tasks`` runs against
-# TASKS, any other test taking ``endpoint``/``client`` against STORES. arun joins TASKS
-# when its tasks service lands on main.
+# TASKS, any other test taking ``endpoint``/``client`` against STORES.
 STORES = ["containerd", "arun"]  # images, content, snapshots, leases, diff, containers, events
-TASKS = ["containerd"]
+TASKS = ["containerd", "arun"]
 ALL = ["containerd", "arun"]
 
 

@@ -105,3 +105,20 @@ async def test_config_text_and_bad_config(tmp_path: Path) -> None:
         async with arun.Runtime(config=tmp_path / "missing.toml"):
             pass
     assert not [d for d in os.listdir("/tmp") if d.startswith("arun-rt-") and not os.listdir(f"/tmp/{d}")]
+
+
+@pytest.mark.runc
+async def test_tasks_left_running_die_with_a_temporary_runtime(archive: Path) -> None:
+    async with arun.Runtime(namespace="left") as rt:
+        await rt.import_archive(archive)
+        ctr = await rt.containers.create("sleeper", IMAGE, command=["sleep", "600"])
+        task = await ctr.new_task()
+        pid = await task.start()
+        assert os.path.exists(f"/proc/{pid}")
+        root = rt.root
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}"):
+            break
+        await asyncio.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}")
+    assert root is not None and not root.exists()
