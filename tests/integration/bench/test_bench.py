@@ -152,11 +152,10 @@ async def test_side_by_side_json_and_chart(
     assert await _state(containerd) == before
 
 
+@pytest.mark.registry
 async def test_pull_from_a_local_registry(
     containerd: PrivateContainerd | PrivateArun, tmp_path: Path
 ) -> None:
-    if not os.path.exists("/usr/bin/docker-registry"):
-        pytest.skip("needs docker-registry")
     before = await _state(containerd)
     out = tmp_path / "pull.json"
     r = await bench(

@@ -420,11 +420,10 @@ async def test_interactive_terminal(cli: Arun) -> None:
     assert b"SIZE=33x101" in out, out.decode(errors="replace")
 
 
+@pytest.mark.registry
 async def test_pull_and_push(cli: Arun, daemon: PrivateContainerd | PrivateArun, tmp_path: Path) -> None:
-    from arun.testing.registry import have_registry, registry
+    from arun.testing.registry import registry
 
-    if not have_registry():
-        pytest.skip("needs docker-registry")
     async with registry(tmp_path / "reg") as reg:
         target = f"{reg.host}/cli/pushed:v1"
         if isinstance(daemon, PrivateArun):

@@ -351,15 +351,14 @@ async def test_closing_the_client_closes_forgotten_stdio(
         await c2.delete_namespace(ns)
 
 
+@pytest.mark.registry
 async def test_pull_from_a_registry_with_and_without_credentials(client: Client, tmp_path: Path) -> None:
     """arun pulls through its transfer service; containerd 1.6 has none, so the client pulls itself."""
     import base64
 
     from arun.testing.images import build_image, busybox_layer, push_raw
-    from arun.testing.registry import HtpasswdAuth, have_registry, registry
+    from arun.testing.registry import HtpasswdAuth, registry
 
-    if not have_registry():
-        pytest.skip("needs docker-registry")
     image = build_image([busybox_layer()], config={"Cmd": ["sh"]})
     async with registry(tmp_path / "open") as reg:
         await push_raw(reg.url, "lib/bb", "v1", image)
