@@ -79,6 +79,25 @@ def format_report(report: Report) -> str:
                 row += [_ratio(rr.get("p50")), _ratio(rr.get("p99"))]
             rows.append(row)
         parts.append(render_table(headers, rows, right=range(1, len(headers))))
+        rates = {
+            n: r.extra.get("pods_per_s")
+            for n, r in results.items()
+            if isinstance(r, ScenarioResult) and r.extra.get("pods_per_s")
+        }
+        if rates:
+            base_rate = rates.get(report.baseline)
+            line = "pods/s through all seven steps: " + ", ".join(f"{n} {v:.2f}" for n, v in rates.items())
+            if base_rate:
+                line += (
+                    " ("
+                    + ", ".join(
+                        f"{n}/{report.baseline} {v / base_rate:.2f}x"
+                        for n, v in rates.items()
+                        if n != report.baseline
+                    )
+                    + ")"
+                )
+            parts.append(line)
         for n in names:
             got = results.get(n)
             if isinstance(got, str):
