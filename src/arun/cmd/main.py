@@ -1,5 +1,9 @@
-"""The ``arun`` command line: ``arun daemon``, ``arun config default|dump``, ``arun images pull|push``,
-``arun --version``."""
+"""The ``arun`` command line.
+
+- ``arun daemon``, ``arun config default|dump``, ``arun --version``: the daemon side;
+- ``arun images|run|ps|exec|logs|kill|rm|events|version|namespaces|pods|containers|bench``:
+  the client side (``arun.cmd.ctl``), against any daemon speaking containerd's API and CRI.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
         description="A container runtime daemon, wire-compatible with containerd (CRI v1 and its API).",
     )
     p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    from arun.cmd.ctl import add_parsers as add_client_parsers
+    from arun.cmd.ctl.common import add_global_flags
+
+    add_global_flags(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("daemon", help="run the daemon")
@@ -38,9 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     dump = csub.add_parser("dump", help="print the config a daemon would run with")
     dump.add_argument("-c", "--config", help=f"config file (default {configmod.DEFAULT_CONFIG})")
 
-    from arun.cmd import images
-
-    images.add_parser(sub)
+    add_client_parsers(sub)
     return p
 
 
@@ -59,9 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from arun.cmd import config_cmd
 
         return config_cmd.main(args)
-    if args.command in ("images", "image", "i"):
-        from arun.cmd import images
+    from arun.cmd.ctl import COMMANDS
+    from arun.cmd.ctl import main as client_main
 
-        return images.main(args)
+    if args.command in COMMANDS:
+        return client_main(args)
     parser.print_help(sys.stderr)
     return 2

@@ -1,0 +1,148 @@
+"""The harness's pure parts: percentiles, ratios, report text and JSON, the PNG writer, endpoints."""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from arun import errdefs
+from arun.bench.chart import FONT, Canvas, render_chart
+from arun.bench.report import format_report
+from arun.bench.runner import EndpointSpec, Report
+from arun.bench.scenarios import ScenarioResult
+from arun.bench.stats import Samples, percentile
+
+
+def test_percentiles_interpolate_like_numpy() -> None:
+    v = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(v, 50) == 2.5
+    assert percentile(v, 0) == 1.0 and percentile(v, 100) == 4.0
+    assert math.isclose(percentile(v, 95), 3.85)
+    assert percentile([7.0], 99) == 7.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_samples_summary() -> None:
+    s = Samples()
+    for i in range(10):
+        s.add(float(i), float(i) + 0.01 * (i + 1))
+    s.fail(10.0, 10.5, "boom")
+    st = s.summary()
+    assert st.n == 10 and st.errors == 1 and st.error_messages == ["boom"]
+    assert math.isclose(st.p50_ms, 55.0) and math.isclose(st.max_ms, 100.0)
+    assert math.isclose(st.throughput_per_s, 10 / 10.5)  # the window runs to the failed call's end
+    j = st.to_json()
+    assert set(j) >= {
+        "n",
+        "errors",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "mean_ms",
+        "min_ms",
+        "max_ms",
+        "throughput_per_s",
+    }
+    empty = Samples().summary().to_json()
+    assert empty["p50_ms"] is None and empty["n"] == 0
+
+
+def _report() -> Report:
+    def res(scale: float) -> ScenarioResult:
+        steps = {}
+        for name, base in (("RunPodSandbox", 0.1), ("StartContainer", 0.05)):
+            s = Samples()
+            for i in range(5):
+                s.add(i, i + base * scale)
+            steps[name] = s.summary()
+        timeline = [{"step": "RunPodSandbox", "start_ms": 0.0, "end_ms": 100.0 * scale}]
+        return ScenarioResult(steps, 1.0, {"pods": 5, "timeline": timeline})
+
+    r = Report(
+        started_at="t",
+        options={},
+        endpoints=[
+            {"name": "arun", "address": "unix:///a", "runtime_name": "arun", "runtime_version": "0.1"},
+            {
+                "name": "containerd",
+                "address": "unix:///c",
+                "runtime_name": "containerd",
+                "runtime_version": "1.6",
+            },
+        ],
+        baseline="containerd",
+    )
+    r.scenarios["lifecycle"] = {"arun": res(2.0), "containerd": res(1.0)}
+    r.scenarios["exec"] = {"arun": "ExecSync: not implemented", "containerd": res(1.0)}
+    return r
+
+
+def test_ratios_and_json() -> None:
+    r = _report()
+    ratios = r.ratios("lifecycle")
+    assert ratios["arun"]["RunPodSandbox"]["p50"] == 2.0
+    assert ratios["arun"]["RunPodSandbox"]["throughput"] is not None
+    assert ratios["containerd"]["StartContainer"]["p99"] == 1.0
+    doc = r.to_json()
+    assert doc["schema"] == "arun.bench/v1" and doc["baseline"] == "containerd"
+    assert doc["scenarios"]["exec"]["results"]["arun"] == {"error": "ExecSync: not implemented"}
+    assert doc["scenarios"]["lifecycle"]["results"]["arun"]["steps"]["RunPodSandbox"]["p50_ms"] == 200.0
+
+
+def test_report_text() -> None:
+    text = format_report(_report())
+    assert "== lifecycle" in text and "arun/containerd p50" in text
+    line = next(x for x in text.splitlines() if x.startswith("RunPodSandbox"))
+    assert "200.0" in line and "100.0" in line and "2.00x" in line
+    assert "arun: failed: ExecSync: not implemented" in text
+    assert "timeline of one pod" in text and "0.0..200.0" in text
+
+
+def test_png_is_valid(tmp_path: Path) -> None:
+    c = render_chart(_report())
+    data = c.png()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert [k for k, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    w, h = struct.unpack(">II", chunks[0][1][:8])
+    raw = zlib.decompress(chunks[1][1])
+    assert len(raw) == h * (1 + 3 * w)
+    assert any(b != 255 for b in raw[1 : 1 + 3 * w * 40])  # something was drawn near the top
+
+
+def test_font_and_canvas() -> None:
+    assert all(len(rows) == 7 and all(r < 32 for r in rows) for rows in FONT.values())
+    c = Canvas(20, 10)
+    end = c.text(0, 0, "A1", scale=1)
+    assert end == 12
+    assert c.pixels[0:3] == bytes((255, 255, 255)) and c.pixels[3:6] != bytes((255, 255, 255))
+
+
+def test_endpoint_specs() -> None:
+    assert EndpointSpec.parse("unix:///run/arun/arun.sock") == EndpointSpec(
+        "arun", "unix:///run/arun/arun.sock"
+    )
+    assert EndpointSpec.parse("ctd=/run/c.sock") == EndpointSpec("ctd", "/run/c.sock")
+    assert EndpointSpec.parse("tcp://127.0.0.1:1234").address == "tcp://127.0.0.1:1234"
+    with pytest.raises(errdefs.InvalidArgumentError):
+        EndpointSpec.parse("name=ftp://x")
+
+
+def test_cli_constants_match_the_harness() -> None:
+    from arun.bench import daemons, scenarios
+    from arun.bench.cli import BUSYBOX_IMAGE, SANDBOX_IMAGE, SCENARIO_NAMES
+
+    assert tuple(scenarios.SCENARIOS) == SCENARIO_NAMES
+    assert (daemons.BUSYBOX_IMAGE, daemons.SANDBOX_IMAGE) == (BUSYBOX_IMAGE, SANDBOX_IMAGE)
