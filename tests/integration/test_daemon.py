@@ -311,10 +311,16 @@ def test_log_level_flag_and_json_format(daemon_factory: Callable[..., Daemon]) -
         config_text='version = 2\n[debug]\nformat = "json"\n', extra_args=["--log-level", "debug"]
     )
     asyncio.run(_version(d))
+    asyncio.run(_list_namespaces(d, "team-log"))
     records = [json.loads(line) for line in d.logs().splitlines() if line.startswith("{")]
     done = [r for r in records if r["msg"] == "request done"]
     assert done and done[0]["method"] == "/containerd.services.version.v1.Version/Version"
     assert all("request_id" in r for r in done)
+    # Both lines of a request carry its method and the namespace of its containerd-namespace header.
+    listed = [r for r in records if r.get("method") == "/containerd.services.namespaces.v1.Namespaces/List"]
+    assert [r["msg"] for r in listed] == ["request started", "request done"]
+    assert {r["namespace"] for r in listed} == {"team-log"}
+    assert listed[0]["request_id"] == listed[1]["request_id"]
 
 
 async def _version(d: Daemon) -> Any:
@@ -322,3 +328,11 @@ async def _version(d: Daemon) -> Any:
 
     async with d.channel() as ch:
         return await version_grpc.VersionStub(ch).Version(empty_pb2.Empty())
+
+
+async def _list_namespaces(d: Daemon, namespace: str) -> Any:
+    async with d.channel() as ch:
+        stub = namespace_grpc.NamespacesStub(ch)
+        return await stub.List(
+            namespace_pb2.ListNamespacesRequest(), metadata={"containerd-namespace": namespace}
+        )
