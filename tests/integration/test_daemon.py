@@ -336,3 +336,25 @@ async def _list_namespaces(d: Daemon, namespace: str) -> Any:
         return await stub.List(
             namespace_pb2.ListNamespacesRequest(), metadata={"containerd-namespace": namespace}
         )
+
+
+@pytest.mark.parametrize(
+    "config_text",
+    [
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\nconf_dir = "{conf_dir}"\n',
+        'version = 3\n[plugins."io.containerd.cri.v1.runtime".cni]\nconf_dir = "{conf_dir}"\n',
+    ],
+    ids=["v2", "v3"],
+)
+def test_config_versions_2_and_3_reach_the_plugin(
+    daemon_factory: Callable[..., Daemon], config_text: str, tmp_path: Path
+) -> None:
+    conf_dir = tmp_path / "net.d"
+    d = daemon_factory(config_text=config_text.format(conf_dir=conf_dir))
+
+    async def status() -> Any:
+        async with d.channel() as ch:
+            return await api_grpc.RuntimeServiceStub(ch).Status(api_pb2.StatusRequest(verbose=True))
+
+    info = json.loads(asyncio.run(status()).info["config"])
+    assert info["cni"]["conf_dir"] == str(conf_dir)
