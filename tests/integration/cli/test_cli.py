@@ -406,7 +406,7 @@ async def test_interactive_terminal(cli: Arun) -> None:
         loop.add_reader(master, readable)
         try:
             async with asyncio.timeout(30):
-                await asyncio.sleep(1.0)  # the shell starts
+                # Typed ahead, before the container (or even raw mode) is there: it must not be lost.
                 os.write(master, b'echo SIZE=$(stty size | tr " " x); exit 3\r')
                 await got.wait()
                 code = await proc.wait()

@@ -149,7 +149,9 @@ def _raw_terminal(enabled: bool) -> Iterator[None]:
 
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    # TCSANOW, not setraw's default TCSAFLUSH: what the user typed ahead while the container
+    # started is input for it, not to be thrown away.
+    tty.setraw(fd, termios.TCSANOW)
     try:
         yield
     finally:
