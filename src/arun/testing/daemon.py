@@ -130,6 +130,7 @@ class Daemon:
         ``timeout`` is generous on purpose: on a 2-core machine at load 15+ a healthy daemon took
         more than 30 s to serve. The wait ends as soon as the socket answers.
         """
+        created = base is None
         base = base or Path(tempfile.mkdtemp(prefix="arun-", dir="/tmp"))
         if config_text is not None:
             (base / "config.toml").write_text(config_text)
@@ -155,6 +156,8 @@ class Daemon:
             d.wait_ready(timeout)
         except BaseException:
             d.kill()
+            if created:  # the error carries the log; leave no directory behind
+                shutil.rmtree(base, ignore_errors=True)
             raise
         return d
 
