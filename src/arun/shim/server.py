@@ -35,6 +35,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger("arun.shim")
@@ -59,7 +60,7 @@ class ServeParams:
 
     @classmethod
     def from_environment(
-        cls, namespace: str, id: str, bundle: str, debug: bool, env: dict[str, str]
+        cls, namespace: str, id: str, bundle: str, debug: bool, env: Mapping[str, str]
     ) -> ServeParams:
         from arun.shim import manager
 
@@ -120,6 +121,8 @@ class _JSONFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+
+
 def _setup_process(params: ServeParams, listener_fd: int) -> None:
     """Session, cwd, file descriptors, stdio, signals and logging of a fresh shim process."""
     if os.getsid(0) != os.getpid():
@@ -174,6 +177,86 @@ def serve(params: ServeParams, listener_fd: int) -> int:
     return 0
 
 
+REHEARSAL_CALLS = 12  # > CPython 3.11's warm-up delay (8) before it specializes a function
+
+
+def rehearse() -> None:
+    """Run a shim session inside a template process (the zygote) before it forks shims: a
+    server on a private socket, a client making ``Connect``, a failing ``State`` and
+    ``Shutdown``, with the shim's logging going nowhere.
+
+    CPython 3.11 writes into a code object while it warms up and specializes it, and creates
+    caches (type attribute caches, protobuf message classes, the event loop's machinery) on
+    first use. Done here, once, those writes land on pages every forked shim then shares
+    instead of copying. Best effort: the template keeps working when this fails, and it
+    leaves no thread, no handler, no file and no child behind (and never becomes a subreaper).
+    """
+    import asyncio
+    import io
+    import shutil
+    import tempfile
+
+    trim_imports()
+    base = tempfile.mkdtemp(prefix="arun-rehearsal-")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.raiseExceptions)
+    sink = logging.StreamHandler(io.StringIO())
+    sink.setFormatter(_JSONFormatter())
+    try:
+        for h in saved[0]:
+            root.removeHandler(h)
+        root.addHandler(sink)
+        root.setLevel(logging.INFO)
+        asyncio.run(_rehearsal(base))
+    except Exception:  # noqa: BLE001 - a rehearsal that fails costs memory, nothing else
+        pass
+    finally:
+        root.removeHandler(sink)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        logging.raiseExceptions = saved[2]
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def _rehearsal(base: str) -> None:
+    import asyncio
+
+    from arun import errdefs
+    from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
+    from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
+    from arun.errdefs import grpc as errgrpc
+    from arun.shim import manager
+    from arun.ttrpc import Client, ServiceStub
+
+    path = os.path.join(base, "s")
+    listener = manager.listen(path)
+    if listener is None:
+        return
+    params = ServeParams(namespace="rehearsal", id="rehearsal", bundle=base)
+    server = asyncio.create_task(_serve(params, listener.detach(), rehearsal=True))
+    try:
+        client = await Client.connect(path, timeout=5, from_status=errgrpc.from_code)
+        try:
+            for pb, name in ((v2, "containerd.task.v2.Task"), (v3, "containerd.task.v3.Task")):
+                task = ServiceStub(client, name)
+                for _ in range(REHEARSAL_CALLS):
+                    await task.Connect(pb.ConnectRequest(id="rehearsal"))
+                    with contextlib.suppress(errdefs.NotFoundError):
+                        await task.State(pb.StateRequest(id="nothing"))
+            await ServiceStub(client, "containerd.task.v3.Task").Shutdown(
+                v3.ShutdownRequest(id="rehearsal")
+            )
+        finally:
+            await client.close()
+        await asyncio.wait_for(server, 10)
+    finally:
+        if not server.done():
+            server.cancel()
+            with contextlib.suppress(BaseException):
+                await server
+
+
 def _to_status(exc: BaseException) -> tuple[int, str]:
     """The ttrpc status of a handler's error; errors nobody classified are logged once, here."""
     from arun import errdefs
@@ -184,7 +267,7 @@ def _to_status(exc: BaseException) -> tuple[int, str]:
     return errgrpc.code_of(exc), errgrpc.message_of(exc)
 
 
-async def _serve(params: ServeParams, listener_fd: int) -> None:
+async def _serve(params: ServeParams, listener_fd: int, *, rehearsal: bool = False) -> None:
     import asyncio
 
     from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
@@ -197,10 +280,11 @@ async def _serve(params: ServeParams, listener_fd: int) -> None:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if not rehearsal:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     reaper = Reaper()
-    reaper.install(loop)
+    reaper.install(loop, subreaper=not rehearsal)
     forwarder = TTRPCForwarder(params.ttrpc_address) if params.ttrpc_address else None
     events = EventQueue(forwarder, params.namespace)
     events.start()
