@@ -208,7 +208,7 @@ def rehearse() -> None:
         root.addHandler(sink)
         root.setLevel(logging.INFO)
         asyncio.run(_rehearsal(base))
-    except Exception:  # noqa: BLE001 - a rehearsal that fails costs memory, nothing else
+    except Exception:  # a rehearsal that fails costs memory, nothing else
         pass
     finally:
         root.removeHandler(sink)
