@@ -91,6 +91,7 @@ class Zygote_:
     def __init__(self, spares: int, template: bool = True) -> None:
         self.want = max(1, spares)
         self.spares: list[_Spare] = []
+        self.use_template = template
         self.template = _Template.fork() if template else None
 
     def fork_spare(self) -> _Spare:
@@ -103,7 +104,8 @@ class Zygote_:
                 self.template.close(kill=True)
                 self.template = None
         pid, sock = _fork_detached()
-        self.template = _Template.fork()
+        if self.use_template:
+            self.template = _Template.fork()
         return _Spare(pid, sock)
 
     def take_spare(self) -> _Spare:
