@@ -36,8 +36,8 @@ SRC = Path(__file__).resolve().parents[3] / "src"
 STEP_FIELDS = {"n", "errors", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "throughput_per_s"}
 
 
-# CRI endpoints the harness tests run against; arun joins when its CRI runtime service lands.
-ENDPOINTS = ["containerd"]
+# CRI endpoints the harness tests run against.
+ENDPOINTS = ["containerd", "arun"]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -38,7 +38,7 @@ IMAGE = "docker.io/library/cli:test"
 
 STORES = ["containerd", "arun"]  # images, containers, snapshots, namespaces, events
 TASKS = ["containerd", "arun"]  # + tasks
-CRI_FULL = ["containerd"]  # + the CRI runtime service (pods, containers)
+CRI_FULL = ["containerd", "arun"]  # + the CRI runtime service (pods, containers)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
