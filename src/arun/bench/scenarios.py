@@ -39,6 +39,7 @@ __all__ = [
     "Cleanup",
     "ScenarioResult",
     "Target",
+    "merge_rounds",
 ]
 
 RUN_LABEL = "arun-bench.run"
@@ -68,6 +69,7 @@ class BenchOptions:
     stop_timeout: int = 10
     pull_image: str = ""
     cgroup_parent: str = ""
+    rounds: int = 1  # each scenario runs this often per endpoint, endpoints taking turns
     command: list[str] | None = None  # the workload's command (default WORKLOAD)
     log_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
@@ -77,6 +79,8 @@ class ScenarioResult:
     steps: dict[str, StepStats]
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # The raw durations behind ``steps``, so that rounds can be merged (not in the JSON).
+    samples: dict[str, Samples] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -357,6 +361,7 @@ async def lifecycle(t: Target, opts: BenchOptions) -> ScenarioResult:
     complete = sum(1 for p in pods if p in gone and not p.failed)
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=wall,
         extra={
             "pods": opts.pods,
@@ -424,6 +429,7 @@ async def list_at_scale(t: Target, opts: BenchOptions) -> ScenarioResult:
         await timer.time("ListPodSandbox", cri.call("ListPodSandbox", pb.ListPodSandboxRequest()))
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=sum(sum(s.durations) for s in samples.values()),
         extra={"containers": created, "listed": listed, "pods": len(pod_ids), "setup_s": round(create_s, 3)},
     )
@@ -470,6 +476,7 @@ async def exec_sync(t: Target, opts: BenchOptions) -> ScenarioResult:
     t.cleanup.pods.discard(pod_id)
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=wall,
         extra={"concurrency": opts.concurrency, "wrong_output": bad[:5]},
     )
@@ -494,8 +501,46 @@ async def pull(t: Target, opts: BenchOptions) -> ScenarioResult:
         t.cleanup.images.discard(opts.pull_image)
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=time.perf_counter() - wall0,
         extra={"image": opts.pull_image},
+    )
+
+
+def merge_rounds(rounds: list[ScenarioResult]) -> ScenarioResult:
+    """One endpoint's results of several rounds of a scenario as one result.
+
+    Steps pool their durations (percentiles over all calls) and their windows
+    (throughput = calls / summed windows); ``wall_s`` and ``pods_completed``
+    add up and ``pods_per_s`` is recomputed from them; ``wrong_output``
+    collects; the timeline is the one of the round whose pod took the median
+    time; other fields are the first round's. ``rounds`` says how many.
+    """
+    if len(rounds) == 1:
+        return rounds[0]
+    names: list[str] = []
+    for r in rounds:
+        names += [k for k in r.samples if k not in names]
+    samples = {k: Samples.merged([r.samples[k] for r in rounds if k in r.samples]) for k in names}
+    wall = sum(r.wall_s for r in rounds)
+    extra: dict[str, Any] = dict(rounds[0].extra)
+    extra["rounds"] = len(rounds)
+    if "pods_completed" in extra:
+        done = sum(int(r.extra.get("pods_completed") or 0) for r in rounds)
+        extra["pods_completed"] = done
+        extra["pods_per_s"] = round(done / wall, 3) if wall > 0 else None
+    if "wrong_output" in extra:
+        extra["wrong_output"] = [w for r in rounds for w in r.extra.get("wrong_output", [])][:5]
+    if "timeline" in extra:
+        timed = sorted(
+            (r.extra["timeline"][-1]["end_ms"], i) for i, r in enumerate(rounds) if r.extra.get("timeline")
+        )
+        if timed:
+            median = rounds[timed[(len(timed) - 1) // 2][1]]
+            extra["timeline"] = median.extra["timeline"]
+            extra["timeline_error"] = ""
+    return ScenarioResult(
+        steps={k: v.summary() for k, v in samples.items()}, wall_s=wall, extra=extra, samples=samples
     )
 
 
