@@ -241,7 +241,10 @@ async def test_detached_exec_logs_kill_rm(cli: Arun) -> None:
     assert (await cli.ok("rm", "d1")).split() == ["d1"]
     line = await cli.fails("logs", "d1")
     assert "d1" in line and "not found" in line
-    assert (await cli.ok("run", "-d", IMAGE, "d2", "sleep", "1000")).strip() == "d2"
+    d2 = json.loads(await cli.ok("run", "-d", "-o", "json", IMAGE, "d2", "sleep", "1000"))
+    assert d2["id"] == "d2" and d2["pid"] > 0 and d2["log"].endswith("d2.log")
+    ex = await cli.ok("exec", "-d", "-o", "yaml", "--exec-id", "bg1", "d2", "sleep", "1000")
+    assert "exec_id: bg1\n" in ex and "id: d2\n" in ex
     assert json.loads(await cli.ok("rm", "-f", "d2", "-o", "yaml".replace("yaml", "json"))) == {
         "removed": ["d2"],
         "failed": [],
@@ -294,7 +297,13 @@ async def test_networks(cli: Arun, daemon: PrivateContainerd | PrivateArun) -> N
 @needs_tasks
 async def test_events(cli: Arun) -> None:
     argv = cli.argv(
-        "events", "--count", "2", "-o", "json", f'namespace=={cli.namespace},topic~="/containers/"'
+        "events",
+        "--follow",
+        "--count",
+        "2",
+        "-o",
+        "json",
+        f'namespace=={cli.namespace},topic~="/containers/"',
     )
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env
@@ -439,6 +448,23 @@ async def test_pull_and_push(cli: Arun, daemon: PrivateContainerd | PrivateArun,
         rec = json.loads(await cli.ok("images", "pull", "--plain-http", target, "-o", "json"))
         assert rec["name"] == target
         assert target in (await cli.ok("images", "ls", "-q")).split()
+        from arun.client import Client
+
+        async with Client(cli.address, namespace=cli.namespace) as c:
+            layers = [d.digest for d in (await c.images.manifest(target)).layers]
+        # In a table, pull reports each layer's progress on stderr (a line per state change
+        # when stderr is not a terminal) and prints the name on stdout.
+        await cli.ok("images", "rm", "--sync", target)
+        r = await cli("images", "pull", "--plain-http", target)
+        assert (r.returncode, r.stdout) == (0, target + "\n"), r.stderr
+        states: dict[str, list[str]] = {}
+        for line in r.stderr.splitlines():
+            item, _, state = line.rpartition(": ")
+            states.setdefault(item, []).append(state)
+        for digest in layers:
+            short = digest.removeprefix("sha256:")[:12]
+            [item] = [k for k in states if k.endswith(short)]
+            assert states[item][-1] in ("done", "complete", "extracted"), r.stderr
         out = (
             await cli.ok("run", "--rm", target, "p1", "echo", "pulled")
             if isinstance(daemon, PrivateContainerd)

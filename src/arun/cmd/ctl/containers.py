@@ -318,7 +318,10 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                 await task.start()
                 started = True
                 if args.detach:
-                    stdout.write(f"{args.id}\n")
+                    if args.output == "table":
+                        stdout.write(f"{args.id}\n")
+                    else:
+                        emit(stdout, args.output, {"id": args.id, "pid": task.pid, "log": log_path})
                     return 0
                 assert waiter is not None
                 if args.tty:
@@ -426,7 +429,10 @@ async def _exec(args: argparse.Namespace, stdout: IO[str]) -> int:
                 await p.start()
                 if args.detach:
                     waiter.cancel()
-                    stdout.write(f"{exec_id}\n")
+                    if args.output == "table":
+                        stdout.write(f"{exec_id}\n")
+                    else:
+                        emit(stdout, args.output, {"id": args.id, "exec_id": exec_id, "pid": p.pid})
                     return 0
                 if args.tty:
                     await _follow_terminal_size(p)
