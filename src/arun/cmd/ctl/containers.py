@@ -149,7 +149,9 @@ def _raw_terminal(enabled: bool) -> Iterator[None]:
 
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    # TCSADRAIN, not setraw's default TCSAFLUSH: what was typed while the container was
+    # being created reaches it instead of being thrown away.
+    tty.setraw(fd, termios.TCSADRAIN)
     try:
         yield
     finally:
@@ -349,6 +351,11 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                             _cni_request(c.namespace, args.id), ""
                         )
                 with contextlib.suppress(errdefs.ArunError):
+                    await _remove(c, args.id, force=True)
+            elif args.rm:
+                # Started, then this command failed (its terminal went away, say): --rm still
+                # means the container goes, with its task.
+                with contextlib.suppress(errdefs.ArunError, OSError):
                     await _remove(c, args.id, force=True)
             raise
 
