@@ -99,10 +99,48 @@ class Cleanup:
         self.pods: set[str] = set()
         self.containers: set[str] = set()
         self.images: set[str] = set()
+        # RunPodSandbox calls cut off without an answer (interrupted, timed out), by token:
+        # the runtime may still be making those pods (arun finishes a sandbox whose caller
+        # left), after the sweep by label has looked.
+        self.cut_off: dict[object, Any] = {}
+
+    async def settle_cut_off(self, within: float = 30.0) -> tuple[list[str], list[str]]:
+        """The pod ids of the cut-off RunPodSandbox calls, and errors.
+
+        Each call is sent again with the same config, as kubelet retries: a runtime still
+        making that pod answers with it once done (arun), one that gave it up makes it anew
+        (containerd); either way the answer names the pod to remove. A name still reserved
+        by the abandoned call is retried until ``within`` seconds have passed.
+        """
+        ids: list[str] = []
+        errors: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        for token, cfg in list(self.cut_off.items()):
+            while True:
+                left = deadline - loop.time()
+                try:
+                    r = await self.cri.call(
+                        "RunPodSandbox",
+                        self.cri.pb.RunPodSandboxRequest(config=cfg),
+                        call_timeout=max(left, 1.0),
+                    )
+                    ids.append(r.pod_sandbox_id)
+                    break
+                except errdefs.ArunError as e:
+                    if deadline - loop.time() <= 0.5:
+                        errors.append(f"pod {cfg.metadata.name}: cut off, not settled: {e}")
+                        break
+                    await asyncio.sleep(0.5)
+            self.cut_off.pop(token, None)
+        return ids, errors
 
     async def run(self) -> list[str]:
         """Remove everything recorded, then sweep by label; the errors met (strings)."""
         errors: list[str] = []
+        if self.cut_off:
+            settled, errors = await self.settle_cut_off()
+            self.pods.update(settled)
         sem = asyncio.Semaphore(8)
 
         async def one(what: str, coro: Awaitable[None]) -> None:
@@ -163,6 +201,26 @@ class _Timer:
             raise
         s.add(start, time.perf_counter())
         return result
+
+
+async def run_pod_sandbox(t: Target, config: Any) -> Any:
+    """RunPodSandbox, recorded for cleanup; a call cut off leaves its config with the cleanup.
+
+    Cut off means cancelled (the run was interrupted) or past its deadline: the runtime
+    may still finish that pod, so ``Cleanup`` asks for it again (``settle_cut_off``).
+    """
+    token = object()
+    t.cleanup.cut_off[token] = config
+    try:
+        r = await t.cri.call("RunPodSandbox", t.cri.pb.RunPodSandboxRequest(config=config))
+    except (asyncio.CancelledError, errdefs.DeadlineExceededError):
+        raise
+    except BaseException:
+        del t.cleanup.cut_off[token]
+        raise
+    del t.cleanup.cut_off[token]
+    t.cleanup.pods.add(r.pod_sandbox_id)
+    return r
 
 
 async def _bounded(concurrency: int, items: list[Any], fn: Callable[[Any], Awaitable[None]]) -> None:
@@ -233,7 +291,7 @@ async def _pod_lifecycle(t: Target, opts: BenchOptions, timer: _Timer, pod: _Pod
         )
         return result
 
-    r = await step("RunPodSandbox", cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=pod.config)))
+    r = await step("RunPodSandbox", run_pod_sandbox(t, pod.config))
     pod.pod_id = r.pod_sandbox_id
     t.cleanup.pods.add(pod.pod_id)
     c = await step(
@@ -283,9 +341,7 @@ async def lifecycle(t: Target, opts: BenchOptions) -> ScenarioResult:
 
     async def run_pod(p: _Pod) -> None:
         try:
-            r = await timer.time(
-                "RunPodSandbox", cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=p.config))
-            )
+            r = await timer.time("RunPodSandbox", run_pod_sandbox(t, p.config))
         except errdefs.ArunError:
             p.failed = True
             raise
@@ -383,7 +439,7 @@ async def list_at_scale(t: Target, opts: BenchOptions) -> ScenarioResult:
 
     async def mkpod(cfg: Any) -> None:
         s = time.perf_counter()
-        r = await cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=cfg))
+        r = await run_pod_sandbox(t, cfg)
         setup.add(s, time.perf_counter())
         t.cleanup.pods.add(r.pod_sandbox_id)
         pod_ids.append(r.pod_sandbox_id)
@@ -445,7 +501,7 @@ def _setup_failed(step: str, failed: int, total: int, errors: list[errdefs.ArunE
 async def exec_sync(t: Target, opts: BenchOptions) -> ScenarioResult:
     pb, cri = t.cri.pb, t.cri
     cfg = pod_config(t, opts, f"exec-{t.run_id}")
-    r = await cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=cfg))
+    r = await run_pod_sandbox(t, cfg)
     pod_id = r.pod_sandbox_id
     t.cleanup.pods.add(pod_id)
     c = await cri.call(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 import zlib
@@ -229,3 +230,70 @@ async def test_rounds_take_turns_and_pool(monkeypatch: pytest.MonkeyPatch) -> No
         assert res.steps["RunPodSandbox"].n == 3 and res.extra["rounds"] == 3
     assert report.to_json()["options"]["rounds"] == 3
     assert "3 rounds, endpoints taking turns" in format_report(report)
+
+
+class _FakeCRI:
+    """RunPodSandbox answers from a script; pod removals and sweeps are recorded."""
+
+    def __init__(self, answers: list[object]) -> None:
+        from arun.api.cri.runtime.v1 import api_pb2
+
+        self.pb = api_pb2
+        self.answers = answers
+        self.sent: list[str] = []
+        self.removed: list[str] = []
+        self.swept = 0
+
+    async def call(self, method: str, request: object, *, call_timeout: float | None = None) -> object:
+        assert method == "RunPodSandbox"
+        self.sent.append(request.config.metadata.name)  # type: ignore[attr-defined]
+        answer = self.answers.pop(0)
+        if answer == "hang":
+            await asyncio.Event().wait()
+        if isinstance(answer, Exception):
+            raise answer
+        return self.pb.RunPodSandboxResponse(pod_sandbox_id=str(answer))
+
+    async def remove_pod(self, pod_id: str) -> None:
+        self.removed.append(pod_id)
+
+    async def remove_container(self, container_id: str) -> None:
+        raise AssertionError("no containers here")
+
+    async def remove_everything(self, labels: object = None) -> int:
+        self.swept += 1
+        return 0
+
+
+async def test_a_cut_off_pod_is_asked_for_again_and_removed() -> None:
+    """An interrupted RunPodSandbox may still make its pod (arun finishes it): cleanup re-sends
+    it, waiting out a name the abandoned call still holds, and removes what it answers."""
+    from arun.bench import scenarios
+
+    cri = _FakeCRI(["hang", errdefs.AlreadyExistsError('name "p0" is reserved'), "pod-1"])
+    cleanup = scenarios.Cleanup(cri, {"run": "x"})  # type: ignore[arg-type]
+    t = scenarios.Target("fake", "unix:///fake", cri, "x", cleanup)  # type: ignore[arg-type]
+    cfg = cri.pb.PodSandboxConfig(metadata=cri.pb.PodSandboxMetadata(name="p0", uid="u"))
+    call = asyncio.ensure_future(scenarios.run_pod_sandbox(t, cfg))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert list(cleanup.cut_off.values()) == [cfg]
+    assert await cleanup.run() == []
+    assert cri.sent == ["p0", "p0", "p0"] and cri.removed == ["pod-1"] and cri.swept == 1
+    assert cleanup.cut_off == {}
+
+
+async def test_answered_pod_calls_leave_nothing_cut_off() -> None:
+    from arun.bench import scenarios
+
+    cri = _FakeCRI(["pod-1", errdefs.InvalidArgumentError("bad config")])
+    cleanup = scenarios.Cleanup(cri, {})  # type: ignore[arg-type]
+    t = scenarios.Target("fake", "unix:///fake", cri, "x", cleanup)  # type: ignore[arg-type]
+    cfg = cri.pb.PodSandboxConfig(metadata=cri.pb.PodSandboxMetadata(name="p0", uid="u"))
+    assert (await scenarios.run_pod_sandbox(t, cfg)).pod_sandbox_id == "pod-1"
+    with pytest.raises(errdefs.InvalidArgumentError):
+        await scenarios.run_pod_sandbox(t, cfg)
+    assert cleanup.cut_off == {} and cleanup.pods == {"pod-1"}
+    assert await cleanup.run() == [] and cri.removed == ["pod-1"] and cri.sent == ["p0", "p0"]
