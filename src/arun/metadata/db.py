@@ -1,11 +1,4 @@
-"""The metadata database: SQLite in WAL mode, called on the event loop's thread.
-
-A statement on this small, local database takes microseconds, and a commit in WAL mode with
-``synchronous=NORMAL`` is a write to the log without an fsync (only the occasional checkpoint
-syncs): far less than handing each statement to a worker thread and back, which is what
-aiosqlite did (two thread switches per call, five or more per transaction, each a wait for the
-GIL on a busy machine). Only the daemon opens the database and one writer at a time holds a
-transaction (``update()`` is serialised), so no statement waits for a lock.
+"""The metadata database: SQLite in WAL mode through aiosqlite.
 
 Every store call runs inside one transaction. ``update()`` and ``view()``
 join the transaction already open in this context (a contextvar), so nested
@@ -29,6 +22,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+
 from arun.errdefs import InternalError
 
 log = logging.getLogger(__name__)
@@ -41,36 +36,33 @@ Callback = Callable[[], Awaitable[None] | None]
 class Tx:
     """One open transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, writable: bool) -> None:
+    def __init__(self, conn: aiosqlite.Connection, writable: bool) -> None:
         self.conn = conn
         self.writable = writable
         self._on_commit: list[Callback] = []
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run a statement; returns the number of rows changed."""
-        cur = self.conn.execute(sql, tuple(params))
+        cur = await self.conn.execute(sql, tuple(params))
         try:
             return cur.rowcount
         finally:
-            cur.close()
+            await cur.close()
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        self.conn.executemany(sql, [tuple(r) for r in rows]).close()
+        await self.conn.executemany(sql, [tuple(r) for r in rows])
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        cur = self.conn.execute(sql, tuple(params))
+        cur = await self.conn.execute(sql, tuple(params))
         try:
-            row: sqlite3.Row | None = cur.fetchone()
+            row: sqlite3.Row | None = await cur.fetchone()
             return row
         finally:
-            cur.close()
+            await cur.close()
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        cur = self.conn.execute(sql, tuple(params))
-        try:
-            return cur.fetchall()
-        finally:
-            cur.close()
+        rows = await self.conn.execute_fetchall(sql, tuple(params))
+        return list(rows)
 
     def on_commit(self, callback: Callback) -> None:
         """Run ``callback`` after this transaction commits (never if it rolls back)."""
@@ -87,32 +79,32 @@ def current() -> Tx | None:
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode=WAL").close()
+        self._writer = await self._connect()
+        await self._writer.execute("PRAGMA journal_mode=WAL")
         await migrate(self._writer)
-        self._reader = self._connect()
+        self._reader = await self._connect()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
         conn.row_factory = sqlite3.Row
         # NORMAL in WAL mode survives a process crash (kill -9); only power loss can lose
         # the last commits, and the database stays consistent either way.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
             if conn is not None:
-                conn.close()
+                await conn.close()
         self._reader = self._writer = None
 
     @contextlib.asynccontextmanager
@@ -131,13 +123,22 @@ class Database:
             tx = Tx(conn, writable=True)
             token = _current.set(tx)
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    await asyncio.shield(begin)
+                except asyncio.CancelledError:
+                    # The BEGIN still runs on the connection's thread. Queue a ROLLBACK behind it
+                    # (aiosqlite runs one connection's calls in order, and this task is scheduled
+                    # before the next writer's) so that writer does not find a transaction open.
+                    begin.add_done_callback(_consume)
+                    asyncio.ensure_future(conn.execute("ROLLBACK")).add_done_callback(_consume)
+                    raise
                 try:
                     yield tx
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    await asyncio.shield(conn.execute("ROLLBACK"))
                     raise
-                conn.execute("COMMIT")
+                await asyncio.shield(conn.execute("COMMIT"))
             finally:
                 _current.reset(token)
         for cb in tx._on_commit:
@@ -162,13 +163,19 @@ class Database:
             tx = Tx(conn, writable=False)
             token = _current.set(tx)
             try:
-                conn.execute("BEGIN")
+                await conn.execute("BEGIN")
                 try:
                     yield tx
                 finally:
-                    conn.execute("ROLLBACK")
+                    await asyncio.shield(conn.execute("ROLLBACK"))
             finally:
                 _current.reset(token)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a background call's outcome (a failed ROLLBACK after a failed BEGIN is fine)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_\w+\.sql$")
@@ -188,9 +195,10 @@ def migrations() -> list[tuple[int, str, str]]:
     return out
 
 
-async def migrate(conn: sqlite3.Connection) -> int:
+async def migrate(conn: aiosqlite.Connection) -> int:
     """Bring the schema to the newest version; each step is one transaction."""
-    row = conn.execute("PRAGMA user_version").fetchone()
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
     version = int(row[0]) if row else 0
     steps = migrations()
     if version > len(steps):
@@ -199,5 +207,5 @@ async def migrate(conn: sqlite3.Connection) -> int:
         )
     for v, name, sql in steps[version:]:
         log.info("applying metadata migration %s", name)
-        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {v};\nCOMMIT;")
+        await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {v};\nCOMMIT;")
     return len(steps)
