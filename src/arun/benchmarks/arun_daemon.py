@@ -47,8 +47,9 @@ async def _version_ok(sock: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def private_arun(workdir: Path, config: str = "") -> AsyncIterator[str]:
-    """Start ``arun daemon`` under ``workdir``; yields its socket path."""
+async def private_arun(workdir: Path, config: str = "", *, keep: bool = False) -> AsyncIterator[str]:
+    """Start ``arun daemon`` under ``workdir``; yields its socket path. The directory is
+    removed when the daemon stops, unless ``keep`` (the caller removes it later)."""
     root, state = workdir / "root", workdir / "state"
     root.mkdir(parents=True)
     state.mkdir(parents=True)
@@ -90,7 +91,8 @@ async def private_arun(workdir: Path, config: str = "") -> AsyncIterator[str]:
             proc.kill()
             await asyncio.to_thread(proc.wait)
         await asyncio.to_thread(subprocess.run, ["umount", "-R", str(root)], capture_output=True, check=False)
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        if not keep:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
 _SAMPLER = r"""
