@@ -725,6 +725,13 @@ class _Puller:
                 diff = await applier.apply_stream(layer, mounts, feed)
             except errdefs.UnimplementedError:
                 diff = None  # no differ streams this layer: wait for the blob instead
+            except Exception:
+                # Bad bytes usually break the extraction before the commit sees the digest
+                # mismatch: report what the download finds, as an unpack after it would.
+                await asyncio.wait({done[index]})
+                if not done[index].cancelled() and done[index].exception() is not None:
+                    raise done[index].exception() from None  # type: ignore[misc]
+                raise
             finally:
                 await asyncio.shield(self._end_stream(index))
             # The feed ends only after the commit verified the blob; surface the download's
