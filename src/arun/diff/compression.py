@@ -42,6 +42,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _OUT_CHUNK = 256 * 1024
 _IN_CHUNK = 1 << 20
+_FEED = 64 * 1024
 _HISTORY = 4096
 
 # A function returning the next chunk of the compressed blob, b"" at the end.
@@ -112,17 +113,41 @@ class _RawFile(io.RawIOBase):
 class _Gunzip:
     """gzip decompression of a ``_RawFile`` in bounded pieces: members one after the other
     (zero padding between them skipped, as Python's gzip does), each trailer's CRC and
-    length checked by the inflater; a stream cut short is an error."""
+    length checked by the inflater; a stream cut short is an error.
+
+    The inflater gets the input in slices of ``_FEED`` bytes and produces at most
+    ``_OUT_CHUNK`` bytes per call into a buffer that small reads (tar headers) are served
+    from: asking it for a few hundred bytes at a time would copy the unconsumed rest of
+    the input on every call.
+    """
 
     def __init__(self, raw: _RawFile) -> None:
         self._raw = raw
         self._d: Any = _inflate.decompressobj(16 + zlib.MAX_WBITS)
-        self._in = b""
+        self._in = b""  # input not yet given to the inflater
+        self._in_off = 0
+        self._out = b""
+        self._out_off = 0
         self._done = False
+
+    def _input(self) -> bytes:
+        """The next slice of input: the inflater's leftover first, then the raw chunk."""
+        tail: bytes = self._d.unconsumed_tail
+        if tail:
+            return tail
+        if self._in_off >= len(self._in):
+            self._in = self._raw.read_chunk(_IN_CHUNK)
+            self._in_off = 0
+            if not self._in:
+                return b""
+        piece = self._in[self._in_off : self._in_off + _FEED]
+        self._in_off += len(piece)
+        return piece
 
     def _next_member(self) -> bool:
         """After a member: start the next one if more (non-zero) data follows."""
-        rest = self._d.unused_data.lstrip(b"\0")
+        rest = (self._d.unused_data + self._in[self._in_off :]).lstrip(b"\0")
+        self._in, self._in_off = b"", 0
         while not rest:
             chunk = self._raw.read_chunk(_IN_CHUNK)
             if not chunk:
@@ -133,21 +158,31 @@ class _Gunzip:
         self._in = rest
         return True
 
-    def read(self, n: int) -> bytes:
+    def _fill(self) -> None:
         while not self._done:
             if self._d.eof:
                 if not self._next_member():
-                    break
+                    return
                 continue
-            if not self._in:
-                self._in = self._raw.read_chunk(_IN_CHUNK)
-                if not self._in:
-                    raise EOFError("compressed stream ended before the end-of-stream marker")
-            out: bytes = self._d.decompress(self._in, n)
-            self._in = self._d.unconsumed_tail
+            data = self._input()
+            if not data:
+                raise EOFError("compressed stream ended before the end-of-stream marker")
+            out: bytes = self._d.decompress(data, _OUT_CHUNK)
             if out:
-                return out
-        return b""
+                self._out, self._out_off = out, 0
+                return
+
+    def read(self, n: int) -> bytes:
+        if self._out_off >= len(self._out):
+            self._fill()
+            if self._out_off >= len(self._out):
+                return b""
+        if self._out_off == 0 and n >= len(self._out):
+            data = self._out
+        else:
+            data = self._out[self._out_off : self._out_off + n]
+        self._out_off += len(data)
+        return data
 
 
 class LayerReader:
