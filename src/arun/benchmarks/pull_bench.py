@@ -258,14 +258,17 @@ async def _seed(reg: RegistryServer, img: im.BuiltImage) -> str:
     return f"{reg.host}/bench/big:v1"
 
 
-async def run_arun_pull(ref: str, runs: int, tmp: Path) -> tuple[Runs, list[float]]:
-    """Pull through a private arun daemon (``arun images pull``), sampling Version latency."""
+async def run_arun_pull(
+    ref: str, runs: int, tmp: Path, pythonpath: str | None = None
+) -> tuple[Runs, list[float]]:
+    """Pull through a private arun daemon (``arun images pull``), sampling Version latency.
+    ``pythonpath``: the daemon and the command of another tree (``--compare-src``)."""
     from arun.benchmarks.arun_daemon import private_arun, version_sampler
 
     out = Runs()
     latencies: list[float] = []
     for i in range(runs):
-        async with private_arun(tmp / f"arun-{i}", keep=True) as sock:
+        async with private_arun(tmp / f"arun-{i}", keep=True, pythonpath=pythonpath) as sock:
             async with version_sampler(sock, interval=0.01) as samples:
                 await asyncio.to_thread(os.sync)
                 t0 = time.perf_counter()
@@ -273,7 +276,12 @@ async def run_arun_pull(ref: str, runs: int, tmp: Path) -> tuple[Runs, list[floa
                     sys.executable, "-m", "arun", "images", "-a", sock, "-n", "bench",
                     "pull", "--plain-http", "--quiet", ref,
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-                    env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+                    env={
+                        **os.environ,
+                        "PYTHONPATH": pythonpath
+                        if pythonpath is not None
+                        else os.pathsep.join(p for p in sys.path if p),
+                    },
                 )  # fmt: skip
                 _, err = await proc.communicate()
                 dt = time.perf_counter() - t0
@@ -367,7 +375,7 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
             ref = await _seed(reg, img)
             # Interleaved (containerd, arun, containerd, arun …): the machine is shared and
             # its disk noisy, so each pair sees about the same conditions.
-            ctd, ip, ar = Runs(), Runs(), Runs()
+            ctd, ip, ar, other = Runs(), Runs(), Runs(), Runs()
             lags: list[float] = []
             lat: list[float] = []
             clat: list[float] = []
@@ -378,6 +386,9 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
                     r, lg = await run_inprocess_pull(ref, 1, tmp / f"p{i}")
                     ip.seconds += r.seconds
                     lags += lg
+                if args.compare_src:
+                    r, _ = await run_arun_pull(ref, 1, tmp / f"o{i}", pythonpath=args.compare_src)
+                    other.seconds += r.seconds
                 if not args.skip_arun:
                     r, lt = await run_arun_pull(ref, 1, tmp / f"a{i}")
                     ar.seconds += r.seconds
@@ -400,6 +411,16 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
                     print(
                         f"ratio arun (in-process)/containerd: {ip.median / ctd.median:.2f}", file=sys.stderr
                     )
+            if other.seconds:
+                result["compare_seconds"] = other.seconds
+                print(
+                    f"arun images pull ({args.compare_src}): "
+                    f"median {other.median:.2f}s {_fmt(other.seconds)}",
+                    file=sys.stderr,
+                )
+                if ctd.seconds:
+                    result["compare_ratio"] = other.median / ctd.median
+                    print(f"ratio compared tree/containerd: {other.median / ctd.median:.2f}", file=sys.stderr)
             if ar.seconds:
                 result["arun_seconds"] = ar.seconds
                 result["version_p50_ms"] = _pct(lat, 50) * 1000
@@ -438,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-containerd", action="store_true")
     p.add_argument("--skip-arun", action="store_true", help="skip the pull through an arun daemon")
     p.add_argument("--in-process", action="store_true", help="also pull in this process into arun's storage")
+    p.add_argument(
+        "--compare-src",
+        default="",
+        help="also pull with the arun of another tree (its src directory, e.g. a `git worktree` of "
+        "main), interleaved with the others: before/after numbers from one run",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     args = p.parse_args(argv)
     result = asyncio.run(amain(args))
