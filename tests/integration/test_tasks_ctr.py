@@ -4,6 +4,7 @@ default), survive the daemon, and are cleaned up when their shim dies."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -67,6 +68,18 @@ def processes_in(path: Path) -> list[int]:
     return found
 
 
+def describe(pids: list[int]) -> list[str]:
+    """pid, command line and working directory of each process, for failure messages."""
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            out.append(f"{pid} {cmd} (cwd {os.readlink(f'/proc/{pid}/cwd')})")
+        except OSError:
+            continue  # gone meanwhile
+    return out
+
+
 def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as fh:
         return [f.split()[4] for f in fh if f.split()[4].startswith(str(path) + "/")]
@@ -83,6 +96,18 @@ def pid_alive(pid: int) -> bool:
 def cgroup_dirs(ns: str) -> list[Path]:
     """cgroup v1 directories ctr's containers of namespace ``ns`` use (``/<ns>/<id>``)."""
     return [d for d in CGROUP_ROOT.glob(f"*/{ns}") if d.is_dir()]
+
+
+def cgroups_of(pid: int) -> list[Path]:
+    """The directories of ``pid``'s cgroups in every v1 hierarchy (``/proc/PID/cgroup``)."""
+    out = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if not controllers or path == "/":
+            continue  # the (empty) unified hierarchy, or a controller the runtime left at the root
+        mount = controllers.removeprefix("name=")
+        out.append(CGROUP_ROOT / mount / path.lstrip("/"))
+    return out
 
 
 def _rmdir(path: Path) -> None:
@@ -157,7 +182,10 @@ def ctx(daemon_factory: Callable[..., Daemon], image: ArchiveImage) -> Iterator[
     finally:
         c.cleanup()
         state = c.daemon.state
-        assert processes_in(state) == [], "shims left running"
+        # A shim leaves on its own after the Shutdown of its last task's delete.
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: processes_in(state) == [], "the shims to exit", 10)
+        assert describe(processes_in(state)) == [], "shims left running"
         assert mounts_under(c.daemon.base) == [], "mounts left behind"
 
 
@@ -357,6 +385,16 @@ def test_killed_shim_reports_exit_and_leaks_nothing(ctx: Ctx, runtime: str) -> N
     assert mounts_under(bundle)
     cgroups = [d / "c1" for d in cgroup_dirs(ctx.ns)]
     assert any(c.is_dir() for c in cgroups)
+    # The container's cgroup in every hierarchy it joined.
+    joined = cgroups_of(pid)
+    assert len(joined) >= 5 and all(c.is_dir() for c in joined), joined
+    runc_state = [root / ctx.ns / "c1" for root in (Path("/run/arun/runc"), Path("/run/containerd/runc"))]
+    assert sum(r.is_dir() for r in runc_state) == 1
+    work = ctx.daemon.root / "io.containerd.runtime.v2.task" / ctx.ns / "c1"
+    assert work.is_dir()
+    address = (bundle / "address").read_text().strip()
+    socket = Path(address.removeprefix("unix://"))
+    assert socket.is_socket()
     ev = Events(ctx)
     try:
         os.kill(shim, signal.SIGKILL)
@@ -370,7 +408,11 @@ def test_killed_shim_reports_exit_and_leaks_nothing(ctx: Ctx, runtime: str) -> N
     wait_until(lambda: not bundle.exists(), "the bundle to be removed", 10)
     assert mounts_under(bundle) == []
     assert not any(c.exists() for c in cgroups)
+    assert [c for c in joined if c.exists()] == [], "cgroups left"
     assert processes_in(ctx.daemon.state) == []
+    assert not any(r.exists() for r in runc_state), "runc state left"
+    assert not work.exists(), "work directory left"
+    assert not socket.exists(), "shim socket left"
     # The container record is still there; a new task can be made for it.
     ctx.ctr("task", "start", "-d", "c1")
     assert ctx.status("c1") == "RUNNING"

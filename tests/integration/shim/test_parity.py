@@ -59,26 +59,34 @@ def _runc_options(env: ShimEnv) -> Any:
 
     from arun.api.containerd.types.runc.options import oci_pb2
 
-    return any_pb2.Any(type_url="containerd.runc.v1.Options", value=oci_pb2.Options(root=env.runc_root).SerializeToString())
+    return any_pb2.Any(
+        type_url="containerd.runc.v1.Options", value=oci_pb2.Options(root=env.runc_root).SerializeToString()
+    )
 
 
 def _resources(limit: int) -> Any:
     from google.protobuf import any_pb2
 
     value = json.dumps({"memory": {"limit": limit}, "cpu": {"shares": 256}}).encode()
-    return any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value=value)
+    return any_pb2.Any(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value=value
+    )
 
 
 def _cgroup_file(env: ShimEnv, id: str, controller: str, name: str) -> str:
     return Path("/sys/fs/cgroup", controller, env.cgroup_parent, id, name).read_text().strip()
 
 
-async def scenario(env: ShimEnv, kind: str, sockets: list[str], log_fds: list[int]) -> list[tuple[str, object]]:
+async def scenario(
+    env: ShimEnv, kind: str, sockets: list[str], log_fds: list[int]
+) -> list[tuple[str, object]]:
     """Run the edge cases against one shim; (step, outcome) with outcome an error class name or
     a summary of the answer."""
     id = env.unique_id(kind)
     bundle = env.bundle(id, SLEEP)
-    address = await (start_go_shim(env, bundle, id, sockets, log_fds) if kind == "go" else env.start_shim(bundle, id))
+    address = await (
+        start_go_shim(env, bundle, id, sockets, log_fds) if kind == "go" else env.start_shim(bundle, id)
+    )
     task = await env.connect(address)
     out: list[tuple[str, object]] = []
 
@@ -144,7 +152,9 @@ async def scenario(env: ShimEnv, kind: str, sockets: list[str], log_fds: list[in
     await step("pids-has-init-and-e3", task.Pids(v2.PidsRequest(id=id)),
                lambda r: {created.pid, e3.pid} <= {p.pid for p in r.processes})  # fmt: skip
     await step("delete-e3-running", task.Delete(v2.DeleteRequest(id=id, exec_id="e3")))
-    await step("resize-e3-no-terminal", task.ResizePty(v2.ResizePtyRequest(id=id, exec_id="e3", width=80, height=24)))
+    await step(
+        "resize-e3-no-terminal", task.ResizePty(v2.ResizePtyRequest(id=id, exec_id="e3", width=80, height=24))
+    )
     await step("closeio-e3-no-stdin", task.CloseIO(v2.CloseIORequest(id=id, exec_id="e3", stdin=True)))
     await step("kill-e3", task.Kill(v2.KillRequest(id=id, exec_id="e3", signal=15)))
     await step("wait-e3", task.Wait(v2.WaitRequest(id=id, exec_id="e3"), timeout=20), exit_status)
@@ -152,7 +162,9 @@ async def scenario(env: ShimEnv, kind: str, sockets: list[str], log_fds: list[in
     # unknown exec ids
     await step("kill-unknown-exec", task.Kill(v2.KillRequest(id=id, exec_id="nope", signal=9)))
     await step("wait-unknown-exec", task.Wait(v2.WaitRequest(id=id, exec_id="nope"), timeout=5))
-    await step("resize-unknown-exec", task.ResizePty(v2.ResizePtyRequest(id=id, exec_id="nope", width=1, height=1)))
+    await step(
+        "resize-unknown-exec", task.ResizePty(v2.ResizePtyRequest(id=id, exec_id="nope", width=1, height=1))
+    )
     await step("closeio-unknown-exec", task.CloseIO(v2.CloseIORequest(id=id, exec_id="nope", stdin=True)))
     await step("delete-unknown-exec", task.Delete(v2.DeleteRequest(id=id, exec_id="nope")))
     # the init process
@@ -242,5 +254,6 @@ async def test_task_api_edge_cases_match_the_go_shim(shim_env: ShimEnv) -> None:
     assert got["kill-init-exited"] == "NotFoundError" and got["delete-init-again"] == "NotFoundError"
     assert got["exec-e1-again"] == "AlreadyExistsError" and got["state-unknown-exec"] == "NotFoundError"
     assert got["stats"] == (
-        "io.containerd.cgroups.v1.Metrics", ["blkio", "cpu", "memory", "memory_oom_control", "pids"]
+        "io.containerd.cgroups.v1.Metrics",
+        ["blkio", "cpu", "memory", "memory_oom_control", "pids"],
     )

@@ -142,4 +142,7 @@ def test_v1_blkio_is_reported_without_any_io(tmp_path: Path) -> None:
     assert m.HasField("blkio") and not m.HasField("memory")
     write(blkio / "blkio.throttle.io_serviced", "8:0 Read 3\n8:0 Write 4\nTotal 7\n")
     m = cgroups.CgroupV1({"blkio": str(blkio)}).stats()
-    assert sorted((e.op, e.major, e.value) for e in m.blkio.io_serviced_recursive) == [("Read", 8, 3), ("Write", 8, 4)]
+    assert sorted((e.op, e.major, e.value) for e in m.blkio.io_serviced_recursive) == [
+        ("Read", 8, 3),
+        ("Write", 8, 4),
+    ]
