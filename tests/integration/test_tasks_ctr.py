@@ -452,20 +452,46 @@ def test_containers_outlive_a_killed_daemon(
             ctx.run_d(id, *cmd, runtime=runtime)
         before = ctx.tasks()
         assert len(before) == 20
-        shims_before = set(shim_pids(ctx).values())
+        shims = shim_pids(ctx)
+        # c02's shim (arun's) and c09's (the Go shim) die while the daemon is down.
+        dead = {"c02": shims.pop("c02"), "c09": shims.pop("c09")}
+        dead_cgroups = [c for id in dead for c in cgroups_of(before[id][0])]
+        dead_sockets = [
+            Path(
+                (ctx.daemon.state / "io.containerd.runtime.v2.task" / ctx.ns / id / "address")
+                .read_text()
+                .strip()
+                .removeprefix("unix://")
+            )
+            for id in dead
+        ]
+        assert all(s.is_socket() for s in dead_sockets)
 
         first.proc.send_signal(signal.SIGKILL)
         first.returncode = first.proc.wait()
+        for pid in dead.values():
+            os.kill(pid, signal.SIGKILL)
         time.sleep(3)  # c00 exits while the daemon is down
         ctx.daemon = daemon_factory(base=first.base)
 
         after = ctx.tasks()
-        assert sorted(after) == ids
+        live = [id for id in ids if id not in dead]
+        assert sorted(after) == live
         assert after["c00"][1] == "STOPPED"
-        for id in ids[1:]:
+        for id in live[1:]:
             assert after[id] == before[id], id
             assert pid_alive(after[id][0])
-        assert set(shim_pids(ctx).values()) == shims_before
+        assert set(shim_pids(ctx).values()) == set(shims.values())
+        # The dead shims' tasks: cleaned up at start-up, nothing left of them.
+        for id in dead:
+            assert not pid_alive(before[id][0]), id
+            assert not (ctx.daemon.state / "io.containerd.runtime.v2.task" / ctx.ns / id).exists()
+            assert mounts_under(ctx.daemon.state / "io.containerd.runtime.v2.task" / ctx.ns / id) == []
+        wait_until(lambda: not any(c.exists() for c in dead_cgroups), "the dead tasks' cgroups to go", 10)
+        assert [s for s in dead_sockets if s.exists()] == []
+        # Their containers can run again.
+        ctx.ctr("task", "start", "-d", "c02")
+        assert ctx.status("c02") == "RUNNING"
         # Reported with its exit code.
         assert ctx.delete("c00") == 42
         # Still manageable: exec, kill, delete.
@@ -476,7 +502,7 @@ def test_containers_outlive_a_killed_daemon(
         ctx.ctr("task", "kill", "-s", "SIGKILL", "c01")
         wait_until(lambda: ctx.status("c01") == "STOPPED", "c01 to stop")
         assert ctx.delete("c01") == 137
-        assert len(ctx.tasks()) == 18
+        assert len(ctx.tasks()) == 17
     finally:
         if ctx.daemon is first:
             # Failed before the restart: a daemon on the same state cleans up the containers.
