@@ -182,9 +182,9 @@ def ctx(daemon_factory: Callable[..., Daemon], image: ArchiveImage) -> Iterator[
     finally:
         c.cleanup()
         state = c.daemon.state
-        # A shim leaves on its own after the Shutdown of its last task's delete.
+        # A shim exits on its own shortly after its last task is deleted (as the Go shim does).
         with contextlib.suppress(AssertionError):
-            wait_until(lambda: processes_in(state) == [], "the shims to exit", 10)
+            wait_until(lambda: processes_in(state) == [], "shims to exit", 30)
         assert describe(processes_in(state)) == [], "shims left running"
         assert mounts_under(c.daemon.base) == [], "mounts left behind"
 
