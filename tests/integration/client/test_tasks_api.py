@@ -53,6 +53,7 @@ async def test_update_metrics_pids_and_process_calls(client: Client, busybox: st
     from arun.api.cgroups.v1 import metrics_pb2
     from arun.api.containerd.services.tasks.v1 import tasks_pb2
     from arun.api.containerd.types.runc.options import oci_pb2
+    from arun.api.containerd.types.task import task_pb2 as task_types
 
     ctr = await client.containers.create("c-" + os.urandom(4).hex(), busybox, command=["sleep", "1000"])
     task = await ctr.new_task()
@@ -109,6 +110,11 @@ async def test_update_metrics_pids_and_process_calls(client: Client, busybox: st
                 client, "ListPids", tasks_pb2.ListPidsRequest(container_id="nope"), tasks_pb2.ListPidsResponse
             ),
         }  # fmt: skip
+        got["delete-running-task"] = await outcome(
+            client, "Delete", tasks_pb2.DeleteTaskRequest(container_id=id), tasks_pb2.DeleteResponse
+        )
+        state = await call(client, "Get", tasks_pb2.GetRequest(container_id=id), tasks_pb2.GetResponse)
+        assert state.process.pid == task.pid and state.process.status == task_types.RUNNING
         await p.kill(9)
         assert (await p.wait()).code == 137
         got["delete-process-exited"] = await outcome(
@@ -124,6 +130,7 @@ async def test_update_metrics_pids_and_process_calls(client: Client, busybox: st
             "resize-no-terminal": "ok",
             "delete-process-unknown": "NotFoundError",
             "delete-process-running": got["delete-process-running"],
+            "delete-running-task": got["delete-running-task"],
             "update-unknown-task": "NotFoundError",
             "pids-unknown-task": "NotFoundError",
             "delete-process-exited": "ok",
@@ -131,6 +138,7 @@ async def test_update_metrics_pids_and_process_calls(client: Client, busybox: st
         }
         # containerd passes the Go shim's plain error on (Unknown); arun says FailedPrecondition.
         assert got["delete-process-running"] in ("UnknownError", "FailedPreconditionError")
+        assert got["delete-running-task"] in ("UnknownError", "FailedPreconditionError")
     finally:
         await task.delete(force=True)
         await ctr.delete()
