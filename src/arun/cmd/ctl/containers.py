@@ -149,9 +149,9 @@ def _raw_terminal(enabled: bool) -> Iterator[None]:
 
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    # TCSANOW, not setraw's default TCSAFLUSH: what the user typed ahead while the container
-    # started is input for it, not to be thrown away.
-    tty.setraw(fd, termios.TCSANOW)
+    # TCSADRAIN, not setraw's default TCSAFLUSH: what was typed while the container was
+    # being created reaches it instead of being thrown away.
+    tty.setraw(fd, termios.TCSADRAIN)
     try:
         yield
     finally:
@@ -324,7 +324,10 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                 await task.start()
                 started = True
                 if args.detach:
-                    stdout.write(f"{args.id}\n")
+                    if args.output == "table":
+                        stdout.write(f"{args.id}\n")
+                    else:
+                        emit(stdout, args.output, {"id": args.id, "pid": task.pid, "log": log_path})
                     return 0
                 assert waiter is not None
                 if task.io is not None and args.interactive:
@@ -350,6 +353,11 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                             _cni_request(c.namespace, args.id), ""
                         )
                 with contextlib.suppress(errdefs.ArunError):
+                    await _remove(c, args.id, force=True)
+            elif args.rm:
+                # Started, then this command failed (its terminal went away, say): --rm still
+                # means the container goes, with its task.
+                with contextlib.suppress(errdefs.ArunError, OSError):
                     await _remove(c, args.id, force=True)
             raise
 
@@ -430,7 +438,10 @@ async def _exec(args: argparse.Namespace, stdout: IO[str]) -> int:
                 await p.start()
                 if args.detach:
                     waiter.cancel()
-                    stdout.write(f"{exec_id}\n")
+                    if args.output == "table":
+                        stdout.write(f"{exec_id}\n")
+                    else:
+                        emit(stdout, args.output, {"id": args.id, "exec_id": exec_id, "pid": p.pid})
                     return 0
                 if args.tty:
                     await _follow_terminal_size(p)
