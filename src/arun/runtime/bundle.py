@@ -177,7 +177,8 @@ def create(root: Path, state: Path, namespace: str, id: str, spec: bytes) -> Bun
             shutil.rmtree(work)
             work.mkdir(mode=0o711)
         made.append(work)
-        path.mkdir(mode=0o700)
+        # 0711: runc, as the root of a pod user namespace, must reach rootfs/ through it.
+        path.mkdir(mode=0o711)
         made.append(path)
         (path / ROOTFS).mkdir(mode=0o711)
         os.symlink(work, path / WORK)
