@@ -535,7 +535,10 @@ async def create_task(
         Mount(type=m.type, source=m.source, target=getattr(m, "target", ""), options=tuple(m.options))
         for m in opts.rootfs
     ]
-    mapped = await asyncio.to_thread(usernslib.map_rootfs, rootfs, work, pinned_userns(c, sid))
+    uids, gids = copts.userns_mappings(config.linux.security_context.namespace_options.userns_options)
+    mapped = await asyncio.to_thread(
+        usernslib.map_rootfs, rootfs, work, pinned_userns(c, sid), uids[0]["hostID"], gids[0]["hostID"]
+    )
     try:
         return await c.runtime.create(task_id, dataclasses.replace(opts, rootfs=mapped))
     finally:

@@ -188,7 +188,7 @@ def _layer_dirs(m: Mount) -> list[str]:
         dirs: list[str] = []
         for o in m.options:
             key, sep, value = o.partition("=")
-            if sep and key in ("lowerdir", "upperdir", "workdir"):
+            if sep and key == "lowerdir":
                 dirs.extend(p for p in value.split(":") if p)
         return dirs
     if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
@@ -196,16 +196,28 @@ def _layer_dirs(m: Mount) -> list[str]:
     raise FailedPreconditionError(f"cannot id-map a root filesystem mounted as {m.type!r}")
 
 
-def map_rootfs(mounts: Sequence[Mount], workdir: str, userns_path: str) -> list[Mount]:
-    """The snapshot's mounts with every layer directory named through one id-mapped view of
-    the directory that holds them all, mounted at ``workdir/layers``. Undo with
-    :func:`unmap_rootfs` (as soon as the mounts are mounted). Blocking."""
+def map_rootfs(
+    mounts: Sequence[Mount], workdir: str, userns_path: str, root_uid: int, root_gid: int
+) -> list[Mount]:
+    """The snapshot's mounts with every read-only layer (an overlay's lower directories, a bind
+    mount's source) named through one id-mapped view of the directory that holds them all,
+    mounted at ``workdir/layers``. An overlay's upper and work directories cannot go through
+    the view (overlayfs works in them with the mounter's ids, which the pod's maps do not
+    hold): they stay as they are and the upper directory is given to the pod's root
+    (``root_uid``:``root_gid`` on the host), so what the pod writes is stored with its host ids.
+    Undo with :func:`unmap_rootfs` (as soon as the mounts are mounted). Blocking."""
+    for m in mounts:
+        if m.type == "overlay":
+            for o in m.options:
+                key, sep, value = o.partition("=")
+                if sep and key == "upperdir" and value:
+                    os.lchown(value, root_uid, root_gid)
     dirs = [os.path.normpath(d) for m in mounts for d in _layer_dirs(m)]
     if not dirs:
         raise FailedPreconditionError("the root filesystem has no layer to id-map")
-    # The parent of the layers' common directory: for overlay snapshots, the snapshots dir
-    # (each layer is snapshots/<n>/fs, its work dir snapshots/<n>/work).
-    common = os.path.dirname(os.path.commonpath(dirs)) if len(dirs) > 1 else os.path.dirname(dirs[0])
+    # For an overlay snapshot of several layers, the snapshots dir (each layer is
+    # snapshots/<n>/fs); for one layer, that layer.
+    common = os.path.commonpath(dirs)
     if common in ("", "/"):
         raise FailedPreconditionError(f"cannot id-map layers without a common parent: {dirs}")
     os.makedirs(workdir, mode=0o700, exist_ok=True)
@@ -218,7 +230,7 @@ def map_rootfs(mounts: Sequence[Mount], workdir: str, userns_path: str) -> list[
         raise
 
     def through(p: str) -> str:
-        return os.path.join(view, os.path.relpath(os.path.normpath(p), common))
+        return os.path.normpath(os.path.join(view, os.path.relpath(os.path.normpath(p), common)))
 
     out = []
     for m in mounts:
@@ -226,7 +238,7 @@ def map_rootfs(mounts: Sequence[Mount], workdir: str, userns_path: str) -> list[
             opts = []
             for o in m.options:
                 key, sep, value = o.partition("=")
-                if sep and key in ("lowerdir", "upperdir", "workdir"):
+                if sep and key == "lowerdir":
                     opts.append(f"{key}=" + ":".join(through(p) for p in value.split(":") if p))
                 else:
                     opts.append(o)
@@ -285,12 +297,16 @@ def probe(directory: str) -> str:
                 ],
                 work,
                 ns,
+                65536,
+                65536,
             )
             try:
                 LinuxMounter().mount(ov[0], merged)
             finally:
                 unmap_rootfs(work)
             try:
+                if os.statvfs(merged).f_flag & os.ST_RDONLY:
+                    return "an overlay over id-mapped layers mounts read-only"
                 st = os.stat(os.path.join(merged, "probe"))
                 if st.st_uid != 65536:
                     return f"a layer's uid 0 shows as {st.st_uid} through an id-mapped overlay, not 65536"
