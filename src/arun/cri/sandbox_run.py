@@ -307,12 +307,7 @@ def sandbox_spec(
         }
     )
     if nsopts.network == api_pb2.NODE and pod_userns(config):
-        # sysfs cannot be mounted from a user namespace that does not own the network
-        # namespace (the host's): the host's /sys is bound instead, read-only.
-        s["mounts"] = [m for m in s["mounts"] if os.path.normpath(m["destination"]) != "/sys"]
-        s["mounts"].append(
-            {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "rro", *ro[2:]]}
-        )
+        copts.with_host_sys_bind(s)
     sysctls = dict(linux.sysctls)
     if nsopts.network != api_pb2.NODE:
         if c.config.enable_unprivileged_ports and "net.ipv4.ip_unprivileged_port_start" not in sysctls:
