@@ -23,7 +23,7 @@ def sandbox_proto(sb: Sandbox) -> api_pb2.PodSandbox:
     if cached is not None and cached[0] == key:
         return cached[1]
     out = api_pb2.PodSandbox(
-        id=sb.id, state=key[0], created_at=key[1], runtime_handler=md.runtime_handler
+        id=sb.id, state=pod_state(sb), created_at=key[1], runtime_handler=md.runtime_handler
     )
     out.metadata.CopyFrom(md.config.metadata)
     out.labels.update(md.config.labels)
