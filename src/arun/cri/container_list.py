@@ -71,7 +71,7 @@ def _filtered(c: CRIService, f: api_pb2.ContainerFilter) -> Iterator[Container]:
 async def list_containers(
     c: CRIService, req: api_pb2.ListContainersRequest
 ) -> api_pb2.ListContainersResponse:
+    """The reply; it may be the very object an earlier call returned (listcache): never modify it."""
     f = req.filter if req.HasField("filter") else None
     entries = [container_proto(c, x) for x in filtered(c, f)]
     return c.list_replies.containers.reply(b"" if f is None else f.SerializeToString(), entries)
-

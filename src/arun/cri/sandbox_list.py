@@ -58,7 +58,7 @@ def _filtered(c: CRIService, f: api_pb2.PodSandboxFilter) -> Iterator[Sandbox]:
 async def list_pod_sandbox(
     c: CRIService, req: api_pb2.ListPodSandboxRequest
 ) -> api_pb2.ListPodSandboxResponse:
+    """The reply; it may be the very object an earlier call returned (listcache): never modify it."""
     f = req.filter if req.HasField("filter") else None
     entries = [sandbox_proto(sb) for sb in filtered(c, f)]
     return c.list_replies.sandboxes.reply(b"" if f is None else f.SerializeToString(), entries)
-
