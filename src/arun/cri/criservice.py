@@ -32,6 +32,7 @@ from arun.core.runtime import TASK_OOM, Exit, TaskRuntime
 from arun.cri.config import CRIConfig
 from arun.cri.constants import K8S_NAMESPACE
 from arun.cri.images.store import ImageIndex
+from arun.cri.listcache import ListReplies
 from arun.cri.store.container import Container, ContainerStore
 from arun.cri.store.sandbox import Sandbox, SandboxState, SandboxStore
 from arun.cri.streaming import StreamingServer
@@ -144,6 +145,8 @@ class CRIService:
         self.collect = collect
         self.sandboxes = SandboxStore()
         self.containers = ContainerStore()
+        # The last ListContainers/ListPodSandbox replies (container_list, sandbox_list).
+        self.list_replies = ListReplies()
         self.events = EventBroadcaster()
         self.streaming: StreamingServer | None = None
         self.images = ImageIndex(meta.images, meta.content_store())

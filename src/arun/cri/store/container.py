@@ -161,6 +161,12 @@ class StatusFile:
     def get(self) -> ContainerStatus:
         return replace(self._status)
 
+    @property
+    def current(self) -> ContainerStatus:
+        """The status itself, not a copy: for readers that only look (the list path). Never modify it;
+        ``update`` replaces the object rather than changing it, so a reference stays consistent."""
+        return self._status
+
     def update(self, **changes: Any) -> ContainerStatus:
         """Apply ``changes``; persisted fields are written to disk (synchronously: the file is tiny)."""
         new = replace(self._status, **changes)
@@ -197,6 +203,9 @@ class Container:
         self.oom_killed = False
         # Its snapshot's mounts, known since CreateContainer (None after a restart: asked again).
         self.rootfs: list[Any] | None = None
+        # The ListContainers entry, built once per (state, created_at) it was listed in; shared by
+        # every reply, so never modified after it is built (see container_list.container_proto).
+        self.list_entry: tuple[tuple[int, int], api_pb2.Container] | None = None
 
     @property
     def id(self) -> str:

@@ -97,6 +97,9 @@ class Sandbox:
         self.shm_path = ""
         self.spec: dict[str, Any] | None = None
         self.updated_at = time.time_ns()
+        # The ListPodSandbox entry, built once per state it was listed in; shared by every reply,
+        # so never modified after it is built (see sandbox_list.sandbox_proto).
+        self.list_entry: tuple[tuple[int, int], api_pb2.PodSandbox] | None = None
 
     @property
     def id(self) -> str:
