@@ -123,9 +123,14 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         base: Path | None = None,
         address: Path | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
     ) -> Daemon:
-        """Start a daemon and wait until its socket answers; DaemonError if it exits first."""
+        """Start a daemon and wait until its socket answers; DaemonError if it exits first.
+
+        ``timeout`` defaults to ``$ARUN_TEST_DAEMON_START_TIMEOUT`` or 90 s: on a shared, loaded
+        machine a fresh interpreter importing the daemon has taken more than 30 s."""
+        if timeout is None:
+            timeout = float(os.environ.get("ARUN_TEST_DAEMON_START_TIMEOUT", "90"))
         base = base or Path(tempfile.mkdtemp(prefix="arun-", dir="/tmp"))
         if config_text is not None:
             (base / "config.toml").write_text(config_text)
