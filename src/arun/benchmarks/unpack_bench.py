@@ -566,6 +566,8 @@ def run_daemons(img: ImageSet, workdir: str | os.PathLike[str], runs: int) -> di
                 else:
                     took, fp = _containerd_import(img, wd, unpack=unpack)
                 times[side if unpack else f"{side}_no_unpack"].append(took)
+                what = "import" if unpack else "import --no-unpack"
+                print(f"  round {i + 1}: {side:10} {what:18} {took:7.2f} s", file=sys.stderr, flush=True)
                 if fp:
                     prints[side] = fp
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -270,3 +270,47 @@ async def test_stalled_pull_is_cancelled_after_the_progress_timeout() -> None:
             await asyncio.to_thread(d.stop)
         await reg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def test_pull_through_legacy_registry_mirrors() -> None:
+    """The older ``registry.mirrors`` form (no ``config_path``): ``busybox`` → docker.io → the
+    loopback registry named as its mirror endpoint."""
+    import shutil
+
+    from grpclib.client import Channel
+
+    tmp = Path(tempfile.mkdtemp(prefix="cri-mirrors-"))
+    reg = await start_registry(tmp)
+    d = None
+    try:
+        img = im.build_image([im.busybox_layer()])
+        await im.push_raw(reg.url, "library/busybox", "latest", img)
+        (tmp / "net.d").mkdir()
+        mirrors = (
+            '  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n'
+            f'    endpoint = ["http://{reg.host}"]'
+        )
+        d = await asyncio.to_thread(
+            Daemon.start,
+            config_text=config_text(
+                sandbox_image="unused/pause:1", cni_conf_dir=str(tmp / "net.d"), certs_dir="", extra=mirrors
+            ),
+        )
+        ch = Channel(path=str(d.address))
+        try:
+            c = CRIClient(ch)
+            assert await c.pull("busybox") == img.config_digest
+            got = (await status(c, "docker.io/library/busybox:latest")).image
+            assert "docker.io/library/busybox:latest" in got.repo_tags
+            # a name with no mirror goes to its own (unreachable) registry: a clear error, no image
+            with pytest.raises(GRPCError) as e:
+                await asyncio.wait_for(c.pull("quay.invalid/arun/none:1"), 120)
+            assert e.value.status == Status.UNAVAILABLE, e.value
+            assert not (await status(c, "quay.invalid/arun/none:1")).HasField("image")
+        finally:
+            ch.close()
+    finally:
+        if d is not None:
+            await asyncio.to_thread(d.stop)
+        await reg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
