@@ -7,6 +7,9 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -232,6 +235,10 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
                 resp = await conn.call("Connect", conn.request("Connect", id="c"))
                 assert resp.shim_pid == pid
                 assert Path(f"/proc/{pid}/comm").read_text().strip() == "arun-shim"
+                # ps shows what the start binary would have launched, not the zygote
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert cmdline.startswith(b"containerd-shim-arun-v1 -namespace ns -id c")
+                assert b"arun.runtime.zygote" not in cmdline
             finally:
                 await conn.close()
             await _shutdown(result.address)
@@ -248,3 +255,31 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
         await z.close()
     for pid in waiting:
         assert await _gone(pid)
+
+
+def test_daemon_gone_before_ready_is_a_quiet_exit(base: Path) -> None:
+    """SIGTERM right after boot closes the daemon's end while the zygote still warms up: the
+    zygote leaves with status 0 and writes nothing (it used to print a BrokenPipeError)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    env = {**env_for(base).environment(""), "PYTHONPATH": src, "ARUN_ZYGOTE_SPARES": "1"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arun.runtime.zygote", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        theirs.close()
+    ours.close()  # before the zygote has imported the shim: its "ready" finds no reader
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, err.decode(), out.decode()) == (0, "", "")
