@@ -16,6 +16,10 @@ Not a test. ``python -m arun.benchmarks.unpack_bench --help``.
   socket; CRI disabled), times ``ctr images import`` of the same archive
   with and without ``--no-unpack`` (two fresh daemons), stops it and removes
   everything it created.
+* ``run_daemons`` (``--ctr``) is the end-to-end comparison: ``ctr images
+  import`` of the same archive into a fresh private arun daemon and a fresh
+  private containerd, interleaved (arun, containerd, containerd, arun, ...),
+  with and without ``--no-unpack``; it reports medians and their ratios.
 
 Both sides need root (overlayfs).
 """
@@ -509,6 +513,77 @@ def run_containerd(img: ImageSet, workdir: str | os.PathLike[str]) -> dict[str, 
     return out
 
 
+# ---------------------------------------------------------------- arun daemon vs containerd, both via ctr
+
+
+async def _arun_import(img: ImageSet, workdir: Path, *, unpack: bool) -> tuple[float, list[str]]:
+    from arun.benchmarks.arun_daemon import private_arun
+
+    wd = Path(tempfile.mkdtemp(prefix="arund-", dir=workdir))
+    async with private_arun(wd) as sock:
+        took = await asyncio.to_thread(_ctr_import, sock, img.archive, unpack=unpack)
+        prints: list[str] = []
+        if unpack:
+            snaps = wd / "root" / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+            prints = await asyncio.to_thread(snapshot_fingerprints, snaps)
+    return took, prints
+
+
+def _containerd_import(img: ImageSet, workdir: Path, *, unpack: bool) -> tuple[float, list[str]]:
+    wd = Path(tempfile.mkdtemp(prefix="ctrd-", dir=workdir))
+    try:
+        with _containerd(wd) as sock:
+            took = _ctr_import(sock, img.archive, unpack=unpack)
+            prints: list[str] = []
+            if unpack:
+                prints = snapshot_fingerprints(
+                    wd / "root" / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+                )
+    finally:
+        _unmount_under(wd)
+        shutil.rmtree(wd, ignore_errors=True)
+    return took, prints
+
+
+def run_daemons(img: ImageSet, workdir: str | os.PathLike[str], runs: int) -> dict[str, object]:
+    """``ctr images import`` into fresh arun and containerd daemons, A B B A interleaved; medians."""
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        raise RuntimeError("containerd/ctr not installed")
+    wd = Path(workdir)
+    times: dict[str, list[float]] = {
+        "arun": [],
+        "arun_no_unpack": [],
+        "containerd": [],
+        "containerd_no_unpack": [],
+    }
+    prints: dict[str, list[str]] = {}
+    for i in range(runs):
+        sides = ["arun", "containerd"] if i % 2 == 0 else ["containerd", "arun"]
+        for unpack in (True, False):
+            for side in sides:
+                if side == "arun":
+                    took, fp = asyncio.run(_arun_import(img, wd, unpack=unpack))
+                else:
+                    took, fp = _containerd_import(img, wd, unpack=unpack)
+                times[side if unpack else f"{side}_no_unpack"].append(took)
+                what = "import" if unpack else "import --no-unpack"
+                print(f"  round {i + 1}: {side:10} {what:18} {took:7.2f} s", file=sys.stderr, flush=True)
+                if fp:
+                    prints[side] = fp
+    med = {k: statistics.median(v) for k, v in times.items()}
+    unpack_a = med["arun"] - med["arun_no_unpack"]
+    unpack_c = med["containerd"] - med["containerd_no_unpack"]
+    return {
+        "runs": runs,
+        "samples_s": times,
+        "median_s": med,
+        "ratio_import": round(med["arun"] / med["containerd"], 2),
+        "ratio_unpack": round(unpack_a / unpack_c, 2) if unpack_c > 0 else None,
+        "unpack_s": {"arun": unpack_a, "containerd": unpack_c},
+        "same_trees": prints.get("arun") == prints.get("containerd"),
+    }
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -521,6 +596,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="repeat each side and report the best")
     ap.add_argument("--no-containerd", action="store_true", help="only run arun")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument(
+        "--ctr",
+        action="store_true",
+        help="also compare `ctr images import` into a private arun daemon and a private containerd "
+        "(interleaved, --runs rounds, medians)",
+    )
+    ap.add_argument("--ctr-only", action="store_true", help="run only the --ctr comparison")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("unpack_bench needs root (overlayfs)", file=sys.stderr)
@@ -537,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
             "build_s": round(time.perf_counter() - t, 2),
         }
     }
+    if args.ctr_only:
+        result["ctr_import"] = run_daemons(img, args.workdir, max(args.runs, 1))
+        if args.json:
+            print(json.dumps(result, indent=2, default=float))
+        else:
+            _report(result)
+        return 0
     arun_runs = []
     for _ in range(args.runs):
         d = tempfile.mkdtemp(prefix="arun-", dir=args.workdir)
@@ -554,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         result["ratio_unpack"] = round(float(best["unpack_s"]) / float(ctr["unpack_s"]), 2)  # type: ignore[arg-type]
         result["same_trees"] = best["fingerprints"] == ctr["fingerprints"]
         result["ratio_total"] = round(float(best["total_s"]) / float(ctr["import_s"]), 2)  # type: ignore[arg-type]
+    if args.ctr:
+        result["ctr_import"] = run_daemons(img, args.workdir, max(args.runs, 1))
     if args.json:
         print(json.dumps(result, indent=2, default=float))
     else:
@@ -568,8 +659,10 @@ def _report(r: dict[str, object]) -> None:
         f"image: {im['layers']} layers, {im['entries']} tar entries, "
         f"{im['uncompressed_mb']} MiB uncompressed / {im['compressed_mb']} MiB gzip"
     )
-    a = r["arun"]
-    assert isinstance(a, dict)
+    a = r.get("arun")
+    if not isinstance(a, dict):
+        _report_ctr(r)
+        return
     lag = a["loop_lag"]
     print(
         f"arun:       ingest {a['ingest_s']:.2f} s  unpack {a['unpack_s']:.2f} s  total {a['total_s']:.2f} s"
@@ -589,6 +682,25 @@ def _report(r: dict[str, object]) -> None:
         print(f"unpacked snapshot trees identical to containerd's: {same}")
         if not same:
             print(f"  arun:       {a['fingerprints']}\n  containerd: {c['fingerprints']}")
+    _report_ctr(r)
+
+
+def _report_ctr(r: dict[str, object]) -> None:
+    d = r.get("ctr_import")
+    if isinstance(d, dict):
+        med = d["median_s"]
+        u = d["unpack_s"]
+        print(f"ctr images import into each daemon, medians of {d['runs']} interleaved runs:")
+        print(
+            f"  arun:       import {med['arun']:.2f} s  --no-unpack {med['arun_no_unpack']:.2f} s"
+            f"  → unpack ≈ {u['arun']:.2f} s"
+        )
+        print(
+            f"  containerd: import {med['containerd']:.2f} s  --no-unpack {med['containerd_no_unpack']:.2f} s"
+            f"  → unpack ≈ {u['containerd']:.2f} s"
+        )
+        print(f"  ratio arun/containerd: import {d['ratio_import']}x  unpack {d['ratio_unpack']}x")
+        print(f"  unpacked snapshot trees identical: {d['same_trees']}")
 
 
 if __name__ == "__main__":

@@ -124,10 +124,13 @@ class LocalTransfer:
             h = replace(h, headers={**h.headers, **{k: (v,) for k, v in headers.items()}})
         return h
 
-    def client(self, hosts: HostsConfig, credentials: Credentials | None) -> RegistryClient:
-        return RegistryClient(
-            hosts, credentials=credentials, options=self.client_options, session=self._session_get()
-        )
+    def client(
+        self, hosts: HostsConfig, credentials: Credentials | None, *, stall_timeout: float | None = None
+    ) -> RegistryClient:
+        options = self.client_options
+        if stall_timeout is not None and stall_timeout > 0:
+            options = replace(options, stall_timeout=stall_timeout)
+        return RegistryClient(hosts, credentials=credentials, options=options, session=self._session_get())
 
     def _unpack_target(self, plats: Sequence[platforms.Platform], snapshotter: str) -> str:
         """The snapshotter to unpack into, honouring ``unpack_config`` when a platform is asked for."""
@@ -156,8 +159,13 @@ class LocalTransfer:
         host_dir: str = "",
         headers: Mapping[str, str] | None = None,
         max_concurrent_downloads: int | None = None,
+        stall_timeout: float | None = None,
     ) -> PullResult:
-        """Pull ``ref`` into the current namespace (see the module docstring)."""
+        """Pull ``ref`` into the current namespace (see the module docstring).
+
+        ``stall_timeout`` (seconds, > 0) replaces the configured one for this pull: no byte
+        received for that long fails it with DeadlineExceededError (CRI's
+        ``image_pull_progress_timeout``)."""
         matcher = platforms.ordered(*platforms_) if platforms_ else None
         if matcher is not None and len(platforms_) == 1:
             matcher = platforms.only(platforms_[0])
@@ -175,7 +183,7 @@ class LocalTransfer:
             on_progress=on_progress,
         )
         hc = self.hosts_for(hosts=hosts, host_dir=host_dir, plain_http=plain_http, headers=headers)
-        async with self.client(hc, credentials) as client:
+        async with self.client(hc, credentials, stall_timeout=stall_timeout) as client:
             return await pull(client, ref, stores, opts)
 
     async def push(

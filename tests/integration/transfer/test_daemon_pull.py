@@ -84,6 +84,31 @@ async def test_arun_images_pull_then_again_downloads_nothing(
         assert amd.layers[0].digest in {r[0] for r in rows(d.ctr("content", "ls").stdout)}
 
 
+async def test_arun_images_pull_platform_flag(
+    reg: RegistryServer, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """``arun images pull --platform`` reaches the daemon's pull: the other platform's manifest of
+    the index is fetched and unpacked, and nothing of the host's."""
+    idx, amd, arm = two_platform_index()
+    await im.push_raw(reg.url, "lib/multi", "v1", idx)
+    d = daemon_factory()
+    ref = f"{reg.host}/lib/multi:v1"
+    await arun_images_t(d, "pull", "--plain-http", "--platform", "linux/arm64/v8", ref, namespace="arm")
+    images = {r[0]: r[2] for r in rows(d.ctr("images", "ls", namespace="arm").stdout)}
+    assert images == {ref: idx.digest}
+    snaps = {r[0] for r in rows(d.ctr("snapshots", "ls", namespace="arm").stdout)}
+    assert snaps == set(arm.chain_ids())
+    blobs = {r[0] for r in rows(d.ctr("content", "ls", namespace="arm").stdout)}
+    assert {arm.digest, arm.config_digest, *(x.digest for x in arm.layers)} <= blobs
+    assert not {amd.config_digest, *(x.digest for x in amd.layers)} & blobs
+    # a platform the index does not have is a clear NOT_FOUND-style error and records nothing
+    r = await arun_images_t(
+        d, "pull", "--plain-http", "--platform", "linux/s390x", ref, namespace="s390", check=False
+    )
+    assert r.returncode == 1 and "s390x" in r.stderr, r.stderr
+    assert rows(d.ctr("images", "ls", namespace="s390").stdout) == []
+
+
 async def test_ctr_pull_and_push_through_arun(
     reg: RegistryServer, daemon_factory: Callable[..., Daemon]
 ) -> None:

@@ -155,6 +155,7 @@ async def _pull(
         image_labels=labels,
         hosts=hosts_config(c),
         max_concurrent_downloads=c.config.max_concurrent_downloads or None,
+        stall_timeout=progress_timeout or None,
     )
     try:
         result = await coro
