@@ -461,4 +461,3 @@ class HostsConfig:
                 )
             )
         return [self._with_headers(h) for h in out]
-

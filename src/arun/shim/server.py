@@ -122,8 +122,6 @@ class _JSONFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-
-
 def _setup_process(params: ServeParams, listener_fd: int) -> None:
     """Session, cwd, file descriptors, stdio, signals and logging of a fresh shim process."""
     if os.getsid(0) != os.getpid():
@@ -249,9 +247,7 @@ async def _rehearsal(base: str) -> None:
                     await task.Connect(pb.ConnectRequest(id="rehearsal"))
                     with contextlib.suppress(errdefs.NotFoundError):
                         await task.State(pb.StateRequest(id="nothing"))
-            await ServiceStub(client, "containerd.task.v3.Task").Shutdown(
-                v3.ShutdownRequest(id="rehearsal")
-            )
+            await ServiceStub(client, "containerd.task.v3.Task").Shutdown(v3.ShutdownRequest(id="rehearsal"))
         finally:
             await client.close()
         await asyncio.wait_for(server, 10)
