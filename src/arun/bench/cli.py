@@ -60,6 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--containers", type=int, default=1000, help="containers present for the list scenario")
     p.add_argument("--list-pods", type=int, default=10, help="pods the list scenario spreads them over")
     p.add_argument("--repeat", type=int, default=50, help="iterations of list, exec and pull (default 50)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each scenario this often per endpoint, endpoints taking turns (A B A B ...); "
+        "the numbers pool all rounds (default 1)",
+    )
     p.add_argument("--warmup", type=int, default=1, help="unmeasured pods before the lifecycle (default 1)")
     p.add_argument("--stop-timeout", type=int, default=10, help="StopContainer grace seconds (default 10)")
     p.add_argument(
@@ -110,7 +117,7 @@ async def run(args: argparse.Namespace) -> int:
         endpoints.append(EndpointSpec(name=name, start=kind))
     if not endpoints:
         raise errdefs.InvalidArgumentError("give at least one --endpoint or --start")
-    for n in ("pods", "concurrency", "repeat"):
+    for n in ("pods", "concurrency", "repeat", "rounds"):
         if getattr(args, n) < 1:
             raise errdefs.InvalidArgumentError(f"--{n} must be at least 1")
     opts = BenchOptions(
@@ -125,6 +132,7 @@ async def run(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         pull_image=args.pull_image,
         cgroup_parent=args.cgroup_parent,
+        rounds=args.rounds,
         command=shlex.split(args.workload_command) if args.workload_command else None,
     )
     scenarios = _scenarios(args.scenario)

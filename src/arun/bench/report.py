@@ -51,7 +51,11 @@ def format_report(report: Report) -> str:
     others = [n for n in names if n != report.baseline]
     for scenario, results in report.scenarios.items():
         parts.append("")
-        parts.append(f"== {scenario}  (ms; ratios are p50 and p99 of each endpoint over {report.baseline})")
+        rounds = int(report.options.get("rounds") or 1)
+        parts.append(
+            f"== {scenario}  (ms; ratios are p50 and p99 of each endpoint over {report.baseline}"
+            + (f"; {rounds} rounds, endpoints taking turns)" if rounds > 1 else ")")
+        )
         headers = ["step"]
         for n in names:
             headers += [f"{n} p50", "p95", "p99", "ops/s"]

@@ -28,7 +28,15 @@ from typing import Any, TypeVar
 from arun import errdefs
 from arun.bench.cri import CRI
 from arun.bench.daemons import BUSYBOX_IMAGE, SANDBOX_IMAGE, PrivateArun, PrivateContainerd
-from arun.bench.scenarios import RUN_LABEL, SCENARIOS, BenchOptions, Cleanup, ScenarioResult, Target
+from arun.bench.scenarios import (
+    RUN_LABEL,
+    SCENARIOS,
+    BenchOptions,
+    Cleanup,
+    ScenarioResult,
+    Target,
+    merge_rounds,
+)
 from arun.bench.stats import ratio
 from arun.client.transport import parse_endpoint
 
@@ -265,19 +273,34 @@ async def run_bench(
             except errdefs.UnavailableError as e:
                 raise errdefs.UnavailableError(f"endpoint {spec.name} ({address}): {e}") from None
             report.endpoints.append({"name": t.name, "address": address, "started": spec.start, **t.info})
+        rounds = max(1, opts.rounds)
         for scenario in scenarios:
             fn = SCENARIOS[scenario]
             results: dict[str, ScenarioResult | str] = {}
             report.scenarios[scenario] = results
-            for t in targets:
-                log(f"{scenario}: {t.name} ...")
-                try:
-                    results[t.name] = await fn(t, opts)
-                except errdefs.ArunError as e:
-                    results[t.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    log(f"{scenario}: {t.name} failed: {results[t.name]}")
-                finally:
-                    report.cleanup_errors += await uncancellable(t.cleanup.run())
+            done: dict[str, list[ScenarioResult]] = {t.name: [] for t in targets}
+            failed: dict[str, str] = {}
+            # Endpoints take turns (A B A B ...), so that a change in the machine's load
+            # during the run falls on all of them rather than on whichever ran last.
+            for rnd in range(rounds):
+                for t in targets:
+                    if t.name in failed:
+                        continue
+                    log(
+                        f"{scenario}: {t.name} ..."
+                        + (f" (round {rnd + 1} of {rounds})" if rounds > 1 else "")
+                    )
+                    try:
+                        done[t.name].append(await fn(t, opts))
+                    except errdefs.ArunError as e:
+                        failed[t.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        log(f"{scenario}: {t.name} failed: {failed[t.name]}")
+                    finally:
+                        report.cleanup_errors += await uncancellable(t.cleanup.run())
+                        if done[t.name] and t.name not in failed:
+                            results[t.name] = merge_rounds(done[t.name])
+                        elif t.name in failed:
+                            results[t.name] = failed[t.name]
     except asyncio.CancelledError:
         report.interrupted = True
         raise

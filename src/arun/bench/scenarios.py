@@ -39,6 +39,7 @@ __all__ = [
     "Cleanup",
     "ScenarioResult",
     "Target",
+    "merge_rounds",
 ]
 
 RUN_LABEL = "arun-bench.run"
@@ -68,6 +69,7 @@ class BenchOptions:
     stop_timeout: int = 10
     pull_image: str = ""
     cgroup_parent: str = ""
+    rounds: int = 1  # each scenario runs this often per endpoint, endpoints taking turns
     command: list[str] | None = None  # the workload's command (default WORKLOAD)
     log_root: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
@@ -77,6 +79,8 @@ class ScenarioResult:
     steps: dict[str, StepStats]
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # The raw durations behind ``steps``, so that rounds can be merged (not in the JSON).
+    samples: dict[str, Samples] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,10 +99,48 @@ class Cleanup:
         self.pods: set[str] = set()
         self.containers: set[str] = set()
         self.images: set[str] = set()
+        # RunPodSandbox calls cut off without an answer (interrupted, timed out), by token:
+        # the runtime may still be making those pods (arun finishes a sandbox whose caller
+        # left), after the sweep by label has looked.
+        self.cut_off: dict[object, Any] = {}
+
+    async def settle_cut_off(self, within: float = 30.0) -> tuple[list[str], list[str]]:
+        """The pod ids of the cut-off RunPodSandbox calls, and errors.
+
+        Each call is sent again with the same config, as kubelet retries: a runtime still
+        making that pod answers with it once done (arun), one that gave it up makes it anew
+        (containerd); either way the answer names the pod to remove. A name still reserved
+        by the abandoned call is retried until ``within`` seconds have passed.
+        """
+        ids: list[str] = []
+        errors: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        for token, cfg in list(self.cut_off.items()):
+            while True:
+                left = deadline - loop.time()
+                try:
+                    r = await self.cri.call(
+                        "RunPodSandbox",
+                        self.cri.pb.RunPodSandboxRequest(config=cfg),
+                        call_timeout=max(left, 1.0),
+                    )
+                    ids.append(r.pod_sandbox_id)
+                    break
+                except errdefs.ArunError as e:
+                    if deadline - loop.time() <= 0.5:
+                        errors.append(f"pod {cfg.metadata.name}: cut off, not settled: {e}")
+                        break
+                    await asyncio.sleep(0.5)
+            self.cut_off.pop(token, None)
+        return ids, errors
 
     async def run(self) -> list[str]:
         """Remove everything recorded, then sweep by label; the errors met (strings)."""
         errors: list[str] = []
+        if self.cut_off:
+            settled, errors = await self.settle_cut_off()
+            self.pods.update(settled)
         sem = asyncio.Semaphore(8)
 
         async def one(what: str, coro: Awaitable[None]) -> None:
@@ -159,6 +201,26 @@ class _Timer:
             raise
         s.add(start, time.perf_counter())
         return result
+
+
+async def run_pod_sandbox(t: Target, config: Any) -> Any:
+    """RunPodSandbox, recorded for cleanup; a call cut off leaves its config with the cleanup.
+
+    Cut off means cancelled (the run was interrupted) or past its deadline: the runtime
+    may still finish that pod, so ``Cleanup`` asks for it again (``settle_cut_off``).
+    """
+    token = object()
+    t.cleanup.cut_off[token] = config
+    try:
+        r = await t.cri.call("RunPodSandbox", t.cri.pb.RunPodSandboxRequest(config=config))
+    except (asyncio.CancelledError, errdefs.DeadlineExceededError):
+        raise
+    except BaseException:
+        del t.cleanup.cut_off[token]
+        raise
+    del t.cleanup.cut_off[token]
+    t.cleanup.pods.add(r.pod_sandbox_id)
+    return r
 
 
 async def _bounded(concurrency: int, items: list[Any], fn: Callable[[Any], Awaitable[None]]) -> None:
@@ -229,7 +291,7 @@ async def _pod_lifecycle(t: Target, opts: BenchOptions, timer: _Timer, pod: _Pod
         )
         return result
 
-    r = await step("RunPodSandbox", cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=pod.config)))
+    r = await step("RunPodSandbox", run_pod_sandbox(t, pod.config))
     pod.pod_id = r.pod_sandbox_id
     t.cleanup.pods.add(pod.pod_id)
     c = await step(
@@ -279,9 +341,7 @@ async def lifecycle(t: Target, opts: BenchOptions) -> ScenarioResult:
 
     async def run_pod(p: _Pod) -> None:
         try:
-            r = await timer.time(
-                "RunPodSandbox", cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=p.config))
-            )
+            r = await timer.time("RunPodSandbox", run_pod_sandbox(t, p.config))
         except errdefs.ArunError:
             p.failed = True
             raise
@@ -357,6 +417,7 @@ async def lifecycle(t: Target, opts: BenchOptions) -> ScenarioResult:
     complete = sum(1 for p in pods if p in gone and not p.failed)
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=wall,
         extra={
             "pods": opts.pods,
@@ -378,7 +439,7 @@ async def list_at_scale(t: Target, opts: BenchOptions) -> ScenarioResult:
 
     async def mkpod(cfg: Any) -> None:
         s = time.perf_counter()
-        r = await cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=cfg))
+        r = await run_pod_sandbox(t, cfg)
         setup.add(s, time.perf_counter())
         t.cleanup.pods.add(r.pod_sandbox_id)
         pod_ids.append(r.pod_sandbox_id)
@@ -424,6 +485,7 @@ async def list_at_scale(t: Target, opts: BenchOptions) -> ScenarioResult:
         await timer.time("ListPodSandbox", cri.call("ListPodSandbox", pb.ListPodSandboxRequest()))
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=sum(sum(s.durations) for s in samples.values()),
         extra={"containers": created, "listed": listed, "pods": len(pod_ids), "setup_s": round(create_s, 3)},
     )
@@ -439,7 +501,7 @@ def _setup_failed(step: str, failed: int, total: int, errors: list[errdefs.ArunE
 async def exec_sync(t: Target, opts: BenchOptions) -> ScenarioResult:
     pb, cri = t.cri.pb, t.cri
     cfg = pod_config(t, opts, f"exec-{t.run_id}")
-    r = await cri.call("RunPodSandbox", pb.RunPodSandboxRequest(config=cfg))
+    r = await run_pod_sandbox(t, cfg)
     pod_id = r.pod_sandbox_id
     t.cleanup.pods.add(pod_id)
     c = await cri.call(
@@ -470,6 +532,7 @@ async def exec_sync(t: Target, opts: BenchOptions) -> ScenarioResult:
     t.cleanup.pods.discard(pod_id)
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=wall,
         extra={"concurrency": opts.concurrency, "wrong_output": bad[:5]},
     )
@@ -494,8 +557,46 @@ async def pull(t: Target, opts: BenchOptions) -> ScenarioResult:
         t.cleanup.images.discard(opts.pull_image)
     return ScenarioResult(
         steps={k: v.summary() for k, v in samples.items()},
+        samples=samples,
         wall_s=time.perf_counter() - wall0,
         extra={"image": opts.pull_image},
+    )
+
+
+def merge_rounds(rounds: list[ScenarioResult]) -> ScenarioResult:
+    """One endpoint's results of several rounds of a scenario as one result.
+
+    Steps pool their durations (percentiles over all calls) and their windows
+    (throughput = calls / summed windows); ``wall_s`` and ``pods_completed``
+    add up and ``pods_per_s`` is recomputed from them; ``wrong_output``
+    collects; the timeline is the one of the round whose pod took the median
+    time; other fields are the first round's. ``rounds`` says how many.
+    """
+    if len(rounds) == 1:
+        return rounds[0]
+    names: list[str] = []
+    for r in rounds:
+        names += [k for k in r.samples if k not in names]
+    samples = {k: Samples.merged([r.samples[k] for r in rounds if k in r.samples]) for k in names}
+    wall = sum(r.wall_s for r in rounds)
+    extra: dict[str, Any] = dict(rounds[0].extra)
+    extra["rounds"] = len(rounds)
+    if "pods_completed" in extra:
+        done = sum(int(r.extra.get("pods_completed") or 0) for r in rounds)
+        extra["pods_completed"] = done
+        extra["pods_per_s"] = round(done / wall, 3) if wall > 0 else None
+    if "wrong_output" in extra:
+        extra["wrong_output"] = [w for r in rounds for w in r.extra.get("wrong_output", [])][:5]
+    if "timeline" in extra:
+        timed = sorted(
+            (r.extra["timeline"][-1]["end_ms"], i) for i, r in enumerate(rounds) if r.extra.get("timeline")
+        )
+        if timed:
+            median = rounds[timed[(len(timed) - 1) // 2][1]]
+            extra["timeline"] = median.extra["timeline"]
+            extra["timeline_error"] = ""
+    return ScenarioResult(
+        steps={k: v.summary() for k, v in samples.items()}, wall_s=wall, extra=extra, samples=samples
     )
 
 

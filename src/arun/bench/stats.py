@@ -32,6 +32,8 @@ class Samples:
     first_start: float = math.inf
     last_end: float = -math.inf
     error_messages: list[str] = field(default_factory=list)
+    # Windows of earlier rounds (``merged``): each round's window counts, the gaps between them do not.
+    prior_window_s: float = 0.0
 
     def add(self, start: float, end: float) -> None:
         self.durations.append(end - start)
@@ -45,9 +47,28 @@ class Samples:
         if len(self.error_messages) < 5 and message not in self.error_messages:
             self.error_messages.append(message)
 
+    @property
+    def window_s(self) -> float:
+        """Seconds of wall clock the step's calls ran in (summed over merged rounds)."""
+        own = self.last_end - self.first_start if self.last_end >= self.first_start else 0.0
+        return self.prior_window_s + own
+
+    @classmethod
+    def merged(cls, parts: Sequence[Samples]) -> Samples:
+        """One step's samples of several rounds as one: all durations, errors and windows."""
+        out = cls()
+        for p in parts:
+            out.durations += p.durations
+            out.errors += p.errors
+            out.prior_window_s += p.window_s
+            for m in p.error_messages:
+                if len(out.error_messages) < 5 and m not in out.error_messages:
+                    out.error_messages.append(m)
+        return out
+
     def summary(self) -> StepStats:
         d = sorted(self.durations)
-        window = self.last_end - self.first_start if self.durations else 0.0
+        window = self.window_s if self.durations else 0.0
         return StepStats(
             n=len(d),
             errors=self.errors,

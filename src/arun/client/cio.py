@@ -241,6 +241,7 @@ class IOSet:
             await self._stdin_task
 
     def close_stdin(self) -> None:
+        """Stop copying into the process's stdin and close its FIFO (the process sees EOF)."""
         if self._stdin_task is not None and not self._stdin_task.done():
             self._stdin_task.cancel()
         if self._stdin_fd is not None:

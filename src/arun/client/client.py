@@ -195,6 +195,7 @@ class Client:
     # -- daemon -----------------------------------------------------------------------------------------
 
     async def version(self) -> Version:
+        """The daemon's version and revision."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.version.v1 import version_pb2
@@ -205,6 +206,7 @@ class Client:
         return Version(version=r.version, revision=r.revision)
 
     async def namespaces(self) -> list[Namespace]:
+        """Every namespace of the daemon, with its labels."""
         from arun.api.containerd.services.namespaces.v1 import namespace_pb2
 
         r = await self._unary(
@@ -215,6 +217,7 @@ class Client:
         return sorted((Namespace(n.name, dict(n.labels)) for n in r.namespaces), key=lambda n: n.name)
 
     async def delete_namespace(self, name: str) -> None:
+        """Remove namespace ``name``; it must be empty (FailedPreconditionError otherwise)."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.namespaces.v1 import namespace_pb2

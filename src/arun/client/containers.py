@@ -75,6 +75,7 @@ class Container:
 
     @property
     def id(self) -> str:
+        """The container's id."""
         return self._info.id
 
     @property
@@ -86,10 +87,12 @@ class Container:
         return f"<Container {self.id!r} image={self._info.image!r}>"
 
     async def info(self) -> ContainerInfo:
+        """The container's record, read again from the daemon (and cached)."""
         self._info = await self._c.containers.info(self.id)
         return self._info
 
     async def spec(self) -> Mapping[str, Any]:
+        """The container's OCI runtime spec, as a mapping."""
         return (await self.info()).spec
 
     async def new_task(
@@ -191,6 +194,7 @@ class Containers:
         self._c = client
 
     async def info(self, id: str) -> ContainerInfo:
+        """The record of container ``id`` (NotFoundError when there is none)."""
         from arun.api.containerd.services.containers.v1 import containers_pb2
 
         r = await self._c._unary(
@@ -203,6 +207,7 @@ class Containers:
         return Container(self._c, await self.info(id))
 
     async def list(self, *filters: str) -> list[ContainerInfo]:
+        """The namespace's container records matching any of ``filters`` (containerd's filter syntax)."""
         from arun.api.containerd.services.containers.v1 import containers_pb2
 
         r = await self._c._unary(

@@ -51,6 +51,7 @@ class Content:
         self._c = client
 
     async def info(self, digest: str) -> ContentInfo:
+        """Size, labels and times of blob ``digest`` (NotFoundError when absent)."""
         from arun.api.containerd.services.content.v1 import content_pb2
 
         r = await self._c._unary(
@@ -59,6 +60,7 @@ class Content:
         return _info(r.info)
 
     async def list(self, *filters: str) -> list[ContentInfo]:
+        """The records of every blob matching any of ``filters``."""
         from arun.api.containerd.services.content.v1 import content_pb2
 
         out: list[ContentInfo] = []
@@ -69,6 +71,7 @@ class Content:
         return out
 
     async def exists(self, digest: str) -> bool:
+        """Whether the content store has blob ``digest``."""
         try:
             await self.info(digest)
         except errdefs.NotFoundError:
@@ -105,6 +108,7 @@ class Content:
         return _info(r.info)
 
     async def delete(self, digest: str) -> None:
+        """Remove blob ``digest`` from the content store."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.content.v1 import content_pb2

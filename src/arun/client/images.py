@@ -54,6 +54,7 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
+        """A platform from ``os[/arch[/variant]]`` text, e.g. ``linux/arm64/v8``."""
         parts = text.split("/")
         if len(parts) == 1:
             return cls(os="linux", architecture=_normalize_arch(parts[0])[0])
@@ -84,6 +85,7 @@ def _normalize_arch(arch: str, variant: str = "") -> tuple[str, str]:
 
 
 def default_platform() -> Platform:
+    """This machine's platform (linux and its architecture), as pulls and unpacks use it."""
     arch, variant = _normalize_arch(_platform.machine())
     if arch.startswith("armv"):
         arch, variant = "arm", arch[3:5]
@@ -112,10 +114,12 @@ class ImageManifest:
 
     @property
     def diff_ids(self) -> list[str]:
+        """The uncompressed layer digests from the image config, bottom layer first."""
         return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
 
     @property
     def chain_id(self) -> str:
+        """The chain ID of the layers: the snapshot the image unpacks to."""
         return chain_id(self.diff_ids)
 
 
@@ -181,6 +185,7 @@ class Images:
         return _convert.image(r.image)
 
     async def create(self, image: ImageInfo) -> ImageInfo:
+        """Create the image record (AlreadyExistsError when the name is taken)."""
         from arun.api.containerd.services.images.v1 import images_pb2
 
         msg = images_pb2.Image(

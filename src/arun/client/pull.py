@@ -217,6 +217,15 @@ async def _pull_client_side(client: Client, name: str, o: _Options) -> ImageInfo
         top = await repo.resolve()
         root = Descriptor(media_type=top.media_type, digest=top.digest, size=top.size)
 
+        async def counted(desc: Descriptor) -> AsyncIterator[bytes]:
+            """The blob's chunks, reporting the bytes so far (per-layer progress bars)."""
+            done = 0
+            async for chunk in repo.iter_blob(core(desc)):
+                done += len(chunk)
+                if progress:
+                    progress(PullProgress(desc.digest, "downloading", done, desc.size))
+                yield chunk
+
         async def walk(desc: Descriptor) -> None:
             if await client.content.exists(desc.digest):
                 if progress:
@@ -239,7 +248,7 @@ async def _pull_client_side(client: Client, name: str, o: _Options) -> ImageInfo
                 return
             if progress:
                 progress(PullProgress(desc.digest, "downloading", 0, desc.size))
-            await client.content.write(repo.iter_blob(core(desc)), expected=desc.digest, size=desc.size)
+            await client.content.write(counted(desc), expected=desc.digest, size=desc.size)
             if progress:
                 progress(PullProgress(desc.digest, "done", desc.size, desc.size))
 

@@ -17,6 +17,8 @@ _SERVICE = "/containerd.services.snapshots.v1.Snapshots/"
 
 
 class Snapshots:
+    """One snapshotter of the daemon (``Client.snapshots(name)``): prepare, view, commit, remove, list."""
+
     def __init__(self, client: Client, snapshotter: str) -> None:
         self._c = client
         self.name = snapshotter
@@ -37,6 +39,7 @@ class Snapshots:
         return [_convert.mount(m) for m in r.mounts]
 
     async def view(self, key: str, parent: str, labels: Mapping[str, str] | None = None) -> list[Mount]:
+        """A read-only snapshot ``key`` on ``parent``; the mounts to see it."""
         from arun.api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 
         r = await self._c._unary(
@@ -47,6 +50,7 @@ class Snapshots:
         return [_convert.mount(m) for m in r.mounts]
 
     async def mounts(self, key: str) -> list[Mount]:
+        """The mounts of active or view snapshot ``key``."""
         from arun.api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 
         r = await self._c._unary(
@@ -55,6 +59,7 @@ class Snapshots:
         return [_convert.mount(m) for m in r.mounts]
 
     async def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """Commit active snapshot ``key`` as the committed snapshot ``name``."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
@@ -66,6 +71,7 @@ class Snapshots:
         )
 
     async def remove(self, key: str) -> None:
+        """Remove snapshot ``key`` (it must have no children)."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
@@ -75,6 +81,7 @@ class Snapshots:
         )
 
     async def stat(self, key: str) -> SnapshotInfo:
+        """The record of snapshot ``key``."""
         from arun.api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 
         r = await self._c._unary(
@@ -83,6 +90,7 @@ class Snapshots:
         return _convert.snapshot_info(r.info)
 
     async def list(self, *filters: str) -> list[SnapshotInfo]:
+        """The records of every snapshot matching any of ``filters``."""
         from arun.api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 
         out: list[SnapshotInfo] = []

@@ -50,6 +50,7 @@ class Process:
 
     @property
     def id(self) -> str:
+        """The process's exec id (the container id for a task's init process)."""
         return self.exec_id or self.container_id
 
     def __repr__(self) -> str:
@@ -99,6 +100,7 @@ class Process:
         )
 
     async def state(self) -> TaskState:
+        """The process's state, pid and exit status as the daemon reports them."""
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
 
         r = await self._c._unary(
@@ -109,6 +111,7 @@ class Process:
         return _convert.task_state(r.process)
 
     async def resize(self, width: int, height: int) -> None:
+        """Set the size of the process's terminal (``tty=True`` only)."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
@@ -175,9 +178,11 @@ class Task(Process):
         self._spec = spec
 
     async def status(self) -> TaskStatus:
+        """The task's status: created, running, stopped, paused, ..."""
         return (await self.state()).status
 
     async def pause(self) -> None:
+        """Freeze every process of the task (cgroup freezer)."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
@@ -187,6 +192,7 @@ class Task(Process):
         )
 
     async def resume(self) -> None:
+        """Thaw a paused task."""
         from google.protobuf import empty_pb2
 
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
@@ -196,6 +202,7 @@ class Task(Process):
         )
 
     async def pids(self) -> list[ProcessInfo]:
+        """The processes of the task (its container's), by pid."""
         from arun.api.containerd.services.tasks.v1 import tasks_pb2
 
         r = await self._c._unary(

@@ -63,6 +63,7 @@ class Descriptor:
 
     @classmethod
     def from_oci(cls, doc: Mapping[str, Any]) -> Descriptor:
+        """A descriptor from its OCI JSON form (``mediaType``, ``digest``, ``size``, ...)."""
         return cls(
             media_type=str(doc.get("mediaType", "")),
             digest=str(doc["digest"]),
@@ -148,6 +149,7 @@ class ExitStatus:
 
     @property
     def ok(self) -> bool:
+        """Whether the process exited with code 0."""
         return self.code == 0
 
 

@@ -129,6 +129,7 @@ class CRIService:
         transfer: Any = None,
         subscriber: Subscriber | None = None,
         daemon_root: Path | None = None,
+        collect: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.config = config
         self.root = root
@@ -139,6 +140,8 @@ class CRIService:
         self.network = network
         self.transfer = transfer
         self.subscriber = subscriber
+        # One garbage collection, waited for (RemoveImage of an image's last name, as containerd).
+        self.collect = collect
         self.sandboxes = SandboxStore()
         self.containers = ContainerStore()
         self.events = EventBroadcaster()

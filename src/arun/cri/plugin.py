@@ -81,6 +81,7 @@ def effective_config(ic: InitContext) -> CRIConfig:
         PluginType.RUNTIME_V2,
         PluginType.EVENT,
         PluginType.TRANSFER,
+        PluginType.GC,
     ),
     config=CRIConfig,
 )
@@ -99,6 +100,10 @@ async def init(ic: InitContext) -> CRIPlugin:
     except (NotFoundError, FailedPreconditionError) as e:
         log.warning("CRI without a transfer service: PullImage will fail (%s)", e)
         transfer = None
+    try:
+        collect = ic.get_single(PluginType.GC).schedule_and_wait
+    except (NotFoundError, FailedPreconditionError):
+        collect = None
     root, state = Path(ic.root), Path(ic.state)
     bin_dirs = [d for d in ([cfg.cni.bin_dir] if cfg.cni.bin_dir else []) + list(cfg.cni.bin_dirs) if d]
     netns_dir = str(state / "netns") if cfg.netns_mounts_under_state_dir else "/run/arun/netns"
@@ -121,6 +126,7 @@ async def init(ic: InitContext) -> CRIPlugin:
         transfer=transfer,
         subscriber=subscriber,
         daemon_root=Path(ic.daemon_config.root),
+        collect=collect,
     )
     streaming = StreamingServer(
         CRIStreamingRuntime(service),

@@ -111,6 +111,7 @@ class Runtime(Client):
         return self._plugins
 
     async def start(self) -> Runtime:
+        """Boot the plugins on the root and connect the client API to them; ``async with`` does this."""
         if self._plugins is not None:
             return self
         from arun.plugin import config as configmod

@@ -175,7 +175,9 @@ class RuncCli:
             if not detail:
                 detail = f"exit status {exit_.status}"
             cls = errdefs.UnknownError if stdio is not None else classify(detail)
-            raise cls(f"{os.path.basename(self.binary)} {args[0]} failed: {detail}")
+            prefix = f"{os.path.basename(self.binary)} {args[0]} failed"
+            # runc >= 1.1 logs "runc create failed: ..." itself: no second prefix.
+            raise cls(detail if detail.startswith(prefix) else f"{prefix}: {detail}")
         return out
 
     def _write_json(self, prefix: str, value: Mapping[str, Any]) -> str:

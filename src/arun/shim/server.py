@@ -145,7 +145,10 @@ def _setup_process(params: ServeParams, listener_fd: int) -> None:
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # SIGTERM/SIGINT stay blocked (pending, not lost) until the loop's handlers are installed, so
+    # a shim told to stop while it is still starting shuts down cleanly instead of dying with its
+    # socket left behind.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [signal.SIGTERM, signal.SIGINT])
     logging.raiseExceptions = False
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -199,6 +202,7 @@ async def _serve(params: ServeParams, listener_fd: int) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
     reaper = Reaper()
     reaper.install(loop)
     forwarder = TTRPCForwarder(params.ttrpc_address) if params.ttrpc_address else None

@@ -38,7 +38,7 @@ IMAGE = "docker.io/library/cli:test"
 
 STORES = ["containerd", "arun"]  # images, containers, snapshots, namespaces, events
 TASKS = ["containerd", "arun"]  # + tasks
-CRI_FULL = ["containerd"]  # + the CRI runtime service (pods, containers)
+CRI_FULL = ["containerd", "arun"]  # + the CRI runtime service (pods, containers)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -241,7 +241,10 @@ async def test_detached_exec_logs_kill_rm(cli: Arun) -> None:
     assert (await cli.ok("rm", "d1")).split() == ["d1"]
     line = await cli.fails("logs", "d1")
     assert "d1" in line and "not found" in line
-    assert (await cli.ok("run", "-d", IMAGE, "d2", "sleep", "1000")).strip() == "d2"
+    d2 = json.loads(await cli.ok("run", "-d", "-o", "json", IMAGE, "d2", "sleep", "1000"))
+    assert d2["id"] == "d2" and d2["pid"] > 0 and d2["log"].endswith("d2.log")
+    ex = await cli.ok("exec", "-d", "-o", "yaml", "--exec-id", "bg1", "d2", "sleep", "1000")
+    assert "exec_id: bg1\n" in ex and "id: d2\n" in ex
     assert json.loads(await cli.ok("rm", "-f", "d2", "-o", "yaml".replace("yaml", "json"))) == {
         "removed": ["d2"],
         "failed": [],
@@ -294,7 +297,13 @@ async def test_networks(cli: Arun, daemon: PrivateContainerd | PrivateArun) -> N
 @needs_tasks
 async def test_events(cli: Arun) -> None:
     argv = cli.argv(
-        "events", "--count", "2", "-o", "json", f'namespace=={cli.namespace},topic~="/containers/"'
+        "events",
+        "--follow",
+        "--count",
+        "2",
+        "-o",
+        "json",
+        f'namespace=={cli.namespace},topic~="/containers/"',
     )
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env
@@ -365,59 +374,101 @@ async def test_cri_views(cli: Arun, daemon: PrivateContainerd | PrivateArun) -> 
     assert json.loads(await cli.ok("pods", "-o", "json")) == []
 
 
+class _Terminal:
+    """``arun run -i -t ...`` on the slave side of a pty of 33x101; we play the terminal."""
+
+    def __init__(self, cli: Arun, *args: str) -> None:
+        self.cli, self.args = cli, args
+        self.out = bytearray()
+        self.changed = asyncio.Event()
+        self.closed = False
+
+    async def __aenter__(self) -> _Terminal:
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.cli.argv("run", "--rm", "-i", "-t", *self.args),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=self.cli.env,
+                start_new_session=True,
+            )
+        finally:
+            os.close(slave)
+        asyncio.get_running_loop().add_reader(self.master, self._readable)
+        return self
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.master, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.master)
+            self.closed = True
+        self.out.extend(data)
+        self.changed.set()
+
+    async def until(self, marker: bytes) -> None:
+        while marker not in self.out:
+            assert not self.closed, f"terminal closed before {marker!r}: {self.text()}"
+            self.changed.clear()
+            await self.changed.wait()
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def hang_up(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+        self.master = -1
+
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.master >= 0:
+            asyncio.get_running_loop().remove_reader(self.master)
+            os.close(self.master)
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
 @needs_tasks
 async def test_interactive_terminal(cli: Arun) -> None:
     """``run -it`` from a real terminal: raw mode, the terminal's size, input, the exit status."""
-    import fcntl
-    import pty
-    import struct
-    import termios
+    async with _Terminal(cli, IMAGE, "it1", "sh") as term, asyncio.timeout(60):
+        await term.until(b"# ")  # the shell runs, in the container's terminal
+        term.type(b'echo SIZE=$(stty size | tr " " x); exit 3\r')
+        await term.until(b"SIZE=3")
+        assert await term.proc.wait() == 3, term.text()
+    assert "SIZE=33x101" in term.text()
 
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *cli.argv("run", "--rm", "-i", "-t", IMAGE, "it1", "sh"),
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=cli.env,
-            start_new_session=True,
-        )
-        os.close(slave)
-        slave = -1
-        loop = asyncio.get_running_loop()
-        out = bytearray()
-        got = asyncio.Event()
 
-        def readable() -> None:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(master)
-                got.set()
-                return
-            out.extend(data)
-            if b"SIZE=3" in out:
-                got.set()
+@needs_tasks
+async def test_input_typed_before_the_container_starts_reaches_it(cli: Arun) -> None:
+    """Keys typed while ``run`` is still starting are kept when it puts the terminal in raw mode."""
+    async with _Terminal(cli, IMAGE, "it2", "sh") as term, asyncio.timeout(60):
+        term.type(b"echo TYPED=$((40+2)); exit 5\r")  # before the container (or arun) started
+        await term.until(b"TYPED=42")
+        assert await term.proc.wait() == 5, term.text()
 
-        loop.add_reader(master, readable)
-        try:
-            async with asyncio.timeout(30):
-                await asyncio.sleep(1.0)  # the shell starts
-                os.write(master, b'echo SIZE=$(stty size | tr " " x); exit 3\r')
-                await got.wait()
-                code = await proc.wait()
-        finally:
-            loop.remove_reader(master)
-    finally:
-        os.close(master)
-        if slave >= 0:
-            os.close(slave)
-    assert code == 3, out.decode(errors="replace")
-    assert b"SIZE=33x101" in out, out.decode(errors="replace")
+
+@needs_tasks
+async def test_run_rm_removes_the_container_when_the_terminal_goes_away(cli: Arun) -> None:
+    async with _Terminal(cli, IMAGE, "it3", "sh") as term, asyncio.timeout(60):
+        await term.until(b"# ")
+        term.hang_up()  # stdin ends, the shell exits, its output has nowhere to go
+        await term.proc.wait()
+    assert json.loads(await cli.ok("ps", "-o", "json")) == []
 
 
 @pytest.mark.registry
@@ -439,6 +490,23 @@ async def test_pull_and_push(cli: Arun, daemon: PrivateContainerd | PrivateArun,
         rec = json.loads(await cli.ok("images", "pull", "--plain-http", target, "-o", "json"))
         assert rec["name"] == target
         assert target in (await cli.ok("images", "ls", "-q")).split()
+        from arun.client import Client
+
+        async with Client(cli.address, namespace=cli.namespace) as c:
+            layers = [d.digest for d in (await c.images.manifest(target)).layers]
+        # In a table, pull reports each layer's progress on stderr (a line per state change
+        # when stderr is not a terminal) and prints the name on stdout.
+        await cli.ok("images", "rm", "--sync", target)
+        r = await cli("images", "pull", "--plain-http", target)
+        assert (r.returncode, r.stdout) == (0, target + "\n"), r.stderr
+        states: dict[str, list[str]] = {}
+        for line in r.stderr.splitlines():
+            item, _, state = line.rpartition(": ")
+            states.setdefault(item, []).append(state)
+        for digest in layers:
+            short = digest.removeprefix("sha256:")[:12]
+            [item] = [k for k in states if k.endswith(short)]
+            assert states[item][-1] in ("done", "complete", "unpacked", "extracted"), r.stderr
         out = (
             await cli.ok("run", "--rm", target, "p1", "echo", "pulled")
             if isinstance(daemon, PrivateContainerd)

@@ -13,7 +13,7 @@ import pytest
 
 from arun import errdefs
 from arun.bench.daemons import PrivateArun, PrivateContainerd
-from arun.client import Client, Mount, RuncOptions, TaskStatus
+from arun.client import Client, Mount, PullProgress, RuncOptions, TaskStatus
 
 pytestmark = [
     pytest.mark.root,
@@ -363,11 +363,16 @@ async def test_pull_from_a_registry_with_and_without_credentials(client: Client,
     async with registry(tmp_path / "open") as reg:
         await push_raw(reg.url, "lib/bb", "v1", image)
         ref = f"{reg.host}/lib/bb:v1"
-        seen: list[str] = []
-        info = await client.pull(ref, progress=lambda p: seen.append(p.status), plain_http=True)
+        seen: list[PullProgress] = []
+        info = await client.pull(ref, progress=seen.append, plain_http=True)
         assert info.name == ref and info.target.digest == image.digest
         assert await client.images.is_unpacked(ref)
-        assert seen  # progress was reported
+        # Per-layer progress: the layer is named, and its reports reach its full size.
+        layer = image.layers[0]
+        mine = [p for p in seen if p.name.endswith(layer.digest)]
+        assert mine, [(p.name, p.status) for p in seen]
+        assert all(p.total == len(layer.blob) for p in mine)
+        assert any(p.offset == p.total for p in mine) and "downloading" in {p.status for p in mine}
         ctr = await client.containers.create(_uid(), ref, command=["true"])
         await ctr.delete()
         with pytest.raises(errdefs.NotFoundError):

@@ -124,3 +124,48 @@ def test_short_address_flag_after_commands_without_an_all_flag() -> None:
 def test_bench_through_the_arun_command() -> None:
     a = _parser().parse_args(["bench", "--endpoint", "unix:///x.sock", "--command", "sleep 1", "--pods", "3"])
     assert (a.command, a.workload_command, a.pods, a.endpoint) == ("bench", "sleep 1", 3, ["unix:///x.sock"])
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_pull_progress_bars_one_line_per_layer() -> None:
+    from arun.client import PullProgress
+    from arun.cmd.ctl.images import ProgressBars
+
+    layer_a = "sha256:" + "a" * 64
+    layer_b = "layer-sha256:" + "b" * 64
+    term = _Terminal()
+    bars = ProgressBars(term)
+    bars(PullProgress(layer_a, "downloading", 0, 1000))
+    bars(PullProgress(layer_b, "downloading", 0, 4000))
+    bars(PullProgress(layer_b, "downloading", 2000, 4000))
+    bars.draw()  # what the next redraw shows
+    frame = term.getvalue().rsplit("\x1b[J", 1)[-1].splitlines()
+    assert len(frame) == 2
+    assert frame[0].startswith("aaaaaaaaaaaa ") and "[" + " " * ProgressBars.WIDTH + "]" in frame[0]
+    half = "=" * (ProgressBars.WIDTH // 2)
+    assert (
+        frame[1].startswith("layer-bbbbbbbbbbbb") and f"[{half}{' ' * (ProgressBars.WIDTH // 2)}]" in frame[1]
+    )
+    assert "\x1b[2A" in term.getvalue()  # earlier frames are overwritten, not appended
+    # Not a terminal: a line per state change of each item, no escapes.
+    plain = io.StringIO()
+    bars = ProgressBars(plain)
+    for p in (
+        PullProgress(layer_a, "downloading", 0, 1000),
+        PullProgress(layer_a, "downloading", 500, 1000),
+        PullProgress(layer_a, "done", 1000, 1000),
+        PullProgress(layer_b, "exists", 4000, 4000),
+    ):
+        bars(p)
+    assert plain.getvalue().splitlines() == [
+        "aaaaaaaaaaaa: downloading",
+        "aaaaaaaaaaaa: done",
+        "layer-bbbbbbbbbbbb: exists",
+    ]
+    quiet = io.StringIO()
+    ProgressBars(quiet, enabled=False)(PullProgress(layer_a, "done", 1, 1))
+    assert quiet.getvalue() == ""

@@ -149,7 +149,9 @@ def _raw_terminal(enabled: bool) -> Iterator[None]:
 
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    # TCSADRAIN, not setraw's default TCSAFLUSH: what was typed while the container was
+    # being created reaches it instead of being thrown away.
+    tty.setraw(fd, termios.TCSADRAIN)
     try:
         yield
     finally:
@@ -318,7 +320,10 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                 await task.start()
                 started = True
                 if args.detach:
-                    stdout.write(f"{args.id}\n")
+                    if args.output == "table":
+                        stdout.write(f"{args.id}\n")
+                    else:
+                        emit(stdout, args.output, {"id": args.id, "pid": task.pid, "log": log_path})
                     return 0
                 assert waiter is not None
                 if args.tty:
@@ -346,6 +351,11 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                             _cni_request(c.namespace, args.id), ""
                         )
                 with contextlib.suppress(errdefs.ArunError):
+                    await _remove(c, args.id, force=True)
+            elif args.rm:
+                # Started, then this command failed (its terminal went away, say): --rm still
+                # means the container goes, with its task.
+                with contextlib.suppress(errdefs.ArunError, OSError):
                     await _remove(c, args.id, force=True)
             raise
 
@@ -426,7 +436,10 @@ async def _exec(args: argparse.Namespace, stdout: IO[str]) -> int:
                 await p.start()
                 if args.detach:
                     waiter.cancel()
-                    stdout.write(f"{exec_id}\n")
+                    if args.output == "table":
+                        stdout.write(f"{exec_id}\n")
+                    else:
+                        emit(stdout, args.output, {"id": args.id, "exec_id": exec_id, "pid": p.pid})
                     return 0
                 if args.tty:
                     await _follow_terminal_size(p)

@@ -198,6 +198,11 @@ async def remove(c: CRIService, image: str) -> None:
         except NotFoundError:
             continue
     c.images.forget(found.details.target.digest)
+    if c.collect is not None:
+        # As containerd's CRI deletes the last name synchronously: the image's content and
+        # snapshots are gone when RemoveImage returns (a pull right after fetches again).
+        # Shielded: a caller that stops waiting does not cancel the collection.
+        await asyncio.shield(c.collect())
 
 
 def _du(path: str) -> tuple[int, int]:
