@@ -248,3 +248,35 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
         await z.close()
     for pid in waiting:
         assert await _gone(pid)
+
+
+async def test_manager_starts_a_new_zygote_when_it_died(base: Path) -> None:
+    env = env_for(base)
+    shims = ShimManager(env)
+    shims.start_zygote()
+    assert await shims.wait_zygote()
+    assert shims.zygote is not None
+    first = shims.zygote.pid
+    os.kill(first, signal.SIGKILL)
+    logs = []
+    try:
+        for name in ("c1", "c2"):
+            bnd = make_bundle(base, name)
+            logs.append(os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK))
+            if name == "c1":
+                # The dead zygote is noticed: this shim starts from the binary, and a new
+                # zygote is started meanwhile.
+                result = await shims.start(binary.builtin_shim(), bnd, None)
+                assert shims.started == {"zygote": 0, "binary": 1}
+                assert await shims.wait_zygote()
+                assert shims.zygote.pid != first
+            else:
+                result = await shims.start(binary.builtin_shim(), bnd, None)
+                assert shims.started == {"zygote": 1, "binary": 1}
+            pid = int((bnd.path / "shim.pid").read_text())
+            await _shutdown(result.address)
+            assert await _gone(pid)
+    finally:
+        for fd in logs:
+            os.close(fd)
+        await shims.close()
