@@ -273,6 +273,10 @@ async def test_manager_starts_a_new_zygote_when_it_died(base: Path) -> None:
             else:
                 result = await shims.start(binary.builtin_shim(), bnd, None)
                 assert shims.started == {"zygote": 1, "binary": 1}
+            for _ in range(500):  # the zygote writes shim.pid just after its reply
+                if (bnd.path / "shim.pid").exists():
+                    break
+                await asyncio.sleep(0.01)
             pid = int((bnd.path / "shim.pid").read_text())
             await _shutdown(result.address)
             assert await _gone(pid)
