@@ -86,43 +86,27 @@ class _Spare:
 
 
 class Zygote_:
-    """The zygote process's state: its spares, and intermediates still to be reaped."""
+    """The zygote process's state: its spares and the template that forks them."""
 
-    def __init__(self, spares: int) -> None:
+    def __init__(self, spares: int, template: bool = True) -> None:
         self.want = max(1, spares)
         self.spares: list[_Spare] = []
-        self.unreaped: list[int] = []
+        self.use_template = template
+        self.template = _Template.fork() if template else None
 
     def fork_spare(self) -> _Spare:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        r, w = os.pipe()
-        child = os.fork()
-        if child == 0:  # the intermediate
-            code = 1
+        """A new spare: forked by the template (its pages are the ones every shim shares), by the
+        zygote itself when the template is gone (and a new template is forked for next time)."""
+        if self.template is not None:
             try:
-                os.close(r)
-                ours.close()
-                spare = os.fork()
-                if spare == 0:
-                    code = 1
-                    try:
-                        os.close(w)
-                        code = _spare_main(theirs)
-                    finally:
-                        os._exit(code)
-                os.write(w, str(spare).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        theirs.close()
-        os.close(w)
-        self.unreaped.append(child)
-        with os.fdopen(r, "rb") as fh:
-            raw = fh.read()  # written by the intermediate right after its fork
-        if not raw:
-            ours.close()
-            raise RuntimeError("forking a spare shim failed")
-        return _Spare(int(raw), ours)
+                return self.template.fork_spare()
+            except OSError:
+                self.template.close(kill=True)
+                self.template = None
+        pid, sock = _fork_detached()
+        if self.use_template:
+            self.template = _Template.fork()
+        return _Spare(pid, sock)
 
     def take_spare(self) -> _Spare:
         while self.spares:
@@ -138,13 +122,10 @@ class Zygote_:
             self.spares.append(self.fork_spare())
 
     def reap(self) -> None:
-        for pid in list(self.unreaped):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                self.unreaped.remove(pid)
+        """Forget a template that died (the next spare comes from the zygote and a new one)."""
+        if self.template is not None and not self.template.alive():
+            self.template.sock.close()
+            self.template = None
 
     def launch(self, spare: _Spare, activation: dict[str, Any], listener_fd: int) -> int:
         """Hand ``listener_fd`` and the shim's parameters to ``spare`` (to another one, should
@@ -169,6 +150,126 @@ class Zygote_:
         for spare in self.spares:
             spare.sock.close()  # end-of-file: the spare exits
         self.spares.clear()
+        if self.template is not None:
+            self.template.close()
+            self.template = None
+
+
+def _fork_detached() -> tuple[int, socket.socket]:
+    """Fork a spare through an intermediate that exits at once (the spare is re-parented, in a
+    session of its own): its pid and the zygote's end of its socket."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # the intermediate
+        code = 1
+        try:
+            os.close(r)
+            ours.close()
+            spare = os.fork()
+            if spare == 0:
+                code = 1
+                try:
+                    os.close(w)
+                    code = _spare_main(theirs)
+                finally:
+                    os._exit(code)
+            os.write(w, str(spare).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    theirs.close()
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        raw = fh.read()  # written by the intermediate right after its fork; EOF when it exits
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, 0)
+    if not raw:
+        ours.close()
+        raise RuntimeError("forking a spare shim failed")
+    return int(raw), ours
+
+
+class _Template:
+    """The process spares are forked from: a child of the zygote, forked right after the
+    imports, the rehearsal and ``gc.freeze()``, that does nothing but fork spares.
+
+    A page a process writes after a fork stops being shared with the children forked before.
+    The zygote itself runs code for every request (decoding it, finding the socket, writing
+    the bundle's files), so the spares it forked one after another would each keep copies
+    of the pages it touched in between; the template's loop touches a handful."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    @classmethod
+    def fork(cls) -> _Template | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            code = 1
+            try:
+                fd = theirs.fileno()
+                os.closerange(3, fd)  # not the daemon's socket, not the spares' sockets
+                os.closerange(fd + 1, 1 << 16)
+                code = _template_main(theirs)
+            finally:
+                os._exit(code)
+        theirs.close()
+        return cls(pid, ours)
+
+    def fork_spare(self) -> _Spare:
+        self.sock.settimeout(ACK_TIMEOUT)
+        self.sock.sendall(b"f")
+        msg, fds, _, _ = socket.recv_fds(self.sock, 64, 1)
+        if not msg or not fds:
+            for fd in fds:
+                os.close(fd)
+            raise OSError("the zygote's template could not fork a spare")
+        return _Spare(int(msg), socket.socket(fileno=fds[0]))
+
+    def alive(self) -> bool:
+        try:
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return not done
+
+    def close(self, kill: bool = False) -> None:
+        self.sock.close()  # end-of-file: the template exits
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 9)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _template_main(sock: socket.socket) -> int:
+    """The template's loop: a byte in, a spare out (its pid, and the zygote's end of its socket);
+    end-of-file: exit."""
+    recv, send_fds, fork = sock.recv, socket.send_fds, _fork_detached
+    while True:
+        try:
+            data = recv(1)
+        except InterruptedError:
+            continue
+        except OSError:
+            return 1
+        if not data:
+            return 0
+        try:
+            pid, ours = fork()
+        except (OSError, RuntimeError):
+            send_fds(sock, [b""], [])
+            continue
+        send_fds(sock, [str(pid).encode()], [ours.fileno()])
+        ours.close()
 
 
 def _spare_main(sock: socket.socket) -> int:
@@ -192,24 +293,49 @@ def _spare_main(sock: socket.socket) -> int:
     from arun.shim import server
 
     req = json.loads(msg)
-    env: dict[str, str] = req["env"]
-    os.environ.clear()
-    os.environ.update(env)
-    _set_name(b"arun-shim")
+    # The shim's environment is the zygote's (inherited) with a few changes: made one by one,
+    # not by rebuilding os.environ, which would touch (and copy) far more of the shared heap.
+    for key in req["unset"]:
+        os.environ.pop(key, None)
+    for key, value in req["set"].items():
+        os.environ[key] = value
     params = server.ServeParams.from_environment(
-        req["namespace"], req["id"], req["bundle"], req["debug"], env
+        req["namespace"], req["id"], req["bundle"], req["debug"], os.environ
     )
+    _set_name(b"arun-shim", _command_line(params))
     return server.serve(params, fds[0])
 
 
-def _set_name(name: bytes) -> None:
-    """The process name in ``ps`` (comm); its command line stays the zygote's."""
-    try:
-        import ctypes
+SHIM_NAME = "containerd-shim-arun-v1"
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
+
+def _command_line(params: Any) -> bytes:
+    """What ``ps`` shows for a forked shim: the command line it would have had if the
+    ``start`` binary had launched it."""
+    words = [SHIM_NAME, "-namespace", params.namespace, "-id", params.id]
+    if params.grpc_address:
+        words += ["-address", params.grpc_address]
+    return " ".join(words).encode()
+
+
+def _set_name(name: bytes, cmdline: bytes = b"") -> None:
+    """The process name in ``ps``: comm and, when given, the command line, written over the
+    argument area the kernel reads ``/proc/PID/cmdline`` from (the zygote's own
+    ``python -m arun.runtime.zygote N``, so what does not fit is cut off). Through ``/proc``
+    rather than ctypes, which would cost the shim a few hundred KiB of copied pages."""
+    try:
+        with open("/proc/self/comm", "wb") as fh:
+            fh.write(name[:15])
+        if cmdline:
+            with open("/proc/self/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+            size = end - start
+            if size > 1:
+                with open("/proc/self/mem", "r+b", buffering=0) as mem:
+                    mem.seek(start)
+                    mem.write(cmdline[: size - 1].ljust(size, b"\0"))
+    except (OSError, ValueError, IndexError):
         pass
 
 
@@ -273,8 +399,8 @@ def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Cal
                 "id": id,
                 "bundle": bundle,
                 "debug": p.debug,
-                "env": manager.server_environment(p, dict(os.environ)),
             }
+            activation.update(_environment_changes(manager.server_environment(p, dict(os.environ))))
             try:
                 pid = state.launch(spare, activation, listener.fileno())
             finally:
@@ -286,6 +412,15 @@ def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Cal
         _write_files(files)
 
     return reply, after
+
+
+def _environment_changes(env: dict[str, str]) -> dict[str, Any]:
+    """``env`` as changes to the zygote's own environment (which a spare inherited)."""
+    current = os.environ
+    return {
+        "set": {k: v for k, v in env.items() if current.get(k) != v},
+        "unset": [k for k in current if k not in env],
+    }
 
 
 def _write_files(files: list[tuple[str, str]]) -> None:
@@ -350,6 +485,53 @@ _LAZY = (
 )
 
 
+_ballast: list[object] = []
+
+
+def _allocator_holes() -> dict[int, int]:
+    """Free blocks in the object allocator's partly used pools, by block size (from
+    ``sys._debugmallocstats()``, which writes to the C-level stderr)."""
+    import tempfile
+
+    holes: dict[int, int] = {}
+    debugmallocstats = getattr(sys, "_debugmallocstats", None)
+    if debugmallocstats is None:
+        return holes
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 5 and all(f.isdigit() for f in fields):
+            holes[int(fields[1])] = int(fields[4])
+    return holes
+
+
+def fill_allocator_holes() -> int:
+    """Fill the free blocks of the allocator's partly used pools with objects the zygote keeps.
+
+    The imports and the rehearsal leave holes in thousands of pools; a forked shim would put
+    its first objects there, writing into (and so copying) pages shared with every other
+    shim. Filled, the shim's objects go to fresh pools it owns anyway. Returns the number of
+    blocks filled."""
+    filled = 0
+    for size, free in _allocator_holes().items():
+        # bytes of length n take 33 + n bytes (header, NUL): the block size class
+        n = size - 33
+        if n < 1 or free <= 0:
+            continue
+        _ballast.extend(bytes(n) for _ in range(free))
+        filled += free
+    return filled
+
+
 def warm() -> None:
     """Import what a shim will run, then freeze the collector's view of it (``preload``)."""
     import gc
@@ -361,7 +543,11 @@ def warm() -> None:
     for name in _LAZY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    if os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1") != "0":
+        server.rehearse()
     gc.collect()
+    if os.environ.get("ARUN_ZYGOTE_FILL", "1") != "0":
+        fill_allocator_holes()
     gc.freeze()
 
 
@@ -374,7 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.setblocking(True)
     warm()
 
-    state = Zygote_(int(os.environ.get("ARUN_ZYGOTE_SPARES", SPARES)))
+    state = Zygote_(
+        int(os.environ.get("ARUN_ZYGOTE_SPARES", SPARES)),
+        template=os.environ.get("ARUN_ZYGOTE_TEMPLATE", "1") != "0",
+    )
     state.replenish()
     sock.sendall(json.dumps({"ready": os.getpid()}).encode())
     serve_requests(sock, state)

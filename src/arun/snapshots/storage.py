@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from arun.core.snapshots import Info, Kind, Usage
 from arun.errdefs import (
@@ -273,6 +273,11 @@ class MetaStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-meta")
         self._conn: sqlite3.Connection | None = None
+        # Read-only transactions run on the event loop's thread, on a connection of their own:
+        # a lookup takes microseconds, a round trip through the worker thread far longer. WAL
+        # lets them read while the worker writes.
+        self._reader: sqlite3.Connection | None = None
+        self._queued = 0  # steps submitted to the worker and not finished
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
@@ -318,8 +323,13 @@ class MetaStore:
             raise FailedPreconditionError(f"metastore {self.path} is closed")
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._executor, self._run, fn, writable)
+        self._queued += 1
+        fut.add_done_callback(self._step_done)
         # Once started, a step runs to its end even if the caller is cancelled.
         return await asyncio.shield(fut)
+
+    def _step_done(self, fut: asyncio.Future[Any]) -> None:
+        self._queued -= 1
 
     async def open(self) -> None:
         """Create or open the database now (otherwise the first transaction does)."""
@@ -327,7 +337,26 @@ class MetaStore:
         await loop.run_in_executor(self._executor, self._connect)
 
     async def view(self, fn: Callable[[Transaction], T]) -> T:
-        return await self._submit(fn, False)
+        if self._closed:
+            raise FailedPreconditionError(f"metastore {self.path} is closed")
+        if self._queued:
+            # A step still runs (its caller may have been cancelled): read after it, in order.
+            return await self._submit(fn, False)
+        conn = self._reader
+        if conn is None:
+            if self._conn is None:
+                await self.open()  # the schema, created by the writer's connection
+            if self._reader is None:
+                reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                reader.row_factory = sqlite3.Row
+                reader.execute("PRAGMA foreign_keys=ON")
+                self._reader = reader
+            conn = self._reader
+        conn.execute("BEGIN")
+        try:
+            return fn(Transaction(conn, False))
+        finally:
+            conn.execute("ROLLBACK")
 
     async def update(self, fn: Callable[[Transaction], T]) -> T:
         return await self._submit(fn, True)
@@ -336,6 +365,9 @@ class MetaStore:
         if self._closed:
             return
         self._closed = True
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
         def shut() -> None:
             if self._conn is not None:

@@ -232,6 +232,10 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
                 resp = await conn.call("Connect", conn.request("Connect", id="c"))
                 assert resp.shim_pid == pid
                 assert Path(f"/proc/{pid}/comm").read_text().strip() == "arun-shim"
+                # ps shows what the start binary would have launched, not the zygote
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert cmdline.startswith(b"containerd-shim-arun-v1 -namespace ns -id c")
+                assert b"arun.runtime.zygote" not in cmdline
             finally:
                 await conn.close()
             await _shutdown(result.address)
