@@ -57,7 +57,7 @@ run: deps dev ## start the daemon on its embedded defaults (/var/lib/arun, /run/
 	$(VENV)/bin/arun daemon --root $(ARUN_ROOT) --state $(ARUN_STATE) --address $(ARUN_ADDRESS)
 
 clean: ## remove build output and caches
-	rm -rf build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
-	find . -name __pycache__ -prune -exec rm -rf {} +
+	rm -rf build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -prune -exec rm -rf {} +
 
 .PHONY: help deps dev protos check-protos fmt lint typecheck imports check test test-unit bench run clean

@@ -311,10 +311,16 @@ def test_log_level_flag_and_json_format(daemon_factory: Callable[..., Daemon]) -
         config_text='version = 2\n[debug]\nformat = "json"\n', extra_args=["--log-level", "debug"]
     )
     asyncio.run(_version(d))
+    asyncio.run(_list_namespaces(d, "team-log"))
     records = [json.loads(line) for line in d.logs().splitlines() if line.startswith("{")]
     done = [r for r in records if r["msg"] == "request done"]
     assert done and done[0]["method"] == "/containerd.services.version.v1.Version/Version"
     assert all("request_id" in r for r in done)
+    # Both lines of a request carry its method and the namespace of its containerd-namespace header.
+    listed = [r for r in records if r.get("method") == "/containerd.services.namespaces.v1.Namespaces/List"]
+    assert [r["msg"] for r in listed] == ["request started", "request done"]
+    assert {r["namespace"] for r in listed} == {"team-log"}
+    assert listed[0]["request_id"] == listed[1]["request_id"]
 
 
 async def _version(d: Daemon) -> Any:
@@ -322,3 +328,33 @@ async def _version(d: Daemon) -> Any:
 
     async with d.channel() as ch:
         return await version_grpc.VersionStub(ch).Version(empty_pb2.Empty())
+
+
+async def _list_namespaces(d: Daemon, namespace: str) -> Any:
+    async with d.channel() as ch:
+        stub = namespace_grpc.NamespacesStub(ch)
+        return await stub.List(
+            namespace_pb2.ListNamespacesRequest(), metadata={"containerd-namespace": namespace}
+        )
+
+
+@pytest.mark.parametrize(
+    "config_text",
+    [
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\nconf_dir = "{conf_dir}"\n',
+        'version = 3\n[plugins."io.containerd.cri.v1.runtime".cni]\nconf_dir = "{conf_dir}"\n',
+    ],
+    ids=["v2", "v3"],
+)
+def test_config_versions_2_and_3_reach_the_plugin(
+    daemon_factory: Callable[..., Daemon], config_text: str, tmp_path: Path
+) -> None:
+    conf_dir = tmp_path / "net.d"
+    d = daemon_factory(config_text=config_text.format(conf_dir=conf_dir))
+
+    async def status() -> Any:
+        async with d.channel() as ch:
+            return await api_grpc.RuntimeServiceStub(ch).Status(api_pb2.StatusRequest(verbose=True))
+
+    info = json.loads(asyncio.run(status()).info["config"])
+    assert info["cni"]["conf_dir"] == str(conf_dir)

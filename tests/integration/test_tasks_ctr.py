@@ -4,6 +4,7 @@ default), survive the daemon, and are cleaned up when their shim dies."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -67,6 +68,18 @@ def processes_in(path: Path) -> list[int]:
     return found
 
 
+def describe(pids: list[int]) -> list[str]:
+    """pid, command line and working directory of each process, for failure messages."""
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            out.append(f"{pid} {cmd} (cwd {os.readlink(f'/proc/{pid}/cwd')})")
+        except OSError:
+            continue  # gone meanwhile
+    return out
+
+
 def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as fh:
         return [f.split()[4] for f in fh if f.split()[4].startswith(str(path) + "/")]
@@ -83,6 +96,18 @@ def pid_alive(pid: int) -> bool:
 def cgroup_dirs(ns: str) -> list[Path]:
     """cgroup v1 directories ctr's containers of namespace ``ns`` use (``/<ns>/<id>``)."""
     return [d for d in CGROUP_ROOT.glob(f"*/{ns}") if d.is_dir()]
+
+
+def cgroups_of(pid: int) -> list[Path]:
+    """The directories of ``pid``'s cgroups in every v1 hierarchy (``/proc/PID/cgroup``)."""
+    out = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if not controllers or path == "/":
+            continue  # the (empty) unified hierarchy, or a controller the runtime left at the root
+        mount = controllers.removeprefix("name=")
+        out.append(CGROUP_ROOT / mount / path.lstrip("/"))
+    return out
 
 
 def _rmdir(path: Path) -> None:
@@ -158,7 +183,9 @@ def ctx(daemon_factory: Callable[..., Daemon], image: ArchiveImage) -> Iterator[
         c.cleanup()
         state = c.daemon.state
         # A shim exits on its own shortly after its last task is deleted (as the Go shim does).
-        wait_until(lambda: processes_in(state) == [], "shims to exit", 30)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: processes_in(state) == [], "shims to exit", 30)
+        assert describe(processes_in(state)) == [], "shims left running"
         assert mounts_under(c.daemon.base) == [], "mounts left behind"
 
 
@@ -358,6 +385,16 @@ def test_killed_shim_reports_exit_and_leaks_nothing(ctx: Ctx, runtime: str) -> N
     assert mounts_under(bundle)
     cgroups = [d / "c1" for d in cgroup_dirs(ctx.ns)]
     assert any(c.is_dir() for c in cgroups)
+    # The container's cgroup in every hierarchy it joined.
+    joined = cgroups_of(pid)
+    assert len(joined) >= 5 and all(c.is_dir() for c in joined), joined
+    runc_state = [root / ctx.ns / "c1" for root in (Path("/run/arun/runc"), Path("/run/containerd/runc"))]
+    assert sum(r.is_dir() for r in runc_state) == 1
+    work = ctx.daemon.root / "io.containerd.runtime.v2.task" / ctx.ns / "c1"
+    assert work.is_dir()
+    address = (bundle / "address").read_text().strip()
+    socket = Path(address.removeprefix("unix://"))
+    assert socket.is_socket()
     ev = Events(ctx)
     try:
         os.kill(shim, signal.SIGKILL)
@@ -371,7 +408,11 @@ def test_killed_shim_reports_exit_and_leaks_nothing(ctx: Ctx, runtime: str) -> N
     wait_until(lambda: not bundle.exists(), "the bundle to be removed", 10)
     assert mounts_under(bundle) == []
     assert not any(c.exists() for c in cgroups)
+    assert [c for c in joined if c.exists()] == [], "cgroups left"
     assert processes_in(ctx.daemon.state) == []
+    assert not any(r.exists() for r in runc_state), "runc state left"
+    assert not work.exists(), "work directory left"
+    assert not socket.exists(), "shim socket left"
     # The container record is still there; a new task can be made for it.
     ctx.ctr("task", "start", "-d", "c1")
     assert ctx.status("c1") == "RUNNING"
@@ -411,20 +452,46 @@ def test_containers_outlive_a_killed_daemon(
             ctx.run_d(id, *cmd, runtime=runtime)
         before = ctx.tasks()
         assert len(before) == 20
-        shims_before = set(shim_pids(ctx).values())
+        shims = shim_pids(ctx)
+        # c02's shim (arun's) and c09's (the Go shim) die while the daemon is down.
+        dead = {"c02": shims.pop("c02"), "c09": shims.pop("c09")}
+        dead_cgroups = [c for id in dead for c in cgroups_of(before[id][0])]
+        dead_sockets = [
+            Path(
+                (ctx.daemon.state / "io.containerd.runtime.v2.task" / ctx.ns / id / "address")
+                .read_text()
+                .strip()
+                .removeprefix("unix://")
+            )
+            for id in dead
+        ]
+        assert all(s.is_socket() for s in dead_sockets)
 
         first.proc.send_signal(signal.SIGKILL)
         first.returncode = first.proc.wait()
+        for pid in dead.values():
+            os.kill(pid, signal.SIGKILL)
         time.sleep(3)  # c00 exits while the daemon is down
         ctx.daemon = daemon_factory(base=first.base)
 
         after = ctx.tasks()
-        assert sorted(after) == ids
+        live = [id for id in ids if id not in dead]
+        assert sorted(after) == live
         assert after["c00"][1] == "STOPPED"
-        for id in ids[1:]:
+        for id in live[1:]:
             assert after[id] == before[id], id
             assert pid_alive(after[id][0])
-        assert set(shim_pids(ctx).values()) == shims_before
+        assert set(shim_pids(ctx).values()) == set(shims.values())
+        # The dead shims' tasks: cleaned up at start-up, nothing left of them.
+        for id in dead:
+            assert not pid_alive(before[id][0]), id
+            assert not (ctx.daemon.state / "io.containerd.runtime.v2.task" / ctx.ns / id).exists()
+            assert mounts_under(ctx.daemon.state / "io.containerd.runtime.v2.task" / ctx.ns / id) == []
+        wait_until(lambda: not any(c.exists() for c in dead_cgroups), "the dead tasks' cgroups to go", 10)
+        assert [s for s in dead_sockets if s.exists()] == []
+        # Their containers can run again.
+        ctx.ctr("task", "start", "-d", "c02")
+        assert ctx.status("c02") == "RUNNING"
         # Reported with its exit code.
         assert ctx.delete("c00") == 42
         # Still manageable: exec, kill, delete.
@@ -435,7 +502,7 @@ def test_containers_outlive_a_killed_daemon(
         ctx.ctr("task", "kill", "-s", "SIGKILL", "c01")
         wait_until(lambda: ctx.status("c01") == "STOPPED", "c01 to stop")
         assert ctx.delete("c01") == 137
-        assert len(ctx.tasks()) == 18
+        assert len(ctx.tasks()) == 17
     finally:
         if ctx.daemon is first:
             # Failed before the restart: a daemon on the same state cleans up the containers.

@@ -476,3 +476,78 @@ async def test_drive_the_runc_shim(env: Env) -> None:
     delete = [d for d in sink.decoded("/tasks/delete", events.TaskDelete) if not d.id or d.id == env.id]
     assert delete and delete[-1].exit_status == 7 and delete[-1].container_id == env.id
     assert stat.S_ISDIR(os.stat(env.root).st_mode)
+
+
+# -- the edges, side by side with the Go server ---------------------------------------------------
+
+
+class _NoTask:
+    """containerd.task.v2.Task with no methods: every call is an unknown method to arun's server."""
+
+
+async def _edge_answers(address: str) -> list[tuple[int, int, str]]:
+    """Send what a well-behaved client never would; return (stream id, code, message) of each answer.
+
+    1: a request announcing 4 MiB + 1 bytes (its bytes are sent, to be skipped);
+    3: then a well-formed request for an unknown method (the connection must still work);
+    4: an even (server-side) stream id;
+    5: a payload that is not a ttrpc Request.
+    """
+    from arun.api.ttrpc import request_pb2
+    from arun.ttrpc.frames import HEADER, MAX_DATA
+
+    def frame(sid: int, data: bytes) -> bytes:
+        return HEADER.pack(len(data), sid, 1, 0) + data
+
+    def request(method: str) -> bytes:
+        return request_pb2.Request(service="containerd.task.v2.Task", method=method).SerializeToString()
+
+    reader, writer = await asyncio.open_unix_connection(address.removeprefix("unix://"))
+    try:
+        writer.write(HEADER.pack(MAX_DATA + 1, 1, 1, 0))
+        writer.write(bytes(MAX_DATA + 1))
+        writer.write(frame(3, request("NoSuchMethod")))
+        writer.write(frame(4, request("State")))
+        writer.write(frame(5, b"\xff\xff\xff"))
+        await writer.drain()
+        answers = []
+        for _ in range(4):
+            length, sid, type_, _flags = HEADER.unpack(await asyncio.wait_for(reader.readexactly(10), 10))
+            body = await asyncio.wait_for(reader.readexactly(length), 10)
+            assert type_ == 2, type_
+            status = request_pb2.Response.FromString(body).status
+            answers.append((sid, status.code, status.message))
+        return sorted(answers)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_protocol_edges_answer_as_the_go_server_does(env: Env) -> None:
+    """The same bad bytes to the Go shim's ttrpc server (containerd 1.6: ttrpc 1.1) and to
+    arun's: the same stream ids get the same codes, and both connections live on."""
+    address = await start_shim(env)
+    async with await Client.connect(address, timeout=10) as client:
+        task = ServiceStub(client, shim_pb2.DESCRIPTOR.services_by_name["Task"])
+        env.shim_pid = (await task.Connect(shim_pb2.ConnectRequest(id=env.id), timeout=10)).shim_pid
+    go = await _edge_answers(address)
+
+    server = Server()
+    server.register(shim_pb2.DESCRIPTOR.services_by_name["Task"], _NoTask())
+    ours_path = os.path.join(env.root, "arun-task.sock")
+    await server.serve_unix(ours_path)
+    try:
+        ours = await _edge_answers(ours_path)
+    finally:
+        await server.close()
+
+    RESOURCE_EXHAUSTED, INVALID_ARGUMENT, UNIMPLEMENTED = 8, 3, 12
+    expected = [(1, RESOURCE_EXHAUSTED), (3, UNIMPLEMENTED), (4, INVALID_ARGUMENT), (5, INVALID_ARGUMENT)]
+    assert [(sid, code) for sid, code, _ in go] == expected, go
+    assert [(sid, code) for sid, code, _ in ours] == expected, ours
+    # The messages too, but for the decoder's own words after "unmarshal request error: ".
+    assert go[:3] == ours[:3]
+    assert go[3][2].startswith("unmarshal request error: ") and ours[3][2].startswith(
+        "unmarshal request error: "
+    )

@@ -19,14 +19,15 @@ from pathlib import Path
 __all__ = ["private_arun", "version_sampler"]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+def _env(pythonpath: str | None = None) -> dict[str, str]:
+    path = pythonpath if pythonpath is not None else os.pathsep.join(p for p in sys.path if p)
+    return {**os.environ, "PYTHONPATH": path}
 
 
-def _spawn(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(argv: Sequence[str], log_path: Path, pythonpath: str | None = None) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_env()
+            list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_env(pythonpath)
         )
 
 
@@ -47,8 +48,12 @@ async def _version_ok(sock: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def private_arun(workdir: Path, config: str = "") -> AsyncIterator[str]:
-    """Start ``arun daemon`` under ``workdir``; yields its socket path."""
+async def private_arun(
+    workdir: Path, config: str = "", *, keep: bool = False, pythonpath: str | None = None
+) -> AsyncIterator[str]:
+    """Start ``arun daemon`` under ``workdir``; yields its socket path. The directory is
+    removed when the daemon stops, unless ``keep`` (the caller removes it later).
+    ``pythonpath``: run the arun found there (another tree's ``src``) instead of this one."""
     root, state = workdir / "root", workdir / "state"
     root.mkdir(parents=True)
     state.mkdir(parents=True)
@@ -70,7 +75,7 @@ async def private_arun(workdir: Path, config: str = "") -> AsyncIterator[str]:
         cfg.write_text(config)
         argv += ["--config", str(cfg)]
     log_path = workdir / "arun.log"
-    proc = _spawn(argv, log_path)
+    proc = _spawn(argv, log_path, pythonpath)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -90,7 +95,8 @@ async def private_arun(workdir: Path, config: str = "") -> AsyncIterator[str]:
             proc.kill()
             await asyncio.to_thread(proc.wait)
         await asyncio.to_thread(subprocess.run, ["umount", "-R", str(root)], capture_output=True, check=False)
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        if not keep:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
 _SAMPLER = r"""

@@ -247,6 +247,17 @@ async def container_spec(
         copts.with_namespace_path(s, "user", f"/proc/{sb.pid}/ns/user")
         s["linux"]["uidMappings"] = uid_maps
         s["linux"]["gidMappings"] = gid_maps
+        # runc joins the user namespace first, and then may not join the host's namespaces
+        # (owned by the initial user namespace) that a pod on the host's network, IPC or PID
+        # namespace shares: the container stays in them by joining none.
+        if sb_userns.network == api_pb2.NODE:
+            copts.without_namespace(s, "network")
+            copts.without_namespace(s, "uts")
+            copts.with_host_sys_bind(s)
+        if sb_userns.ipc == api_pb2.NODE:
+            copts.without_namespace(s, "ipc")
+        if sb_userns.pid == api_pb2.NODE:
+            copts.without_namespace(s, "pid")
     # User and groups.
     uid_v = sc.run_as_user.value if sc.HasField("run_as_user") else None
     gid_v = sc.run_as_group.value if sc.HasField("run_as_group") else None

@@ -12,6 +12,7 @@ from arun.core.runtime import CreateOpts
 from arun.cri import util
 from arun.cri.criservice import CRIService
 from arun.cri.io.container_io import ContainerIO
+from arun.cri.sandbox_run import create_task
 from arun.cri.store.container import Container
 from arun.cri.store.sandbox import SandboxState
 from arun.errdefs import FailedPreconditionError
@@ -72,8 +73,11 @@ async def _start(c: CRIService, container: Container) -> None:
             if container.spec is None and record.spec is not None:
                 container.spec = json.loads(record.spec.value)
         spec_bytes = json.dumps(container.spec).encode()
-        task = await c.runtime.create(
+        task = await create_task(
+            c,
             container.id,
+            sb.id,
+            sb.metadata.config,
             CreateOpts(
                 spec=spec_bytes,
                 rootfs=mounts,

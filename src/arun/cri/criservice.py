@@ -154,6 +154,16 @@ class CRIService:
         # Pulls of one reference in flight, shared by concurrent callers.
         self.pulls: dict[str, asyncio.Future[str]] = {}
         self.started_at = time.time_ns()
+        self._userns_probe: asyncio.Future[str] | None = None
+
+    async def userns_unsupported(self) -> str:
+        """Why pods cannot have their own user namespace on this host ("" if they can),
+        probed once on the filesystem of the daemon's root (where the snapshots are)."""
+        if self._userns_probe is None:
+            from arun.cri import userns
+
+            self._userns_probe = asyncio.ensure_future(asyncio.to_thread(userns.probe, str(self.daemon_root)))
+        return await asyncio.shield(self._userns_probe)
 
     # -- directories ---------------------------------------------------------------------------
 

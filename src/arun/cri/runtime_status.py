@@ -18,12 +18,6 @@ RUNTIME_READY = "RuntimeReady"
 NETWORK_READY = "NetworkReady"
 
 
-def userns_supported() -> bool:
-    """Pods in their own user namespace need id-mapped root filesystems, which arun does not
-    make yet (RunPodSandbox refuses mode POD), so no handler claims the feature."""
-    return False
-
-
 async def status(c: CRIService, req: api_pb2.StatusRequest) -> api_pb2.StatusResponse:
     runtime_ready = api_pb2.RuntimeCondition(type=RUNTIME_READY, status=c.ready)
     if not c.ready:
@@ -36,7 +30,7 @@ async def status(c: CRIService, req: api_pb2.StatusRequest) -> api_pb2.StatusRes
     resp = api_pb2.StatusResponse()
     resp.status.conditions.extend([runtime_ready, network_ready])
     features = api_pb2.RuntimeHandlerFeatures(
-        recursive_read_only_mounts=rro_supported(), user_namespaces=userns_supported()
+        recursive_read_only_mounts=rro_supported(), user_namespaces=not await c.userns_unsupported()
     )
     default = c.config.containerd.default_runtime_name
     resp.runtime_handlers.append(api_pb2.RuntimeHandler(name="", features=features))

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
@@ -39,7 +41,9 @@ from arun.cni.types import BandWidth, DNSConfig
 from arun.core import typeurl
 from arun.core.containers import Container as ContainerRecord
 from arun.core.containers import RuntimeInfo
+from arun.core.mount import Mount
 from arun.core.runtime import IO, CreateOpts
+from arun.cri import userns as usernslib
 from arun.cri import util
 from arun.cri.config import Runtime
 from arun.cri.criservice import CRIService
@@ -47,7 +51,7 @@ from arun.cri.images.store import CRIImage
 from arun.cri.opts import capabilities, seccomp
 from arun.cri.opts import spec as copts
 from arun.cri.store.sandbox import Sandbox, SandboxMetadata, SandboxState
-from arun.errdefs import InvalidArgumentError, UnimplementedError
+from arun.errdefs import FailedPreconditionError, InvalidArgumentError, UnimplementedError
 from arun.mount import LinuxMounter, is_mountpoint
 from arun.oci import spec as ocispec
 
@@ -69,13 +73,11 @@ async def run_pod_sandbox(c: CRIService, req: api_pb2.RunPodSandboxRequest) -> a
         raise UnimplementedError(f"sandboxer {rt.sandboxer!r} is not supported")
     userns = config.linux.security_context.namespace_options.userns_options
     if config.linux.security_context.namespace_options.HasField("userns_options"):
+        copts.userns_mappings(userns)  # a malformed mapping is the clearer error
         if userns.mode == api_pb2.POD:
-            copts.userns_mappings(userns)  # a malformed mapping is the clearer error
-            raise UnimplementedError(
-                "user namespaces for pods (mode POD) are not supported yet: they need id-mapped "
-                "root filesystems; the runtime handlers report user_namespaces=false"
-            )
-        copts.userns_mappings(userns)
+            why = await c.userns_unsupported()
+            if why:
+                raise FailedPreconditionError(f"user namespaces for pods are not supported here: {why}")
     name = util.sandbox_name(md)
     sid = util.new_id()
     fingerprint = config.SerializeToString(deterministic=True) + b"\x00" + handler.encode()
@@ -214,8 +216,6 @@ def _setup_files(c: CRIService, sb: Sandbox, config: api_pb2.PodSandboxConfig) -
     else:
         shm = c.sandbox_state(sb.id) / "shm"
         shm.mkdir(mode=0o700, exist_ok=True)
-        from arun.core.mount import Mount
-
         LinuxMounter().mount(
             Mount(
                 type="tmpfs",
@@ -227,8 +227,20 @@ def _setup_files(c: CRIService, sb: Sandbox, config: api_pb2.PodSandboxConfig) -
         sb.shm_path = str(shm)
 
 
+def pod_userns(config: api_pb2.PodSandboxConfig) -> bool:
+    """Whether the pod has its own user namespace (mode POD)."""
+    ns = config.linux.security_context.namespace_options
+    return ns.HasField("userns_options") and ns.userns_options.mode == api_pb2.POD
+
+
+def pinned_userns(c: CRIService, sid: str) -> str:
+    """The file the pod's user namespace is pinned at (mode POD)."""
+    return str(c.sandbox_state(sid) / usernslib.PINNED_USERNS)
+
+
 def cleanup_files(c: CRIService, sid: str) -> None:
-    """Unmount the pod's /dev/shm and remove its directories (idempotent)."""
+    """Unmount the pod's /dev/shm and pinned user namespace, remove its directories (idempotent)."""
+    usernslib.unpin(pinned_userns(c, sid))
     shm = c.sandbox_state(sid) / "shm"
     while is_mountpoint(str(shm)):
         LinuxMounter().unmount(str(shm), 2)  # MNT_DETACH
@@ -274,7 +286,9 @@ def sandbox_spec(
     if nsopts.HasField("userns_options"):
         uids, gids = copts.userns_mappings(nsopts.userns_options)
         if nsopts.userns_options.mode == api_pb2.POD:
-            copts.with_namespace_path(s, "user", "")
+            # The pod's user namespace, made and pinned before the pause container; runc still
+            # wants the maps (for the ids of what it creates in the root filesystem).
+            copts.with_namespace_path(s, "user", pinned_userns(c, sid))
             s["linux"]["uidMappings"] = uids
             s["linux"]["gidMappings"] = gids
         else:
@@ -292,6 +306,8 @@ def sandbox_spec(
             "options": list(ro),
         }
     )
+    if nsopts.network == api_pb2.NODE and pod_userns(config):
+        copts.with_host_sys_bind(s)
     sysctls = dict(linux.sysctls)
     if nsopts.network != api_pb2.NODE:
         if c.config.enable_unprivileged_ports and "net.ipv4.ip_unprivileged_port_start" not in sysctls:
@@ -391,12 +407,28 @@ async def _run(
         nsopts = config.linux.security_context.namespace_options
         netreq = network_request(sid, config, config.linux.cgroup_parent)
         network: asyncio.Task[PodNetworkResult] | None = None
+        if pod_userns(config):
+            # The pod's user namespace (and its network namespace, which must belong to it),
+            # pinned before anything runs in them; cleanup_files (remove_dirs) unpins it.
+            uids, gids = copts.userns_mappings(nsopts.userns_options)
+            netns_dir = c.network.netns_dir if nsopts.network != api_pb2.NODE else None
+            netns_path = await asyncio.shield(
+                asyncio.to_thread(usernslib.create_namespaces, pinned_userns(c, sid), uids, gids, netns_dir)
+            )
+            if netns_path:
+                meta.netns_path = netns_path
+
+                async def remove_netns() -> None:
+                    await netnslib.remove(netns_path)
+
+                undo.append(remove_netns)
         if nsopts.network != api_pb2.NODE:
             # The namespace first (the pause container's spec names it); the CNI plugins then
             # attach it while the pause container is prepared and started: nothing in the pod
             # needs the network before RunPodSandbox returns.
-            ns = await netnslib.create(c.network.netns_dir)
-            meta.netns_path = ns.path
+            if not meta.netns_path:
+                meta.netns_path = (await netnslib.create(c.network.netns_dir)).path
+            ns_path = meta.netns_path
 
             async def destroy_network() -> None:
                 if network is not None and not network.done():
@@ -407,7 +439,7 @@ async def _run(
                 await c.network.destroy(netreq, meta.netns_path)
 
             undo.append(destroy_network)
-            network = asyncio.create_task(c.network.setup(netreq, ns.path), name=f"cni-add-{sid[:12]}")
+            network = asyncio.create_task(c.network.setup(netreq, ns_path), name=f"cni-add-{sid[:12]}")
 
         await asyncio.to_thread(_setup_files, c, sb, config)
         spec = sandbox_spec(c, sb, config, image, rt)
@@ -444,8 +476,11 @@ async def _run(
 
         undo.append(remove_snapshot)
 
-        task = await c.runtime.create(
+        task = await create_task(
+            c,
             sid,
+            sid,
+            config,
             CreateOpts(
                 spec=spec_bytes,
                 rootfs=mounts,
@@ -480,6 +515,29 @@ async def _run(
     c.monitor_sandbox(sb)
     c.emit(sid, sid, api_pb2.CONTAINER_CREATED_EVENT)
     c.emit(sid, sid, api_pb2.CONTAINER_STARTED_EVENT)
+
+
+async def create_task(
+    c: CRIService, task_id: str, sid: str, config: api_pb2.PodSandboxConfig, opts: CreateOpts
+) -> Any:
+    """``c.runtime.create`` for a container (or the pause container) of pod ``sid``; in a pod
+    with its own user namespace, the root filesystem is handed over id-mapped, through a view
+    that is detached again once the shim has mounted it."""
+    if not pod_userns(config):
+        return await c.runtime.create(task_id, opts)
+    work = str(c.sandbox_state(sid) / f"idmap-{secrets.token_hex(6)}")
+    rootfs = [
+        Mount(type=m.type, source=m.source, target=getattr(m, "target", ""), options=tuple(m.options))
+        for m in opts.rootfs
+    ]
+    uids, gids = copts.userns_mappings(config.linux.security_context.namespace_options.userns_options)
+    mapped = await asyncio.to_thread(
+        usernslib.map_rootfs, rootfs, work, pinned_userns(c, sid), uids[0]["hostID"], gids[0]["hostID"]
+    )
+    try:
+        return await c.runtime.create(task_id, dataclasses.replace(opts, rootfs=mapped))
+    finally:
+        await asyncio.shield(asyncio.to_thread(usernslib.unmap_rootfs, work))
 
 
 def _metadata_any(meta: SandboxMetadata) -> typeurl.Any:

@@ -56,6 +56,18 @@ _MAX_CACHED_DIRS = 4096
 _MAX_NS = (1 << 63) - 1
 
 
+def _read_umask() -> int:
+    """This process's umask without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o7777  # unknown: always chmod
+
+
 class Cancelled(Exception):
     """The apply was cancelled between two entries."""
 
@@ -121,17 +133,29 @@ class _Tree:
         self.opts = opts
         self.root_fd = os.open(root, _DIR_FLAGS)
         self._fds: dict[tuple[str, ...], int] = {(): self.root_fd}
+        # Directories (by open descriptor) whose set-group-ID bit gives new files their group.
+        self._setgid: dict[int, bool] = {}
+
+    def setgid(self, fd: int) -> bool:
+        """Whether the directory ``fd`` has the set-group-ID bit (cached per descriptor)."""
+        v = self._setgid.get(fd)
+        if v is None:
+            v = self._setgid[fd] = bool(os.fstat(fd).st_mode & stat.S_ISGID)
+        return v
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._setgid.clear()
 
     def forget(self, parts: tuple[str, ...]) -> None:
         """Drop cached descriptors of ``parts`` and everything below (it was removed or replaced)."""
         n = len(parts)
         for k in [k for k in self._fds if len(k) >= n and k[:n] == parts and k]:
-            os.close(self._fds.pop(k))
+            fd = self._fds.pop(k)
+            self._setgid.pop(fd, None)
+            os.close(fd)
 
     def _open_child(self, parent_fd: int, parts: tuple[str, ...], name: str) -> int:
         try:
@@ -174,7 +198,9 @@ class _Tree:
 
     def forget_all(self) -> None:
         for k in [k for k in self._fds if k]:
-            os.close(self._fds.pop(k))
+            fd = self._fds.pop(k)
+            self._setgid.pop(fd, None)
+            os.close(fd)
 
     def _inherit(self, sub: tuple[str, ...], parent_fd: int) -> None:
         """Give an implicitly created directory the metadata of the same directory in a lower layer."""
@@ -247,6 +273,9 @@ class _Applier:
         self.dirs: list[tuple[tuple[str, ...], int, int, int]] = []
         self.stats = ApplyStats()
         self.is_root = os.geteuid() == 0
+        self.uid = os.geteuid()
+        self.gid = os.getegid()
+        self.umask = _read_umask()
 
     def run(self, reader: Any) -> ApplyStats:
         try:
@@ -314,6 +343,9 @@ class _Applier:
             if lparts == parts:
                 return  # a link to itself: nothing to do
 
+        if ti.isreg() and ti.sparse is None and self._regular_file(ti, reader, parts, pfd, base):
+            return
+
         try:
             existing = os.lstat(base, dir_fd=pfd)
         except FileNotFoundError:
@@ -369,6 +401,41 @@ class _Applier:
             os.chmod(base, mode, dir_fd=pfd)
             os.utime(base, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
         self.unpacked.add(parts)
+
+    def _regular_file(
+        self, ti: tarfile.TarInfo, reader: Any, parts: tuple[str, ...], pfd: int, base: str
+    ) -> bool:
+        """The common case of a regular file whose name is free, in as few system calls as
+        containerd makes: created exclusively (never through a link) with its final mode
+        when the umask keeps it, owner set only when creation did not already give the
+        right one. False, with nothing done, when the name exists (the general path then
+        replaces it)."""
+        mode = ti.mode & 0o7777
+        direct = mode & 0o7000 == 0 and mode & self.umask == 0
+        try:
+            fd = os.open(
+                base,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                mode if direct else 0o600,
+                dir_fd=pfd,
+            )
+        except FileExistsError:
+            return False
+        try:
+            self._copy(reader, fd, ti)
+            chown = self.opts.same_owner and (
+                ti.uid != self.uid or ti.gid != self.gid or self.tree.setgid(pfd)
+            )
+            if chown or any(k.startswith(PAX_XATTR) for k in ti.pax_headers):
+                self._own_and_xattrs(ti, pfd, base, fd)
+            if not direct:
+                os.fchmod(fd, mode)
+            mtime = _time_ns(ti, "mtime", ti.mtime)
+            os.utime(fd, ns=(max(_time_ns(ti, "atime", ti.mtime), mtime), mtime))
+        finally:
+            os.close(fd)
+        self.unpacked.add(parts)
+        return True
 
     @staticmethod
     def _copy(src: Any, fd: int, ti: tarfile.TarInfo) -> None:

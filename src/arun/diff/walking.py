@@ -72,18 +72,44 @@ class WalkingDiff:
     # ------------------------------------------------------------------ apply
 
     async def apply(self, desc: Descriptor, mounts: Sequence[Mount]) -> Descriptor:
+        compression = self._check(desc, mounts)
+        ra = await self.store.reader_at(desc)
+        try:
+            return await self._apply(desc, mounts, compression, _source(ra, asyncio.get_running_loop()))
+        finally:
+            await ra.close()
+
+    async def apply_stream(
+        self, desc: Descriptor, mounts: Sequence[Mount], source: Callable[[], bytes]
+    ) -> Descriptor:
+        """Apply ``desc`` reading its (compressed) bytes from ``source`` instead of the content
+        store: a blocking callable, called in the worker thread, returning the next chunk and
+        ``b""`` at the end — a pull hands over a layer while it is still downloading. The
+        bytes read are checked against the descriptor's digest and size, as for ``apply``;
+        ``source`` may raise to abort the extraction (the caller then removes the snapshot).
+        """
+        compression = self._check(desc, mounts)
+        return await self._apply(desc, mounts, compression, source)
+
+    @staticmethod
+    def _check(desc: Descriptor, mounts: Sequence[Mount]) -> mediatypes.Compression:
         compression = mediatypes.layer_compression(desc.media_type)
         if compression is None:
             raise UnimplementedError(f"unsupported layer media type {desc.media_type!r}")
         parse_digest(desc.digest)
         if not mounts:
             raise InvalidArgumentError("no mounts to apply the layer to")
-        ra = await self.store.reader_at(desc)
-        try:
-            async with self._apply_target(mounts) as (root, opts):
-                reader, _stats = await self._extract(ra, compression, root, opts)
-        finally:
-            await ra.close()
+        return compression
+
+    async def _apply(
+        self,
+        desc: Descriptor,
+        mounts: Sequence[Mount],
+        compression: mediatypes.Compression,
+        source: Callable[[], bytes],
+    ) -> Descriptor:
+        async with self._apply_target(mounts) as (root, opts):
+            reader, _stats = await self._extract(source, compression, root, opts)
         if reader.compressed_digest() != desc.digest:
             raise FailedPreconditionError(
                 f"layer {desc.digest}: content digest {reader.compressed_digest()} does not match"
@@ -112,9 +138,8 @@ class WalkingDiff:
             yield root, ApplyOptions()
 
     async def _extract(
-        self, ra: ReaderAt, compression: mediatypes.Compression, root: str, opts: ApplyOptions
+        self, source: Callable[[], bytes], compression: mediatypes.Compression, root: str, opts: ApplyOptions
     ) -> tuple[LayerReader, ApplyStats]:
-        source = _source(ra, asyncio.get_running_loop())
         cancel = threading.Event()
         opts.cancel = cancel  # polled between entries
 

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import json
 import logging
 import os
 import re
@@ -160,6 +161,19 @@ def paths(root: Path, state: Path, namespace: str, id: str) -> tuple[Path, Path]
     return state / namespace / id, root / namespace / id
 
 
+def _userns_root_gid(spec: bytes) -> int:
+    """The host gid of gid 0 in the spec's user namespace (0 without one)."""
+    try:
+        doc = json.loads(spec)
+        maps = (doc.get("linux") or {}).get("gidMappings") or []
+        for m in maps:
+            if int(m.get("containerID", -1)) == 0:
+                return int(m.get("hostID", 0))
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return 0
+
+
 def create(root: Path, state: Path, namespace: str, id: str, spec: bytes) -> Bundle:
     """Make the bundle of task ``id``; AlreadyExistsError if one exists. Nothing is left
     behind on failure."""
@@ -179,6 +193,12 @@ def create(root: Path, state: Path, namespace: str, id: str, spec: bytes) -> Bun
         made.append(work)
         path.mkdir(mode=0o700)
         made.append(path)
+        gid = _userns_root_gid(spec)
+        if gid:
+            # runc, as the root of the task's user namespace, must reach rootfs/ through the
+            # bundle: that root's group may traverse it (as containerd does).
+            os.chown(path, -1, gid)
+            os.chmod(path, 0o710)
         (path / ROOTFS).mkdir(mode=0o711)
         os.symlink(work, path / WORK)
         b = Bundle(id, namespace, path, work)

@@ -30,6 +30,8 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -186,6 +188,38 @@ class ShimManager:
             await asyncio.gather(task, return_exceptions=True)
         if self.zygote is not None:
             await self.zygote.close()
+
+
+def remove_stale_socket(address: str) -> bool:
+    """Remove the unix socket file of ``address`` if nothing listens on it any more (its shim
+    died); a socket a live shim serves, an abstract or non-unix address is left alone."""
+    if address.startswith("unix://"):
+        path = address[len("unix://") :]
+    elif address.startswith("/"):
+        path = address
+    else:
+        return False
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(path)
+        except ConnectionRefusedError:
+            pass  # a socket file without a listener
+        except OSError:
+            return False  # gone already, not a socket, or busy: not ours to judge
+        else:
+            return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    log.info("removed the socket of a dead shim", extra={"address": address})
+    return True
 
 
 def default_socket_dir(state: str) -> str:
@@ -424,7 +458,7 @@ class TaskManager:
             if not task.deleted:
                 with namespaces.use(task.namespace):
                     await self._cleanup_dead(
-                        task.namespace, task.id, task.binary, task.bundle, task.init_pid, task
+                        task.namespace, task.id, task.binary, task.bundle, task.init_pid, task, task.address
                     )
         except Exception:
             log.exception("cleaning up after a shim failed", extra={"id": task.id})
@@ -433,7 +467,14 @@ class TaskManager:
             task.closed.set()
 
     async def _cleanup_dead(
-        self, ns: str, id: str, shim: ShimBinary, b: Bundle, pid: int, task: ShimTask | None
+        self,
+        ns: str,
+        id: str,
+        shim: ShimBinary,
+        b: Bundle,
+        pid: int,
+        task: ShimTask | None,
+        address: str | None = None,
     ) -> None:
         """The shim of task ``id`` went away while the task existed (containerd's
         ``cleanupAfterDeadShim``): run the shim's ``delete``, publish the exit if the task is
@@ -446,6 +487,9 @@ class TaskManager:
             exit = await self.shims.delete(shim, b)
         except Exception as e:
             log.warning("failed to clean up after shim disconnected", extra={"id": id, "error": str(e)})
+        if address:
+            # A shim killed outright leaves its socket file (in the shared socket directory).
+            await asyncio.to_thread(remove_stale_socket, address)
         publish = task is None
         if task is not None and self._tasks.get(key) is task:
             del self._tasks[key]
@@ -529,7 +573,7 @@ class TaskManager:
                 task.deleted = True  # this clean-up is done here, not by the close callback
                 await task.conn.close()
             shim_log.close()
-            await self._cleanup_dead(ns, id, shim, b, 0, None)
+            await self._cleanup_dead(ns, id, shim, b, 0, None, result.address if result else None)
             return
         if task.conn.closed:
             return  # closed right away: the close callback cleans up

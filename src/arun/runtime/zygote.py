@@ -565,7 +565,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         template=os.environ.get("ARUN_ZYGOTE_TEMPLATE", "1") != "0",
     )
     state.replenish()
-    sock.sendall(json.dumps({"ready": os.getpid()}).encode())
+    try:
+        sock.sendall(json.dumps({"ready": os.getpid()}).encode())
+    except (BrokenPipeError, ConnectionResetError):
+        # The daemon went away while we warmed up (e.g. SIGTERM right after boot): as on EOF
+        # in serve_requests, let the spares go and leave quietly.
+        state.close()
+        return 0
     serve_requests(sock, state)
     return 0
 

@@ -203,6 +203,7 @@ class CgroupV1:
         blkio = self.paths.get("blkio")
         if not blkio or not os.path.isdir(blkio):
             return
+        m.blkio.SetInParent()  # present even with no I/O yet, as containerd's shims report it
         devices = _block_devices()
         cfq = [
             ("sectors_recursive", m.blkio.sectors_recursive),

@@ -123,9 +123,14 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         base: Path | None = None,
         address: Path | None = None,
-        timeout: float = 30.0,
+        timeout: float = 120.0,
     ) -> Daemon:
-        """Start a daemon and wait until its socket answers; DaemonError if it exits first."""
+        """Start a daemon and wait until its socket answers; DaemonError if it exits first.
+
+        ``timeout`` is generous on purpose: on a 2-core machine at load 15+ a healthy daemon took
+        more than 30 s to serve. The wait ends as soon as the socket answers.
+        """
+        created = base is None
         base = base or Path(tempfile.mkdtemp(prefix="arun-", dir="/tmp"))
         if config_text is not None:
             (base / "config.toml").write_text(config_text)
@@ -151,6 +156,8 @@ class Daemon:
             d.wait_ready(timeout)
         except BaseException:
             d.kill()
+            if created:  # the error carries the log; leave no directory behind
+                shutil.rmtree(base, ignore_errors=True)
             raise
         return d
 

@@ -40,8 +40,10 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -85,6 +87,131 @@ LABEL_GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."
 _WRITE_BATCH = 1 << 20
 # JSON documents bigger than this are parsed in a worker thread.
 _BIG_JSON = 256 << 10
+# A layer being downloaded keeps up to this many bytes in memory for an extraction that may
+# start before the download ends; beyond it the extraction reads the rest from the store.
+_FEED_BUFFER = 8 << 20
+
+
+class _LayerFeed:
+    """The bytes of one layer download, handed to an extraction running in a worker thread.
+
+    The download (on the loop) ``push``es each piece after writing it to the content
+    store and ``finish``es after the commit verified digest and size (or with the error
+    that failed it). The extraction (``attach``, then calls from its thread) gets the
+    pieces in order; it sees the end of the stream only once the commit succeeded, so a
+    layer snapshot is never committed from unverified bytes. Memory is bounded: past
+    ``limit`` buffered bytes the feed stops keeping pieces, and the extraction reads the
+    rest from the committed blob (``read_stored``). A download that finishes before any
+    extraction attached drops its buffer at once (the unpack then reads the store).
+    """
+
+    def __init__(
+        self,
+        read_stored: Callable[[int], bytes],
+        limit: int = _FEED_BUFFER,
+    ) -> None:
+        self._cv = threading.Condition()
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._limit = limit
+        self._overflow = False  # stopped buffering: the rest comes from the store
+        self._finished = False
+        self._error: BaseException | None = None
+        self._attached = False
+        self._released = False
+        self._consumed = 0
+        self._read_stored = read_stored
+
+    # -- the download's side (event loop) --
+
+    def push(self, data: bytes) -> None:
+        with self._cv:
+            if self._released or self._overflow:
+                return
+            if self._buffered + len(data) > self._limit:
+                self._overflow = True
+            else:
+                self._chunks.append(data)
+                self._buffered += len(data)
+            self._cv.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._cv:
+            self._finished = True
+            self._error = error
+            if not self._attached:
+                self._release_locked()
+            self._cv.notify_all()
+
+    # -- the unpack's side --
+
+    def attach(self) -> bool:
+        """Claim the stream; False if it is gone (the download finished unclaimed)."""
+        with self._cv:
+            if self._released or self._attached:
+                return False
+            self._attached = True
+            return True
+
+    def release(self) -> None:
+        """The extraction is over (or never started): drop what is buffered."""
+        with self._cv:
+            self._release_locked()
+            self._cv.notify_all()
+
+    def _release_locked(self) -> None:
+        self._released = True
+        self._chunks.clear()
+        self._buffered = 0
+
+    def __call__(self) -> bytes:
+        """The next piece (blocking; called in the extraction thread); b"" at the verified end."""
+        with self._cv:
+            while True:
+                if self._chunks:
+                    data = self._chunks.popleft()
+                    self._buffered -= len(data)
+                    self._consumed += len(data)
+                    return data
+                if self._released:
+                    raise errdefs.CanceledError("layer stream released")
+                if self._finished:
+                    if self._error is not None:
+                        raise self._error
+                    if not self._overflow:
+                        return b""
+                    break
+                self._cv.wait()
+        data = self._read_stored(self._consumed)
+        self._consumed += len(data)
+        return data
+
+
+class _StoredTail:
+    """Reads of a committed blob from a worker thread, through the loop (``_LayerFeed``'s
+    source once it stopped buffering). The worker's context carries the namespace."""
+
+    def __init__(self, content: Any, desc: Descriptor, loop: asyncio.AbstractEventLoop) -> None:
+        self._content = content
+        self._desc = desc
+        self._loop = loop
+        self._reader: Any = None
+
+    def _run(self, coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+
+    def __call__(self, offset: int) -> bytes:
+        if offset >= self._desc.size:
+            return b""
+        if self._reader is None:
+            self._reader = self._run(self._content.reader_at(self._desc))
+        data: bytes = self._run(self._reader.read_at(offset, min(_WRITE_BATCH, self._desc.size - offset)))
+        return data
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()
 
 
 @dataclass
@@ -171,6 +298,11 @@ class _Puller:
         self.bytes = 0
         self.unpacked: list[str] = []
         self.matcher = opts.platforms or platforms.default()
+        # Streaming unpack (a layer extracted while it downloads) when the differ can.
+        self.stream_unpack = False
+        self.feeds: dict[int, tuple[_LayerFeed, _StoredTail]] = {}
+        self.started: dict[int, asyncio.Future[None]] = {}
+        self.timings: dict[str, float] = {}
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -279,59 +411,99 @@ class _Puller:
         self.emit(Phase.DOWNLOADING, desc, kind, offset=0)
         return bytes(await self.repo.fetch_bytes(desc, manifest=manifest))
 
-    async def fetch_layer(self, desc: Descriptor, sem: asyncio.Semaphore) -> None:
-        """Download one layer blob into the content store (resuming a left-over ingest)."""
+    def _mark_started(self, index: int) -> None:
+        fut = self.started.get(index)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def fetch_layer(self, desc: Descriptor, sem: asyncio.Semaphore, index: int = -1) -> None:
+        """Download one layer blob into the content store (resuming a left-over ingest).
+
+        With streaming unpack, a download from the start also feeds the bytes it writes to
+        ``self.feeds[index]``, so the unpack may extract the layer while it downloads.
+        """
         self.emit(Phase.WAITING, desc, "layer")
         async with sem:
-            w = await self._open_writer(desc)
-            if w is None:
-                self.emit(Phase.EXISTS, desc, "layer")
-                await self._label(desc.digest, self._commit_labels({}))
-                return
-            committed = False
             try:
-                st = await w.status()
-                offset = int(getattr(st, "offset", 0))
-                if offset > desc.size:
-                    await w.truncate(0)
-                    offset = 0
-                self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
-                async with contextlib.aclosing(self.repo.iter_blob(desc, offset)) as chunks:
-                    # Bodies arrive in pieces of a few hundred KiB; the writer hops to threads
-                    # per write, so hand it about a MiB at a time.
-                    pending: list[bytes] = []
-                    size = 0
-                    async for data in chunks:
-                        pending.append(data)
-                        size += len(data)
-                        if size >= _WRITE_BATCH:
-                            await w.write(b"".join(pending) if len(pending) > 1 else pending[0])
-                            offset += size
-                            self.bytes += size
-                            pending, size = [], 0
-                            self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
-                    if pending:
-                        await w.write(b"".join(pending))
+                await self._fetch_layer(desc, index)
+            finally:
+                self._mark_started(index)
+
+    async def _fetch_layer(self, desc: Descriptor, index: int) -> None:
+        t0 = time.perf_counter()
+        w = await self._open_writer(desc)
+        if w is None:
+            self.emit(Phase.EXISTS, desc, "layer")
+            await self._label(desc.digest, self._commit_labels({}))
+            return
+        committed = False
+        feed: _LayerFeed | None = None
+        try:
+            st = await w.status()
+            offset = int(getattr(st, "offset", 0))
+            if offset > desc.size:
+                await w.truncate(0)
+                offset = 0
+            if self.stream_unpack and offset == 0 and index >= 0:
+                tail = _StoredTail(self.stores.content, desc, asyncio.get_running_loop())
+                feed = _LayerFeed(tail)
+                self.feeds[index] = (feed, tail)
+                self._mark_started(index)
+            self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
+            async with contextlib.aclosing(self.repo.iter_blob(desc, offset)) as chunks:
+                # Bodies arrive in pieces of a few hundred KiB; the writer hops to threads
+                # per write, so hand it about a MiB at a time.
+                pending: list[bytes] = []
+                size = 0
+                async for data in chunks:
+                    pending.append(data)
+                    size += len(data)
+                    if size >= _WRITE_BATCH:
+                        batch = b"".join(pending) if len(pending) > 1 else pending[0]
+                        await w.write(batch)
+                        if feed is not None:
+                            feed.push(batch)
                         offset += size
                         self.bytes += size
+                        pending, size = [], 0
                         self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
-                try:
-                    committed = True
-                    await w.commit(desc.size, desc.digest, labels=self._commit_labels({}))
-                except errdefs.AlreadyExistsError:
-                    await self._label(desc.digest, self._commit_labels({}))
-                except errdefs.FailedPreconditionError as exc:
-                    # Bad bytes: drop the ingest so a retry starts from scratch.
-                    with contextlib.suppress(errdefs.ArunError):
-                        await self.stores.content.abort(f"layer-{desc.digest}")
-                    raise errdefs.FailedPreconditionError(
-                        f"layer {desc.digest} of {self.ref!r}: {exc.message}"
-                    ) from exc
-            finally:
-                if not committed:
-                    await asyncio.shield(w.close())
-            self.fetched.append(desc.digest)
-            self.emit(Phase.DOWNLOADED, desc, "layer", offset=desc.size)
+                if pending:
+                    batch = b"".join(pending)
+                    await w.write(batch)
+                    if feed is not None:
+                        feed.push(batch)
+                    offset += size
+                    self.bytes += size
+                    self.emit(Phase.DOWNLOADING, desc, "layer", offset=offset)
+            t1 = time.perf_counter()
+            try:
+                committed = True
+                await w.commit(desc.size, desc.digest, labels=self._commit_labels({}))
+            except errdefs.AlreadyExistsError:
+                await self._label(desc.digest, self._commit_labels({}))
+            except errdefs.FailedPreconditionError as exc:
+                # Bad bytes: drop the ingest so a retry starts from scratch.
+                with contextlib.suppress(errdefs.ArunError):
+                    await self.stores.content.abort(f"layer-{desc.digest}")
+                raise errdefs.FailedPreconditionError(
+                    f"layer {desc.digest} of {self.ref!r}: {exc.message}"
+                ) from exc
+            log.debug(
+                "%s: layer %s downloaded in %.3fs, committed in %.3fs",
+                self.ref, desc.digest, t1 - t0, time.perf_counter() - t1,
+            )  # fmt: skip
+            if feed is not None:
+                feed.finish()
+        except BaseException as exc:
+            if feed is not None:
+                stopped = errdefs.CanceledError(f"download of {desc.digest} stopped")
+                feed.finish(exc if isinstance(exc, Exception) else stopped)
+            raise
+        finally:
+            if not committed:
+                await asyncio.shield(w.close())
+        self.fetched.append(desc.digest)
+        self.emit(Phase.DOWNLOADED, desc, "layer", offset=desc.size)
 
     # -- documents ----------------------------------------------------------------------------
 
@@ -433,14 +605,21 @@ class _Puller:
         needed = range(first_needed, n) if sn is not None else range(n)
         sem = asyncio.Semaphore(max(1, self.opts.max_concurrent_downloads))
         done: dict[int, asyncio.Future[None]] = {}
+        self.stream_unpack = sn is not None and callable(getattr(self.stores.applier, "apply_stream", None))
+        loop = asyncio.get_running_loop()
+        self.feeds.clear()
+        self.started = {i: loop.create_future() for i in needed} if self.stream_unpack else {}
         try:
             async with asyncio.TaskGroup() as tg:
                 for i in needed:
-                    done[i] = tg.create_task(self.fetch_layer(m.layers[i], sem))
+                    done[i] = tg.create_task(self.fetch_layer(m.layers[i], sem, i))
                 if sn is not None:
                     tg.create_task(self.unpack(sn, m, cfg, chain, first_needed, done))
         except BaseExceptionGroup as eg:
             raise _first_error(eg) from None
+        finally:
+            for i in list(self.feeds):
+                await asyncio.shield(self._end_stream(i))
         return chain[-1] if chain else ""
 
     async def unpack(
@@ -455,7 +634,11 @@ class _Puller:
         applier = self.stores.applier
         assert applier is not None
         for i in range(start, len(m.layers)):
-            await done[i]
+            t_wait = time.perf_counter()
+            feed = await self._stream_for(i, done)
+            if feed is None:
+                await done[i]
+            t_ready = time.perf_counter()
             layer = m.layers[i]
             parent = chain[i - 1] if i > 0 else ""
             snap_labels = {LABEL_SNAPSHOT_REF: chain[i], LABEL_SNAPSHOT_DIFF_ID: cfg.diff_ids[i]}
@@ -475,10 +658,15 @@ class _Puller:
             else:
                 raise errdefs.AlreadyExistsError(f"unable to prepare extraction snapshot for {chain[i]}")
             if not key:  # unpacked by someone else meanwhile
+                if feed is not None:
+                    await self._end_stream(i)
+                    await done[i]
                 continue
             self.emit(Phase.UNPACKING, layer, "layer")
+            t_apply = time.perf_counter()
             try:
-                diff = await applier.apply(layer, mounts)
+                diff = await self._apply(applier, layer, mounts, i, feed, done)
+                t_commit = time.perf_counter()
                 if diff.digest != cfg.diff_ids[i]:
                     raise errdefs.FailedPreconditionError(
                         f"wrong diff id {diff.digest} calculated on extraction of layer {layer.digest}, "
@@ -495,6 +683,63 @@ class _Puller:
             await self._label(layer.digest, {LABEL_UNCOMPRESSED: cfg.diff_ids[i]})
             self.unpacked.append(chain[i])
             self.emit(Phase.UNPACKED, layer, "layer")
+            now = time.perf_counter()
+            log.debug(
+                "%s: layer %s unpacked (%s): waited %.3fs, prepared %.3fs, applied %.3fs, committed %.3fs",
+                self.ref, layer.digest, "streamed" if feed is not None else "from the store",
+                t_ready - t_wait, t_apply - t_ready, t_commit - t_apply, now - t_commit,
+            )  # fmt: skip
+
+    async def _stream_for(self, index: int, done: Mapping[int, asyncio.Future[None]]) -> _LayerFeed | None:
+        """The feed of layer ``index`` if its download is under way and can be extracted as it
+        goes; None when the unpack should wait for the download and read the store."""
+        if not self.stream_unpack or done[index].done():
+            return None
+        started = self.started.get(index)
+        if started is None:
+            return None
+        await asyncio.wait({started, done[index]}, return_when=asyncio.FIRST_COMPLETED)
+        entry = self.feeds.get(index)
+        if entry is None or done[index].done() or not entry[0].attach():
+            return None
+        return entry[0]
+
+    async def _end_stream(self, index: int) -> None:
+        entry = self.feeds.pop(index, None)
+        if entry is not None:
+            entry[0].release()
+            await entry[1].close()
+
+    async def _apply(
+        self,
+        applier: Any,
+        layer: Descriptor,
+        mounts: list[Any],
+        index: int,
+        feed: _LayerFeed | None,
+        done: Mapping[int, asyncio.Future[None]],
+    ) -> Any:
+        """Apply layer ``index``: from its download's feed, or from the content store."""
+        if feed is not None:
+            try:
+                diff = await applier.apply_stream(layer, mounts, feed)
+            except errdefs.UnimplementedError:
+                diff = None  # no differ streams this layer: wait for the blob instead
+            except Exception:
+                # Bad bytes usually break the extraction before the commit sees the digest
+                # mismatch: report what the download finds, as an unpack after it would.
+                await asyncio.wait({done[index]})
+                if not done[index].cancelled() and done[index].exception() is not None:
+                    raise done[index].exception() from None  # type: ignore[misc]
+                raise
+            finally:
+                await asyncio.shield(self._end_stream(index))
+            # The feed ends only after the commit verified the blob; surface the download's
+            # own outcome all the same.
+            await done[index]
+            if diff is not None:
+                return diff
+        return await applier.apply(layer, mounts)
 
     # -- the whole pull --------------------------------------------------------------------------
 

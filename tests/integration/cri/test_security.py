@@ -333,8 +333,6 @@ async def test_user_namespace_modes(env: CRIEnv, cri: CRIClient) -> None:
             ),
         )
 
-    st = await cri.rt.Status(api_pb2.StatusRequest())
-    assert not any(h.features.user_namespaces for h in st.runtime_handlers)
     node = api_pb2.UserNamespace(mode=api_pb2.NODE)
     pod = await cri.run_pod(pod_cfg("userns-node", node))
     cid = await run(env, cri, pod, SC(namespace_options=api_pb2.NamespaceOption(userns_options=node)))
@@ -343,9 +341,9 @@ async def test_user_namespace_modes(env: CRIEnv, cri: CRIClient) -> None:
     assert (await sh(cri, cid, "cat /proc/self/uid_map")).stdout.split() == [x.encode() for x in host_map]
     await cri.stop_pod(pod)
     await cri.remove_pod(pod)
+    # Mode POD: test_userns.py.
     m = api_pb2.IDMapping(container_id=0, host_id=1000, length=100000)
     cases = [
-        (Status.UNIMPLEMENTED, api_pb2.UserNamespace(mode=api_pb2.POD, uids=[m], gids=[m])),
         (Status.INVALID_ARGUMENT, api_pb2.UserNamespace(mode=api_pb2.POD, uids=[m, m], gids=[m, m])),
         (
             Status.INVALID_ARGUMENT,

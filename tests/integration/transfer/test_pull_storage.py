@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 
-from arun import platforms
+from arun import errdefs, platforms
 from arun.content.local.store import LocalStore, MemoryLabelStore
 from arun.diff.walking import WalkingDiff
 from arun.mount import temp_mount
-from arun.remotes.client import RegistryClient
+from arun.remotes.client import ClientOptions, RegistryClient, RetryPolicy
 from arun.remotes.hosts import HostsConfig
 from arun.snapshots.native import NativeSnapshotter
 from arun.testing import images as im
+from arun.testing.faultproxy import FaultProxy, Rule
 from arun.testing.memstores import Image, MemImages
 from arun.testing.registry import RegistryServer
+from arun.transfer.progress import Phase, Progress
 from arun.transfer.pull import PullOptions, pull
 from arun.transfer.stores import Stores
 
@@ -86,3 +88,75 @@ async def test_pull_into_real_storage(reg: RegistryServer, stores: Stores) -> No
     for la in amd.layers:
         labels = (await stores.content.info(la.digest)).labels
         assert labels["containerd.io/uncompressed"] == la.diff_id
+
+
+# -- a layer unpacked while it downloads -------------------------------------------------------
+
+FAST = ClientOptions(retry=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02))
+
+
+async def _snapshot_names(sn: Any) -> list[str]:
+    return [info.name async for info in sn.walk()]
+
+
+async def test_first_layer_is_unpacked_while_it_downloads(reg: RegistryServer, stores: Stores) -> None:
+    """The registry stalls half-way through the base layer (then drops the connection, and
+    the download resumes with a Range request): its extraction is already under way."""
+    idx, amd, _ = two_platform_index()
+    await im.push_raw(reg.url, "lib/rich", "v1", idx)
+    la = amd.layers[0]
+    events: list[Progress] = []
+    async with FaultProxy(reg.url) as proxy:
+        proxy.add(Rule("stall", path=f"/blobs/{la.digest}", times=1, after=len(la.blob) // 2, stall_for=2.0))
+        async with RegistryClient(HostsConfig(default_scheme="http"), options=FAST) as c:
+            res = await pull(
+                c,
+                f"{proxy.host}/lib/rich:v1",
+                stores,
+                PullOptions(platforms=AMD64, on_progress=events.append),
+            )
+        assert any(r.path.endswith(la.digest) and "Range" in r.headers for r in proxy.requests)
+    phases = [e.phase for e in events if e.digest == la.digest]
+    assert Phase.UNPACKING in phases and Phase.DOWNLOADED in phases
+    assert phases.index(Phase.UNPACKING) < phases.index(Phase.DOWNLOADED)
+    assert res.chain_id == amd.chain_ids()[-1]
+    want = im.expected_tree(amd.layers)
+    if os.geteuid() != 0:
+        want = {k: im.Node(v.kind, v.mode, v.data, v.target) for k, v in want.items()}
+    got = await rootfs(stores.snapshotter, res.chain_id)
+    assert sorted(got) == sorted(want)
+    for path, node in want.items():
+        assert got[path] == node, path
+
+
+async def test_bad_bytes_found_while_unpacking_fail_as_a_digest_mismatch(
+    reg: RegistryServer, stores: Stores
+) -> None:
+    """The base layer's second half is corrupt, and arrives after its extraction started:
+    the pull fails with the download's digest error, leaves no snapshot, no blob, no ingest."""
+    idx, amd, _ = two_platform_index()
+    await im.push_raw(reg.url, "lib/rich", "v1", idx)
+    la = amd.layers[0]
+    bad = bytearray(la.blob)
+    for i in range(len(bad) * 3 // 4, len(bad) - 10):
+        bad[i] ^= 0x5A
+    async with FaultProxy(reg.url) as proxy:
+        # First request: the good first half, then a stall and a dropped connection; the
+        # resumed request gets the corrupt blob (served whole, so the client skips to its offset).
+        proxy.add(Rule("stall", path=f"/blobs/{la.digest}", times=1, after=len(la.blob) // 2, stall_for=1.0))
+        proxy.add(
+            Rule(
+                "replace",
+                path=f"/blobs/{la.digest}",
+                body=bytes(bad),
+                content_type="application/octet-stream",
+            )
+        )
+        async with RegistryClient(HostsConfig(default_scheme="http"), options=FAST) as c:
+            with pytest.raises(errdefs.FailedPreconditionError, match="unexpected commit digest"):
+                await pull(c, f"{proxy.host}/lib/rich:v1", stores, PullOptions(platforms=AMD64))
+    assert not stores.images.images  # type: ignore[attr-defined]
+    assert await _snapshot_names(stores.snapshotter) == []
+    with pytest.raises(errdefs.NotFoundError):
+        await stores.content.info(la.digest)
+    assert await stores.content.list_statuses() == []  # type: ignore[attr-defined]

@@ -28,7 +28,11 @@ def make_registry(events: list[str]) -> Registry:
 
     @r.register("t.store", "a", config=WidgetConfig)
     async def init_a(ic: InitContext) -> object:
-        events.append(f"init a size={ic.config.size} root={ic.root.name}")
+        # Per-plugin directories: <root>/<type>.<id> and <state>/<type>.<id>.
+        events.append(
+            f"init a size={ic.config.size} root={ic.root.parent.name}/{ic.root.name}"
+            f" state={ic.state.parent.name}/{ic.state.name}"
+        )
         ic.meta.exports["size"] = str(ic.config.size)
         return Closeable("a")
 
@@ -57,7 +61,7 @@ async def test_load_order_skip_failure_and_reverse_close(tmp_path: Path) -> None
         '[plugins."t.store.a"]\nsize = 7\n'
     )
     plugins = await load(make_registry(events), cfg)
-    assert events == ["init a size=7 root=t.store.a", "init d"]
+    assert events == ["init a size=7 root=root/t.store.a state=state/t.store.a", "init d"]
     status = {p.uri: ("ok" if p.ok else "skip" if p.skipped else "error") for p in plugins.ordered}
     assert status == {"t.store.a": "ok", "t.skip.b": "skip", "t.broken.c": "error", "t.service.d": "ok"}
     with pytest.raises(FailedPreconditionError, match="boom"):

@@ -83,3 +83,14 @@ def test_delete_unmounts_and_never_removes_through_a_mount(tmp_path: Path) -> No
     finally:
         for p in bundle.mounts_under(tmp_path):
             subprocess.run(["umount", "-l", p], check=False)
+
+
+def test_create_for_a_user_namespace(tmp_path: Path) -> None:
+    # The root group of the task's user namespace may traverse the bundle (to reach rootfs/).
+    root, state = tmp_path / "root", tmp_path / "state"
+    spec = b'{"linux":{"gidMappings":[{"containerID":0,"hostID":424242,"size":65536}]}}'
+    b = bundle.create(root, state, "ns", "u1", spec)
+    st = b.path.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 0, 424242)
+    plain = bundle.create(root, state, "ns", "p1", b'{"linux":{}}')
+    assert (stat.S_IMODE(plain.path.stat().st_mode), plain.path.stat().st_gid) == (0o700, 0)

@@ -326,3 +326,22 @@ async def test_restart_migrates_an_address_file(env: Env) -> None:
     reloaded = await env.tasks.get("c1")
     assert reloaded.bootstrap == BootstrapResult(2, task.address, "ttrpc")
     assert json.loads((bundle / "bootstrap.json").read_text())["version"] == 2
+
+
+def test_remove_stale_socket_only_removes_sockets_nobody_serves(tmp_path: Path) -> None:
+    import socket
+
+    from arun.runtime.manager import remove_stale_socket
+
+    live, dead, plain = tmp_path / "live", tmp_path / "dead", tmp_path / "plain"
+    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as gone:
+        listener.bind(str(live))
+        listener.listen()
+        gone.bind(str(dead))  # bound, never listening: what a killed shim leaves behind
+        plain.write_text("not a socket")
+        assert remove_stale_socket(f"unix://{dead}") is True
+        assert not dead.exists()
+        assert remove_stale_socket(f"unix://{live}") is False and live.is_socket()
+        assert remove_stale_socket(str(plain)) is False and plain.exists()
+        assert remove_stale_socket(f"unix://{tmp_path / 'missing'}") is False
+        assert remove_stale_socket("vsock://3:1024") is False

@@ -7,6 +7,9 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -296,3 +299,31 @@ async def test_manager_starts_a_new_zygote_when_it_died(base: Path) -> None:
         for fd in logs:
             os.close(fd)
         await shims.close()
+
+
+def test_daemon_gone_before_ready_is_a_quiet_exit(base: Path) -> None:
+    """SIGTERM right after boot closes the daemon's end while the zygote still warms up: the
+    zygote leaves with status 0 and writes nothing (it used to print a BrokenPipeError)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    src = str(Path(__file__).resolve().parents[3] / "src")
+    env = {**env_for(base).environment(""), "PYTHONPATH": src, "ARUN_ZYGOTE_SPARES": "1"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arun.runtime.zygote", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        theirs.close()
+    ours.close()  # before the zygote has imported the shim: its "ready" finds no reader
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, err.decode(), out.decode()) == (0, "", "")

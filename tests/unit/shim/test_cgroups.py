@@ -131,3 +131,18 @@ async def test_v2_oom_watch_reports_growth_of_oom_kill(tmp_path: Path) -> None:
     finally:
         watcher.close()
     assert "c1" not in watcher
+
+
+def test_v1_blkio_is_reported_without_any_io(tmp_path: Path) -> None:
+    # containerd's shims send an (empty) blkio section for a container that did no I/O yet.
+    blkio = tmp_path / "blkio"
+    write(blkio / "blkio.throttle.io_serviced", "Total 0\n")
+    write(blkio / "blkio.throttle.io_service_bytes", "Total 0\n")
+    m = cgroups.CgroupV1({"blkio": str(blkio)}).stats()
+    assert m.HasField("blkio") and not m.HasField("memory")
+    write(blkio / "blkio.throttle.io_serviced", "8:0 Read 3\n8:0 Write 4\nTotal 7\n")
+    m = cgroups.CgroupV1({"blkio": str(blkio)}).stats()
+    assert sorted((e.op, e.major, e.value) for e in m.blkio.io_serviced_recursive) == [
+        ("Read", 8, 3),
+        ("Write", 8, 4),
+    ]

@@ -317,6 +317,10 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
             raw = args.tty and not args.detach and sys.stdin.isatty()
             with _raw_terminal(raw):
                 waiter = None if args.detach else asyncio.ensure_future(task.wait())
+                if args.tty and not args.detach:
+                    # Before start (the console exists since create): what the process does first,
+                    # with input typed ahead, already sees our terminal's size.
+                    await _follow_terminal_size(task)
                 await task.start()
                 started = True
                 if args.detach:
@@ -326,8 +330,6 @@ async def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
                         emit(stdout, args.output, {"id": args.id, "pid": task.pid, "log": log_path})
                     return 0
                 assert waiter is not None
-                if args.tty:
-                    await _follow_terminal_size(task)
                 if task.io is not None and args.interactive:
                     _background(_close_stdin_at_eof(task))
                 sigs = await _forward_signals(task)

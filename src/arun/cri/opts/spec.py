@@ -174,6 +174,21 @@ def without_ambient_caps(s: Spec) -> None:
     s["process"].setdefault("capabilities", {}).pop("ambient", None)
 
 
+def with_host_sys_bind(s: Spec) -> None:
+    """/sys as a read-only recursive bind of the host's instead of a sysfs mount: a process in a
+    user namespace may mount sysfs only for a network namespace its user namespace owns, which
+    the host's is not (a pod with its own user namespace on the host network)."""
+    s["mounts"] = [m for m in s.get("mounts", []) if os.path.normpath(m["destination"]) != "/sys"]
+    s["mounts"].append(
+        {
+            "destination": "/sys",
+            "type": "bind",
+            "source": "/sys",
+            "options": ["rbind", "rro", "nosuid", "nodev", "noexec"],
+        }
+    )
+
+
 def with_privileged(s: Spec, all_caps: Sequence[str]) -> None:
     set_capabilities(s, all_caps)
     s["linux"]["maskedPaths"] = []

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from arun.core.content import Descriptor
@@ -38,6 +38,21 @@ class DiffLocal:
             except UnimplementedError as e:
                 last = e
         raise last
+
+    async def apply_stream(
+        self, desc: Descriptor, mounts: Sequence[Mount], source: Callable[[], bytes]
+    ) -> Descriptor:
+        """``apply`` with the layer's bytes from ``source`` (a blocking chunk function, see
+        ``WalkingDiff.apply_stream``) — used by pulls to unpack a layer while it downloads.
+        Only differs that can stream take part; UNIMPLEMENTED when none can (the caller
+        then waits for the download and calls ``apply``)."""
+        for d in self.differs:
+            stream = getattr(d, "apply_stream", None)
+            if stream is None or not isinstance(d, Applier):
+                continue
+            result: Descriptor = await stream(desc, mounts, source)
+            return result
+        raise UnimplementedError(f"no differ can apply media type {desc.media_type!r} from a stream")
 
     async def diff(
         self,
