@@ -33,6 +33,7 @@ import shutil
 import socket
 import stat
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +98,10 @@ class ShimManagerConfig:
     zygote: bool = True
 
 
+# The least time between two starts of the shim zygote (see ShimManager._revive_zygote).
+ZYGOTE_RETRY_DELAY = 10.0
+
+
 class ShimManager:
     """Resolves, starts and cleans up after shim binaries."""
 
@@ -108,6 +113,21 @@ class ShimManager:
         self._zygote_task: asyncio.Task[None] | None = None
         # How the last shims were started (for benchmarks and tests): "zygote" or "binary".
         self.started: dict[str, int] = {"zygote": 0, "binary": 0}
+        self._zygote_revived_at = -ZYGOTE_RETRY_DELAY
+
+    def _revive_zygote(self) -> None:
+        """Start a new zygote when the last one died (killed from outside, say): otherwise every
+        later shim would start from the binary, a fresh Python each. At most one attempt every
+        ZYGOTE_RETRY_DELAY seconds; shims start from the binary until the new one is ready."""
+        z, task = self.zygote, self._zygote_task
+        if not self.use_zygote or z is None or z.ready or task is None or not task.done():
+            return
+        if time.monotonic() - self._zygote_revived_at < ZYGOTE_RETRY_DELAY:
+            return
+        self._zygote_revived_at = time.monotonic()
+        log.info("starting a new shim zygote")
+        self._zygote_task = None
+        self.start_zygote()
 
     def start_zygote(self) -> None:
         """Start the zygote in the background; shims start from the binary until it is ready."""
@@ -135,6 +155,8 @@ class ShimManager:
     async def start(self, shim: ShimBinary, bundle: Bundle, options: AnyValue | None) -> BootstrapResult:
         """Start (or join) the shim of a new task in ``bundle``."""
         ns, id = bundle.namespace, bundle.id
+        if shim.builtin:
+            self._revive_zygote()
         if shim.builtin and self.zygote is not None and self.zygote.ready:
             try:
                 out, _ = await self.zygote.spawn(
@@ -149,6 +171,7 @@ class ShimManager:
                 )
             except ZygoteError as e:
                 log.warning("zygote start failed, using the binary", extra={"id": id, "error": str(e)})
+                self._revive_zygote()
             else:
                 self.started["zygote"] += 1
                 return binarymod.parse_start_output(out)

@@ -696,8 +696,14 @@ class Zygote:
         return base64.b64decode(reply["output"]), int(reply.get("pid", 0))
 
     async def _fail(self, why: str) -> None:
-        log.warning("shim zygote unusable, shims start from the binary", extra={"reason": why})
+        proc = self._proc
         await self.close()
+        # Negative: the signal that ended it (a zygote dies without a word only when killed).
+        status = proc.returncode if proc is not None else None
+        log.warning(
+            "shim zygote unusable, shims start from the binary",
+            extra={"reason": why, "exit_status": status},
+        )
 
     async def close(self) -> None:
         import asyncio

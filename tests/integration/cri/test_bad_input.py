@@ -224,3 +224,30 @@ async def test_unknown_ids(env: CRIEnv, cri: CRIClient) -> None:
     await expect(Status.UNIMPLEMENTED, cri.rt.CheckpointContainer(api_pb2.CheckpointContainerRequest()))
     await expect(Status.UNIMPLEMENTED, cri.rt.CheckpointPod(api_pb2.CheckpointPodRequest()))
     await expect(Status.UNIMPLEMENTED, cri.rt.RestorePod(api_pb2.RestorePodRequest()))
+
+
+def reserved_ips(network: str) -> list[str]:
+    """The addresses host-local holds for ``network`` (its bookkeeping files aside)."""
+    d = Path("/var/lib/cni/networks") / network
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n != "lock" and not n.startswith("last_reserved_ip"))
+
+
+async def test_pod_failing_after_its_network_leaves_nothing(env: CRIEnv, cri: CRIClient) -> None:
+    # vm.swappiness is not namespaced: runc refuses it when it creates the pause container,
+    # after the netns exists and CNI gave the pod an address. All of it must be undone.
+    cfg = cri.pod_config("late-failure", linux=api_pb2.LinuxPodSandboxConfig(sysctls={"vm.swappiness": "10"}))
+    with pytest.raises(GRPCError) as e:
+        await cri.run_pod(cfg)
+    assert "swappiness" in (e.value.message or "")
+    assert reserved_ips(env.network) == []
+    await assert_clean(env, cri)
+    # The name is free again.
+    pod = await cri.run_pod(cri.pod_config("late-failure"))
+    await cri.stop_pod(pod)
+    await cri.remove_pod(pod)
+    await assert_clean(env, cri)
+    assert reserved_ips(env.network) == []

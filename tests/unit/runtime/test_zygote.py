@@ -195,8 +195,12 @@ async def test_zygote_exits_with_the_daemon_end(base: Path) -> None:
         await z.spawn(**spawn_args(env_for(base), make_bundle(base, "y")))
 
 
-def spares_of(zygote: Zygote) -> list[int]:
-    """The zygote's waiting spares: forked from it, so with its command line, but not it."""
+def spares_of(zygote: Zygote, env: ShimEnv) -> list[int]:
+    """The zygote's waiting spares: forked from it, so with its command line and its environment
+    (which names this test's own daemon address), but not it. Matching the command line alone
+    would take in every other zygote on the machine (other daemons', other tests'), which the
+    test below kills."""
+    mark = f"GRPC_ADDRESS={env.grpc_address}".encode()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == zygote.pid:
@@ -206,9 +210,13 @@ def spares_of(zygote: Zygote) -> list[int]:
                 cmd = fh.read().split(b"\0")
             with open(f"/proc/{entry.name}/comm", "rb") as fh:
                 comm = fh.read().strip()
+            if b"arun.runtime.zygote" not in cmd or comm == b"arun-shim":
+                continue
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
         except OSError:
             continue
-        if b"arun.runtime.zygote" in cmd and comm != b"arun-shim":
+        if mark in environ:
             found.append(int(entry.name))
     return found
 
@@ -218,7 +226,7 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
     z = Zygote(env=env.environment(""))
     await z.start()
     try:
-        spares = spares_of(z)
+        spares = spares_of(z, env)
         assert len(spares) >= 1
         for pid in spares:
             os.kill(pid, signal.SIGKILL)
@@ -246,15 +254,51 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
         finally:
             os.close(log_fd)
         for _ in range(100):
-            if spares_of(z):
+            if spares_of(z, env):
                 break
             await asyncio.sleep(0.02)
-        waiting = spares_of(z)
+        waiting = spares_of(z, env)
         assert waiting
     finally:
         await z.close()
     for pid in waiting:
         assert await _gone(pid)
+
+
+async def test_manager_starts_a_new_zygote_when_it_died(base: Path) -> None:
+    env = env_for(base)
+    shims = ShimManager(env)
+    shims.start_zygote()
+    assert await shims.wait_zygote()
+    assert shims.zygote is not None
+    first = shims.zygote.pid
+    os.kill(first, signal.SIGKILL)
+    logs = []
+    try:
+        for name in ("c1", "c2"):
+            bnd = make_bundle(base, name)
+            logs.append(os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK))
+            if name == "c1":
+                # The dead zygote is noticed: this shim starts from the binary, and a new
+                # zygote is started meanwhile.
+                result = await shims.start(binary.builtin_shim(), bnd, None)
+                assert shims.started == {"zygote": 0, "binary": 1}
+                assert await shims.wait_zygote()
+                assert shims.zygote.pid != first
+            else:
+                result = await shims.start(binary.builtin_shim(), bnd, None)
+                assert shims.started == {"zygote": 1, "binary": 1}
+            for _ in range(500):  # the zygote writes shim.pid just after its reply
+                if (bnd.path / "shim.pid").exists():
+                    break
+                await asyncio.sleep(0.01)
+            pid = int((bnd.path / "shim.pid").read_text())
+            await _shutdown(result.address)
+            assert await _gone(pid)
+    finally:
+        for fd in logs:
+            os.close(fd)
+        await shims.close()
 
 
 def test_daemon_gone_before_ready_is_a_quiet_exit(base: Path) -> None:

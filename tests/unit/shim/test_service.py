@@ -337,3 +337,35 @@ async def test_waiters_return_when_a_never_started_process_is_deleted(env: Env) 
     env.exit(c2, 137)
     assert (await asyncio.wait_for(init_wait, 5)).exit_status == 137
     assert pid != c2
+
+
+async def test_kill_queued_behind_delete_says_not_found(env: Env) -> None:
+    # A Kill that waits for the process lock while Delete runs finds the task deleted: NotFound
+    # (which the CRI stop path treats as "already gone"), not FailedPrecondition.
+    pid = await env.create("c1")
+    await env.api.Start(v2.StartRequest(id="c1"))
+    env.exit(pid, 0)
+    await env.api.Wait(v2.WaitRequest(id="c1"))
+    init = env.shim.containers["c1"].init
+    async with init._lock:  # queue Delete, then Kill, behind the process lock
+        delete = asyncio.ensure_future(env.api.Delete(v2.DeleteRequest(id="c1")))
+        await asyncio.sleep(0.01)
+        kill = asyncio.ensure_future(env.api.Kill(v2.KillRequest(id="c1", signal=9, all=True)))
+        await asyncio.sleep(0.01)
+    await delete
+    with pytest.raises(errdefs.NotFoundError, match="deleted"):
+        await kill
+
+
+async def test_exec_kill_after_delete_says_not_found(env: Env) -> None:
+    await env.create("c1")
+    await env.api.Start(v2.StartRequest(id="c1"))
+    req = v2.ExecProcessRequest(id="c1", exec_id="e1")
+    req.spec.value = json.dumps({"args": ["true"], "cwd": "/"}).encode()
+    await env.api.Exec(req)
+    p = env.shim.containers["c1"].execs["e1"]
+    await env.api.Delete(v2.DeleteRequest(id="c1", exec_id="e1"))
+    with pytest.raises(errdefs.NotFoundError, match="deleted"):
+        await p.kill(9)
+    with pytest.raises(errdefs.NotFoundError, match="deleted"):
+        await p.delete()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from arun.errdefs import FailedPreconditionError
+from arun.errdefs import FailedPreconditionError, NotFoundError
 
 if TYPE_CHECKING:
     from arun.shim.process.exec import ExecProcess
@@ -170,8 +170,13 @@ class InitStopped(InitState):
 class InitDeleted(InitState):
     status = Status.DELETED
 
+    # A Kill or Delete queued behind the Delete that removed the task finds nothing to act on:
+    # NotFound, as containerd says, so that callers treat it like an already-gone task.
     async def kill(self, signal: int, all: bool) -> None:
-        raise self._no("kill")
+        raise NotFoundError(f"cannot kill task {self.p.id!r}: it has been deleted")
+
+    async def delete(self) -> None:
+        raise NotFoundError(f"cannot delete task {self.p.id!r}: it has been deleted")
 
     def set_exited(self, status: int, timestamp_ns: int) -> None:
         # Deleted before it ever ran (runc delete killed it): record the exit so that waiters
@@ -266,6 +271,12 @@ class ExecStopped(ExecState):
 
 class ExecDeleted(ExecState):
     status = Status.DELETED
+
+    async def kill(self, signal: int) -> None:
+        raise NotFoundError(f"cannot kill exec {self.p.id!r}: it has been deleted")
+
+    async def delete(self) -> None:
+        raise NotFoundError(f"cannot delete exec {self.p.id!r}: it has been deleted")
 
     def set_exited(self, status: int, timestamp_ns: int) -> None:
         if not self.p.exited:
