@@ -52,6 +52,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arun.benchmarks.reference import containerd_config
 from arun.testing import images as im
 from arun.testing.registry import RegistryServer, registry
 
@@ -187,16 +188,7 @@ async def private_containerd(workdir: Path, *, keep: bool = False) -> AsyncItera
     state.mkdir(parents=True)
     sock = str(state / "containerd.sock")
     cfg = workdir / "config.toml"
-    cfg.write_text(
-        "version = 2\n"
-        f'root = "{root}"\n'
-        f'state = "{state}"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{sock}"\n'
-        f'[ttrpc]\n  address = "{sock}.ttrpc"\n'
-        '[debug]\n  address = ""\n'
-        '[metrics]\n  address = ""\n'
-    )
+    cfg.write_text(containerd_config(root, state, sock))
     proc = _spawn([CONTAINERD, "--config", str(cfg)], workdir / "containerd.log")
     try:
         for _ in range(200):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from arun import namespaces
+from arun.benchmarks.reference import containerd_config
 from arun.core.runtime import RUNTIME_ARUN, RUNTIME_RUNC, CreateOpts
 from arun.runtime.bundle import Bundle
 from arun.runtime.manager import ShimManager, TaskManager, shim_env
@@ -299,14 +300,7 @@ def private_containerd(base: Path) -> Iterator[Path]:
     sock = base / "c.sock"
     log = base / "containerd.log"
     config = base / "config.toml"
-    config.write_text(
-        "version = 2\n"
-        f'root = "{base / "root"}"\n'
-        f'state = "{base / "state"}"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{sock}"\n'
-        f'[ttrpc]\n  address = "{sock}.ttrpc"\n'
-    )
+    config.write_text(containerd_config(base / "root", base / "state", sock))
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             ["containerd", "--config", str(config)],

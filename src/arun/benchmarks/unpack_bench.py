@@ -48,6 +48,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from arun.benchmarks.reference import containerd_config
 from arun.content.local import LocalStore
 from arun.core import mediatypes
 from arun.core.content import Descriptor
@@ -410,16 +411,7 @@ def _containerd(workdir: Path) -> Iterator[str]:
     state.mkdir(parents=True)
     sock = str(state / "containerd.sock")
     cfg = workdir / "config.toml"
-    cfg.write_text(
-        "version = 2\n"
-        f'root = "{root}"\n'
-        f'state = "{state}"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{sock}"\n'
-        f'[ttrpc]\n  address = "{sock}.ttrpc"\n'
-        '[debug]\n  address = ""\n'
-        '[metrics]\n  address = ""\n'
-    )
+    cfg.write_text(containerd_config(root, state, sock))
     log = open(workdir / "containerd.log", "wb")
     proc = subprocess.Popen(["containerd", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     try:
