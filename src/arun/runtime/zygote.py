@@ -54,6 +54,8 @@ SPARES = 2  # pre-forked shims kept waiting
 ACK_TIMEOUT = 5.0
 READY_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
+# How long the daemon must be quiet after a start before the zygote forks replacement spares.
+REPLENISH_DELAY = float(os.environ.get("ARUN_ZYGOTE_REPLENISH_DELAY", "0.25"))
 
 
 # -- the zygote process --------------------------------------------------------------------------
@@ -273,37 +275,59 @@ def _template_main(sock: socket.socket) -> int:
 
 
 def _spare_main(sock: socket.socket) -> int:
-    """Life of a spare: wait for the zygote's go, then be a shim (``server.serve``)."""
+    """Life of a spare: be a shim-in-waiting (its event loop, reaper and server already up,
+    ``server.serve_prepared``) until the zygote's go, then serve that task."""
     os.setsid()
     fd = sock.fileno()
     # Nothing of the zygote's: not its socket to the daemon, not the other spares' sockets.
     os.closerange(3, fd)
     os.closerange(fd + 1, 1 << 16)
-    try:
-        msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
-    except OSError:
-        return 0
-    if not msg or not fds:
-        return 0  # the zygote let go of us, or is gone
-    try:
-        sock.sendall(b"ok")
-    except OSError:
-        return 0
-    sock.close()
     from arun.shim import server
 
-    req = json.loads(msg)
-    # The shim's environment is the zygote's (inherited) with a few changes: made one by one,
-    # not by rebuilding os.environ, which would touch (and copy) far more of the shared heap.
-    for key in req["unset"]:
-        os.environ.pop(key, None)
-    for key, value in req["set"].items():
-        os.environ[key] = value
-    params = server.ServeParams.from_environment(
-        req["namespace"], req["id"], req["bundle"], req["debug"], os.environ
-    )
-    _set_name(b"arun-shim", _command_line(params))
-    return server.serve(params, fds[0])
+    async def activation() -> tuple[server.ServeParams, int] | None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def on_readable() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, on_readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+        except OSError:
+            return None
+        if not msg or not fds:
+            for extra in fds:
+                os.close(extra)
+            return None  # the zygote let go of us, or is gone
+        try:
+            sock.sendall(b"ok")
+        except OSError:
+            os.close(fds[0])
+            return None
+        sock.close()
+        req = json.loads(msg)
+        # The shim's environment is the zygote's (inherited) with a few changes: made one by
+        # one, not by rebuilding os.environ, which would touch (and copy) far more of the
+        # shared heap.
+        for key in req["unset"]:
+            os.environ.pop(key, None)
+        for key, value in req["set"].items():
+            os.environ[key] = value
+        params = server.ServeParams.from_environment(
+            req["namespace"], req["id"], req["bundle"], req["debug"], os.environ
+        )
+        _set_name(b"arun-shim", _command_line(params))
+        return params, fds[0]
+
+    return server.serve_prepared(activation)
 
 
 SHIM_NAME = "containerd-shim-arun-v1"
@@ -438,6 +462,21 @@ def _write_files(files: list[tuple[str, str]]) -> None:
             pass  # the bundle went away meanwhile (a failed create)
 
 
+def _replenish_when_idle(sock: socket.socket, state: Zygote_) -> None:
+    """Fork the spares used up, but not while the shim just started is coming up: forking (and
+    a new spare warming up) takes CPU the new shim and its ``runc create`` need right now.
+    With a spare left, wait until the daemon has been quiet for REPLENISH_DELAY (or sends the
+    next request, which that spare serves); with none left, replenish at once."""
+    if state.spares and REPLENISH_DELAY > 0:
+        import select
+
+        with contextlib.suppress(InterruptedError):
+            readable, _, _ = select.select([sock], [], [], REPLENISH_DELAY)
+            if readable:
+                return  # the next request first; replenished after it
+    state.replenish()
+
+
 def serve_requests(sock: socket.socket, state: Zygote_) -> None:
     try:
         while True:
@@ -459,7 +498,7 @@ def serve_requests(sock: socket.socket, state: Zygote_) -> None:
                     after()
                 except Exception as exc:
                     sys.stderr.write(f"arun zygote: starting a shim failed: {exc!r}\n")
-            state.replenish()
+            _replenish_when_idle(sock, state)
     finally:
         state.close()
 
@@ -468,6 +507,7 @@ def serve_requests(sock: socket.socket, state: Zygote_) -> None:
 # events): imported here they are shared by every shim instead of loaded into each.
 _LAZY = (
     "json",
+    "resource",  # os.wait4 imports it on its first reaped child
     "arun.shim.manager",
     "arun.shim.wire",
     "arun.shim.events",

@@ -36,8 +36,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("arun.shim")
 
@@ -129,6 +130,24 @@ def _setup_process(params: ServeParams, listener_fd: int) -> None:
     # Whatever a parent (the zygote) left open is not the shim's: keep only stdio and the socket.
     os.closerange(3, listener_fd)
     os.closerange(listener_fd + 1, 1 << 20)
+    _reset_signals()
+    # SIGTERM/SIGINT stay blocked until the event loop handles them (``_serve``): one that comes
+    # while the shim is still starting then shuts it down cleanly instead of killing it.
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [_signal.SIGTERM, _signal.SIGINT])
+    _setup_stdio(params)
+
+
+def _reset_signals() -> None:
+    # ``_signal``, not ``signal``: the wrapper converts every value through its enums, which in a
+    # forked shim costs ~130 KiB of copied pages for these six calls.
+    for sig in (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGUSR1):
+        _signal.signal(sig, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+
+
+def _setup_stdio(params: ServeParams) -> None:
+    """cwd (the bundle), stdin/stdout on /dev/null, stderr on the bundle's log FIFO, and the
+    JSON log handler on stderr."""
     os.chdir(params.bundle)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -144,14 +163,6 @@ def _setup_process(params: ServeParams, listener_fd: int) -> None:
     for fd in (null, log_fd):
         if fd > 2:
             os.close(fd)
-    # ``_signal``, not ``signal``: the wrapper converts every value through its enums, which in a
-    # forked shim costs ~130 KiB of copied pages for these six calls.
-    for sig in (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGUSR1):
-        _signal.signal(sig, _signal.SIG_DFL)
-    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
-    # SIGTERM/SIGINT stay blocked until the event loop handles them (``_serve``): one that comes
-    # while the shim is still starting then shuts it down cleanly instead of killing it.
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, [_signal.SIGTERM, _signal.SIGINT])
     logging.raiseExceptions = False
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -178,6 +189,57 @@ def serve(params: ServeParams, listener_fd: int) -> int:
         log.exception("shim %s failed", params.id)
         return 1
     return 0
+
+
+Activation = Callable[[], Awaitable["tuple[ServeParams, int] | None"]]
+"""Waits for a spare's parameters: (what to serve, the listening socket's fd), or None to exit."""
+
+
+def serve_prepared(activation: Activation) -> int:
+    """Be a shim-in-waiting (a zygote's spare): run the event loop, the reaper and the ttrpc
+    server now, and serve once ``activation`` returns the parameters and the listener.
+
+    Everything that does not depend on the task (the loop, signal handling, the subreaper,
+    the server's objects) is done before the task exists, so a start costs the daemon only
+    what is specific to it. The caller has made this process a session leader and closed
+    every descriptor it must not keep (it keeps the one ``activation`` reads from); stdio is
+    re-pointed once the parameters (the bundle) are known. SIGTERM/SIGINT end a spare that
+    was never activated with status 0.
+    """
+    _reset_signals()
+    trim_imports()
+    import asyncio
+
+    try:
+        asyncio.run(_serve_prepared(activation))
+    except Exception:
+        log.exception("shim failed")
+        return 1
+    return 0
+
+
+async def _serve_prepared(activation: Activation) -> None:
+    import asyncio
+
+    ready = _prepare()
+    waiting = asyncio.ensure_future(activation())
+    stopped = asyncio.ensure_future(ready.stop.wait())
+    try:
+        await asyncio.wait((waiting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not waiting.done():
+            waiting.cancel()
+        await asyncio.gather(waiting, stopped, return_exceptions=True)
+    got = None if waiting.cancelled() else waiting.result()  # an activation error propagates
+    if got is None or ready.stop.is_set():
+        if got is not None:
+            os.close(got[1])
+        ready.reaper.uninstall()
+        return
+    params, listener_fd = got
+    _setup_stdio(params)
+    await _run(params, listener_fd, ready)
 
 
 REHEARSAL_CALLS = 12  # > CPython 3.11's warm-up delay (8) before it specializes a function
@@ -268,15 +330,21 @@ def _to_status(exc: BaseException) -> tuple[int, str]:
     return errgrpc.code_of(exc), errgrpc.message_of(exc)
 
 
-async def _serve(params: ServeParams, listener_fd: int, *, rehearsal: bool = False) -> None:
+@dataclass
+class _Ready:
+    """What a shim runs before it knows its task: the loop's stop event (SIGTERM/SIGINT), the
+    reaper, the ttrpc server."""
+
+    stop: Any
+    reaper: Any
+    server: Any
+
+
+def _prepare(*, rehearsal: bool = False) -> _Ready:
+    """The task-independent part of a shim's start, on the running loop."""
     import asyncio
 
-    from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
-    from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
-    from arun.shim.events import EventQueue, TTRPCForwarder
-    from arun.shim.mount import SysMounter
     from arun.shim.reaper import Reaper
-    from arun.shim.service import RuntimeOptions, Shim, TaskAPI
     from arun.ttrpc import Server, require_same_user
 
     loop = asyncio.get_running_loop()
@@ -287,6 +355,22 @@ async def _serve(params: ServeParams, listener_fd: int, *, rehearsal: bool = Fal
         _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [_signal.SIGTERM, _signal.SIGINT])
     reaper = Reaper()
     reaper.install(loop, subreaper=not rehearsal)
+    server = Server(to_status=_to_status, peer_check=require_same_user)
+    return _Ready(stop, reaper, server)
+
+
+async def _serve(params: ServeParams, listener_fd: int, *, rehearsal: bool = False) -> None:
+    await _run(params, listener_fd, _prepare(rehearsal=rehearsal))
+
+
+async def _run(params: ServeParams, listener_fd: int, ready: _Ready) -> None:
+    from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
+    from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
+    from arun.shim.events import EventQueue, TTRPCForwarder
+    from arun.shim.mount import SysMounter
+    from arun.shim.service import RuntimeOptions, Shim, TaskAPI
+
+    stop, reaper, server = ready.stop, ready.reaper, ready.server
     forwarder = TTRPCForwarder(params.ttrpc_address) if params.ttrpc_address else None
     events = EventQueue(forwarder, params.namespace)
     events.start()
@@ -301,7 +385,6 @@ async def _serve(params: ServeParams, listener_fd: int, *, rehearsal: bool = Fal
         watch_oom=True,
         on_shutdown=stop.set,
     )
-    server = Server(to_status=_to_status, peer_check=require_same_user)
     for pb in (v2, v3):
         api = TaskAPI(shim, pb)
         server.register(api.service_name, api)

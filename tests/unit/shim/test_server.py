@@ -132,3 +132,105 @@ def _start_and_sigterm(tmp_path: Path, short: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+PREPARED = textwrap.dedent(
+    """
+    import asyncio, os, signal, socket, sys, time
+    from arun.shim import manager, server
+
+    server.preload()
+    bundle, sock_path = sys.argv[1], sys.argv[2]
+
+    def spare():
+        # A shim-in-waiting: its loop runs before it knows its task; a "g" activates it.
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            theirs.setblocking(False)
+
+            async def activation():
+                loop = asyncio.get_running_loop()
+                got = await loop.sock_recv(theirs, 1)
+                if got != b"g":
+                    return None
+                listener = manager.listen(sock_path)
+                params = server.ServeParams(namespace="zygote-test", id="z2", bundle=bundle)
+                return params, listener.detach()
+
+            os._exit(server.serve_prepared(activation))
+        theirs.close()
+        return pid, ours
+
+    def status(pid):
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    # let go of (end-of-file): exits 0
+    pid, ours = spare()
+    ours.close()
+    print("eof", status(pid))
+
+    # SIGTERM while waiting: exits 0 (once its loop handles the signal)
+    pid, ours = spare()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        if int(fields["SigCgt"], 16) & (1 << (signal.SIGTERM - 1)):
+            break
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGTERM)
+    print("term", status(pid))
+    ours.close()
+
+    # activated: serves the task API on the listener it was given, logs to the bundle's FIFO
+    pid, ours = spare()
+    ours.sendall(b"g")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sock_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    async def drive():
+        from arun.errdefs import grpc as errgrpc
+        from arun.ttrpc import Client, ServiceStub
+        from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
+
+        client = await Client.connect(sock_path, timeout=10, from_status=errgrpc.from_code)
+        task = ServiceStub(client, "containerd.task.v3.Task")
+        c = await task.Connect(v3.ConnectRequest(id="z2"))
+        print("connect", c.shim_pid == pid, os.getcwd() != bundle)
+        await task.Shutdown(v3.ShutdownRequest(id="z2"))
+        await client.close()
+
+    asyncio.run(drive())
+    print("exit", status(pid), os.path.exists(sock_path))
+    ours.close()
+    """
+)
+
+
+def test_a_prepared_spare_serves_once_activated(tmp_path: Path) -> None:
+    """``serve_prepared``: the loop runs before the task is known; end-of-file or SIGTERM before
+    activation is a quiet exit; once activated it serves like ``serve`` (and logs into the
+    bundle's FIFO)."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    os.mkfifo(bundle / "log")
+    log_r = os.open(bundle / "log", os.O_RDONLY | os.O_NONBLOCK)
+    sock = tmp_path / "p.sock"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", PREPARED, str(bundle), str(sock)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=90,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split("\n")[:4] == ["eof 0", "term 0", "connect True True", "exit 0 False"]
+        logged = os.read(log_r, 65536).decode()
+    finally:
+        os.close(log_r)
+    assert '"msg": "shim z2 serving on' in logged
