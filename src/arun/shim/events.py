@@ -81,6 +81,25 @@ class TTRPCForwarder:
     def __init__(self, address: str) -> None:
         self.address = address
         self._client: object | None = None
+        self._dialling: asyncio.Task[None] | None = None
+
+    def dial_early(self) -> None:
+        """Connect to the daemon now, in the background: a shim's first event (TaskCreate) is
+        sent while the daemon already handles the next request (Start), and should not also
+        cost it a new connection then. A failure here is forgotten: ``forward`` dials again."""
+        if self._dialling is None and self._client is None:
+            self._dialling = asyncio.get_running_loop().create_task(self._dial_quietly())
+
+    async def _dial_quietly(self) -> None:
+        try:
+            await self._connect()
+        except Exception as exc:
+            log.debug("connecting to the daemon for events failed: %s", exc)
+
+    async def _dialled(self) -> None:
+        task, self._dialling = self._dialling, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _connect(self) -> object:
         from arun.errdefs import grpc as errgrpc
@@ -93,6 +112,7 @@ class TTRPCForwarder:
     async def forward(self, request: bytes, namespace: str) -> None:
         from arun.ttrpc import Client, ClosedError
 
+        await self._dialled()
         for reconnect in (False, True):
             client = self._client
             if client is None or getattr(client, "closed", True):
@@ -113,6 +133,9 @@ class TTRPCForwarder:
                     raise
 
     async def close(self) -> None:
+        if self._dialling is not None:
+            self._dialling.cancel()
+            await self._dialled()
         client, self._client = self._client, None
         if client is not None:
             from arun.ttrpc import Client
@@ -150,6 +173,12 @@ class EventQueue:
         self._queue.append((topic_of(event), event, timestamp_ns or time.time_ns()))
         self._idle.clear()
         self._wakeup.set()
+
+    def dial_early(self) -> None:
+        """Let the forwarder connect before the first event (if it can)."""
+        dial = getattr(self.forwarder, "dial_early", None)
+        if dial is not None:
+            dial()
 
     def pending(self) -> list[tuple[str, Message]]:
         return [(t, e) for t, e, _ in self._queue]

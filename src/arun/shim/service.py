@@ -410,16 +410,28 @@ class Shim:
             io_uid=opts.io_uid,
             io_gid=opts.io_gid,
         )
+        # ``runc create`` takes tens of milliseconds in which this process only waits: what does
+        # not need its result and cannot fail is done meanwhile (once runc has been spawned, at
+        # the task's first suspension) — the pid namespace check, and the events connection to
+        # the daemon (the TaskCreate event follows right after).
+        creating = asyncio.ensure_future(init.create())
         try:
-            await init.create()
+            await asyncio.sleep(0)
+            kill_all = shares_pid_namespace(r.bundle)
+            if not creating.done():
+                self.events.dial_early()
+            await creating
         except BaseException:
+            if not creating.done():
+                creating.cancel()
+            await asyncio.gather(creating, return_exceptions=True)
             if rootfs is not None:
                 try:
                     self.mounter.unmount_all(rootfs)
                 except Exception as exc:
                     log.warning("unmount rootfs of failed container %s: %s", r.id, exc)
             raise
-        return Container(r.id, r.bundle, init, kill_all_on_exit=shares_pid_namespace(r.bundle))
+        return Container(r.id, r.bundle, init, kill_all_on_exit=kill_all)
 
     def _watch(self, c: Container) -> None:
         """Find the cgroup now (the init is paused in it) and watch it for OOM kills."""
