@@ -384,7 +384,10 @@ class Shim:
                     pid=c.init.pid,
                 )
                 self.events.send(ev)
-                self._watch(c)
+                # Right after the reply, not before it: this callback runs before the loop next
+                # polls for input, so before any later request (Start, Stats) or exit is handled,
+                # while the init still waits in its cgroup for ``runc start``.
+                asyncio.get_running_loop().call_soon(self._watch, c)
                 handle_started(c, c.init)
         finally:
             self._creating.discard(r.id)
