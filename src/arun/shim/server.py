@@ -247,7 +247,8 @@ REHEARSAL_CALLS = 12  # > CPython 3.11's warm-up delay (8) before it specializes
 
 def rehearse() -> None:
     """Run a shim session inside a template process (the zygote) before it forks shims: a
-    server on a private socket, a client making ``Connect``, a failing ``State`` and
+    server on a private socket, a client making ``Connect``, a failing ``State``, a ``Create``
+    that fails in the runtime (``false`` stands in for runc; its children are reaped) and
     ``Shutdown``, with the shim's logging going nowhere.
 
     CPython 3.11 writes into a code object while it warms up and specializes it, and creates
@@ -272,6 +273,9 @@ def rehearse() -> None:
             root.removeHandler(h)
         root.addHandler(sink)
         root.setLevel(logging.INFO)
+        os.mkdir(os.path.join(base, "b"))
+        with open(os.path.join(base, "b", "config.json"), "w") as fh:
+            fh.write("{}")
         asyncio.run(_rehearsal(base))
     except Exception:  # a rehearsal that fails costs memory, nothing else
         pass
@@ -286,22 +290,34 @@ def rehearse() -> None:
 
 async def _rehearsal(base: str) -> None:
     import asyncio
+    import shutil
 
     from arun import errdefs
     from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
     from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
     from arun.errdefs import grpc as errgrpc
     from arun.shim import manager
+    from arun.shim.events import NAMESPACE_HEADER
     from arun.ttrpc import Client, ServiceStub
 
     path = os.path.join(base, "s")
     listener = manager.listen(path)
     if listener is None:
         return
-    params = ServeParams(namespace="rehearsal", id="rehearsal", bundle=base)
+    # A bundle (made by ``rehearse``) whose Create fails in the runtime: ``false`` stands in for
+    # runc, so the Create path (options, runtime command, reaper, error report) runs without
+    # creating anything.
+    bundle = os.path.join(base, "b")
+    false = shutil.which("false")
+    params = ServeParams(namespace="rehearsal", id="rehearsal", bundle=base, runc_binary=false or "")
     server = asyncio.create_task(_serve(params, listener.detach(), rehearsal=True))
     try:
-        client = await Client.connect(path, timeout=5, from_status=errgrpc.from_code)
+        client = await Client.connect(
+            path,
+            timeout=5,
+            from_status=errgrpc.from_code,
+            metadata=lambda: [(NAMESPACE_HEADER, "rehearsal")],
+        )
         try:
             for pb, name in ((v2, "containerd.task.v2.Task"), (v3, "containerd.task.v3.Task")):
                 task = ServiceStub(client, name)
@@ -309,6 +325,9 @@ async def _rehearsal(base: str) -> None:
                     await task.Connect(pb.ConnectRequest(id="rehearsal"))
                     with contextlib.suppress(errdefs.NotFoundError):
                         await task.State(pb.StateRequest(id="nothing"))
+                    if false and pb is v3:  # one version: both share the handlers' code
+                        with contextlib.suppress(errdefs.ArunError):
+                            await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
             await ServiceStub(client, "containerd.task.v3.Task").Shutdown(v3.ShutdownRequest(id="rehearsal"))
         finally:
             await client.close()
