@@ -18,10 +18,12 @@ included: a live shim of the pod is reused), the same files in the bundle
 Shims are forked ahead of time: the zygote keeps a few *spares*, each forked
 through an intermediate child that exits at once (so the spare is re-parented to
 init or the nearest subreaper, never a child of the zygote or of the daemon) and in
-a session of its own, waiting on a socketpair. A start binds the shim's socket and
-hands it to a spare (``SCM_RIGHTS``) with its parameters; the spare becomes the shim
-(``arun.shim.server.serve``: it closes every descriptor but its listener and runs its
-own event loop), and the zygote forks a replacement after it has replied.
+a session of its own, waiting on a socketpair with its event loop, reaper and ttrpc
+server already running (``arun.shim.server.serve_prepared``). A start binds the shim's
+socket and hands it to a spare (``SCM_RIGHTS``) with its parameters; the spare becomes
+the shim of that task (its stdio, log and task service), and the zygote forks
+replacements once the daemon has been quiet for ``REPLENISH_DELAY`` (at once when no
+spare is left), so that the fork does not compete with the shim just started.
 
 When the daemon goes away the zygote reads end-of-file and exits; the shims it
 forked live on.
