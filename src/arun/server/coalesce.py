@@ -62,6 +62,10 @@ class CoalescingTransport(asyncio.Transport):
             return
         self._pending = []
         self._pending_size = 0
+        if self._transport.is_closing():
+            # Closed under us (peer gone, server closing): there is no one to write to, and
+            # uvloop would raise from this callback where no caller can see it.
+            return
         self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def abort_pending(self) -> None:

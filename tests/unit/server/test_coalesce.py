@@ -91,6 +91,15 @@ async def test_close_writes_what_is_pending_first_and_abort_drops_it() -> None:
     assert fake2.writes == [] and fake2.aborted
 
 
+async def test_pending_writes_to_a_transport_closed_meanwhile_are_dropped() -> None:
+    fake = FakeTransport()
+    t = coalesce.CoalescingTransport(fake, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write(b"late")
+    fake.closed = True  # the socket went away before the end of the turn
+    await asyncio.sleep(0)
+    assert fake.writes == []
+
+
 # -- through the real server -------------------------------------------------------------------
 
 
