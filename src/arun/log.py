@@ -100,9 +100,8 @@ def _fields_of(record: logging.LogRecord) -> dict[str, object]:
 def _timestamp(record: logging.LogRecord) -> str:
     t = _dt.datetime.fromtimestamp(record.created, tz=_dt.UTC)
     # What strftime("%Y-%m-%dT%H:%M:%S.%fZ") gives, at a fraction of its cost (every log line).
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
-    )
+    date = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
+    return f"{date}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
 
 
 def _level_name(record: logging.LogRecord) -> str:

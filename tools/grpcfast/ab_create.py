@@ -98,14 +98,14 @@ def main() -> None:
                 pid = PIDS[s]
                 if args.grpcbench:
                     c0 = cpu_ns(pid)
-                    out = subprocess.run(
+                    got = subprocess.run(
                         [args.grpcbench, "-a", str(s), "-n", str(args.calls), "-m", args.method, "-ns", ns],
                         capture_output=True,
                         text=True,
                         check=True,
                     ).stdout.split()
                     if r:
-                        calls[name].append(float(out[0]))
+                        calls[name].append(float(got[0]))
                         calls_cpu[name].append((cpu_ns(pid) - c0) / 1000 / (args.calls + 50))
                 for _ in range(args.creates):
                     counter += 1

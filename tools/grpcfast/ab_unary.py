@@ -25,11 +25,11 @@ def cpu_ns(pid: int) -> int:
 
 def main() -> None:
     bench, rounds, calls, method = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    targets = {}
+    targets: dict[str, tuple[str, int]] = {}
     for spec in sys.argv[5:]:
         name, rest = spec.split("=", 1)
-        sock, pid = rest.rsplit(":", 1)
-        targets[name] = (sock, int(pid))
+        sock, pid_text = rest.rsplit(":", 1)
+        targets[name] = (sock, int(pid_text))
     lat: dict[str, list[float]] = {n: [] for n in targets}
     cpu: dict[str, list[float]] = {n: [] for n in targets}
     for r in range(rounds + 1):

@@ -146,7 +146,7 @@ def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodF
         timeout = grpc_deadline.time_remaining() if grpc_deadline is not None else None
         logged = log.isEnabledFor(level)
         if logged:
-            log.log(level, "request started", extra={"timeout": round(timeout, 3)} if timeout is not None else {})
+            log.log(level, "request started", extra={} if timeout is None else {"timeout": round(timeout, 3)})
         start = time.monotonic()
         outcome: Status | None = None
         message: str | None = None
