@@ -112,9 +112,6 @@ class CoalescingTransport(asyncio.Transport):
     def is_reading(self) -> bool:
         return self._transport.is_reading()
 
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._transport.get_protocol()
 

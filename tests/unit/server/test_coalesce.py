@@ -131,6 +131,35 @@ async def server() -> AsyncIterator[Path]:
         path.unlink(missing_ok=True)
 
 
+async def test_server_connections_go_through_the_coalescing_transport(
+    server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # If grpclib stopped building its protocols through Server._protocol_factory, the writes
+    # would silently go straight to the socket again: this notices.
+    seen: list[coalesce.CoalescingTransport] = []
+    made = coalesce.Coalescing.connection_made
+
+    def spy(self: coalesce.Coalescing, transport: Any) -> None:
+        made(self, transport)
+        assert self.transport is not None
+        seen.append(self.transport)
+
+    monkeypatch.setattr(coalesce.Coalescing, "connection_made", spy)
+    flushed: list[int] = []
+    flush = coalesce.CoalescingTransport.flush
+
+    def count(self: coalesce.CoalescingTransport) -> None:
+        flushed.append(self._pending_size)
+        flush(self)
+
+    monkeypatch.setattr(coalesce.CoalescingTransport, "flush", count)
+    async with Channel(path=str(server)) as ch:
+        resp = await health_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="abc"))
+    assert resp.status == 0
+    assert len(seen) == 1
+    assert any(n > 0 for n in flushed)
+
+
 async def test_concurrent_unary_and_streaming_calls_on_one_connection(server: Path) -> None:
     async with Channel(path=str(server)) as ch:
         stub = health_grpc.HealthStub(ch)
