@@ -6,6 +6,20 @@ store calls share it, as containerd's ``bolt.go`` ``update``/``view`` do.
 Writes are serialised on one connection; views use a second connection and
 so never wait for a writer (WAL). Callbacks registered with
 ``Tx.on_commit`` (event publishing) run only after a successful commit.
+
+Each aiosqlite connection owns one worker thread that runs the calls queued
+to it one at a time, in order. A statement is one call into that thread
+(execute, fetch and cursor close together); the transaction's ``BEGIN`` is
+folded into its first statement, so a transaction that never runs a statement
+never opens. Ordering on that queue is what keeps transactions apart: a
+transaction queues its ``COMMIT`` or ``ROLLBACK`` before it releases its
+connection's lock, so the next one's first statement runs after it, even
+when the previous holder was cancelled with a statement still queued. A
+write awaits its ``COMMIT`` (the reply waits for durability); a view only
+queues its ``ROLLBACK`` and returns (it changed nothing, and the next view
+on that connection cannot start before it has run). Each call costs one
+queue put, one wake-up of the worker and one ``call_soon_threadsafe`` back;
+the ``ROLLBACK`` of a view costs no wake-up of the loop.
 """
 
 from __future__ import annotations
@@ -19,8 +33,9 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -32,37 +47,162 @@ _current: ContextVar[Tx | None] = ContextVar("metadata_tx", default=None)
 
 Callback = Callable[[], Awaitable[None] | None]
 
+T = TypeVar("T")
+
+
+# -- calls into a connection's worker thread ------------------------------------------------------
+#
+# aiosqlite has no public way to run one function of ours on its thread; every public method is one
+# call per step (execute, then fetch, then close the cursor). These two helpers queue a call the way
+# aiosqlite's own methods do: a (future, function) pair on the connection's queue, which its worker
+# runs in order and answers with call_soon_threadsafe (or not at all when the future is None).
+# ``_check`` verifies at open time that the aiosqlite in use still works this way.
+
+
+def _check(conn: aiosqlite.Connection) -> None:
+    queue = getattr(conn, "_tx", None)
+    if not callable(getattr(queue, "put_nowait", None)) or not isinstance(
+        getattr(conn, "_connection", None), sqlite3.Connection
+    ):
+        raise InternalError(
+            f"aiosqlite {getattr(aiosqlite, '__version__', '?')} does not queue calls the way arun"
+            " expects (Connection._tx, Connection._connection)"
+        )
+
+
+def _call(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    """Queue ``fn(raw connection)`` on the connection's thread now; the future gets its outcome."""
+    raw = conn._connection
+    if raw is None:
+        raise InternalError("metadata database is closed")
+    fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    conn._tx.put_nowait((fut, partial(fn, raw)))
+    return fut
+
+
+def _post(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
+    """Queue ``fn(raw connection)`` on the connection's thread now, without waiting for it."""
+    raw = conn._connection
+    if raw is not None:
+        conn._tx.put_nowait((None, partial(fn, raw)))
+
+
+# -- what runs on the worker thread ---------------------------------------------------------------
+
+
+def _begin(raw: sqlite3.Connection, begin: str) -> None:
+    if raw.in_transaction:
+        # Cannot happen while every transaction queues its end before releasing the connection;
+        # if it does, that transaction is over and must not leak into this one.
+        log.warning("metadata connection was left inside a transaction; rolling it back")
+        raw.execute("ROLLBACK")
+    raw.execute(begin)
+
+
+def _execute(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> int:
+    if begin:
+        _begin(raw, begin)
+    cur = raw.execute(sql, params)
+    try:
+        return cur.rowcount
+    finally:
+        cur.close()
+
+
+def _executemany(begin: str | None, sql: str, rows: list[tuple[Any, ...]], raw: sqlite3.Connection) -> None:
+    if begin:
+        _begin(raw, begin)
+    raw.executemany(sql, rows).close()
+
+
+def _fetchone(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> Any:
+    if begin:
+        _begin(raw, begin)
+    cur = raw.execute(sql, params)
+    try:
+        return cur.fetchone()
+    finally:
+        cur.close()
+
+
+def _fetchall(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> list[Any]:
+    if begin:
+        _begin(raw, begin)
+    cur = raw.execute(sql, params)
+    try:
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _commit(raw: sqlite3.Connection) -> None:
+    if not raw.in_transaction:
+        return
+    try:
+        raw.execute("COMMIT")
+    except BaseException:
+        # A failed COMMIT (SQLITE_BUSY, I/O error) leaves the transaction open.
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+
+
+def _rollback(raw: sqlite3.Connection) -> None:
+    if raw.in_transaction:
+        raw.execute("ROLLBACK")
+
+
+def _end_view(raw: sqlite3.Connection) -> None:
+    """A view's ROLLBACK, run with nobody waiting for it: failures are logged here."""
+    try:
+        _rollback(raw)
+    except Exception:
+        log.exception("ending a metadata read transaction failed")
+
 
 class Tx:
-    """One open transaction."""
+    """One open transaction.
+
+    Its first statement also begins it (``BEGIN`` for a view, ``BEGIN IMMEDIATE`` for a write).
+    """
+
+    __slots__ = ("_begin", "_begun", "_on_commit", "conn", "writable")
 
     def __init__(self, conn: aiosqlite.Connection, writable: bool) -> None:
         self.conn = conn
         self.writable = writable
+        self._begin: str | None = "BEGIN IMMEDIATE" if writable else "BEGIN"
+        self._begun = False
         self._on_commit: list[Callback] = []
+
+    def _pending_begin(self) -> str | None:
+        """The BEGIN the next statement must run first (once only)."""
+        begin = self._begin
+        if begin is not None:
+            self._begin = None
+            # Set before the call is queued: whatever happens to it, the end of this transaction
+            # queues a ROLLBACK (or COMMIT) behind it.
+            self._begun = True
+        return begin
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run a statement; returns the number of rows changed."""
-        cur = await self.conn.execute(sql, tuple(params))
-        try:
-            return cur.rowcount
-        finally:
-            await cur.close()
+        return await _call(self.conn, partial(_execute, self._pending_begin(), sql, tuple(params)))
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        await self.conn.executemany(sql, [tuple(r) for r in rows])
+        await _call(self.conn, partial(_executemany, self._pending_begin(), sql, [tuple(r) for r in rows]))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        cur = await self.conn.execute(sql, tuple(params))
-        try:
-            row: sqlite3.Row | None = await cur.fetchone()
-            return row
-        finally:
-            await cur.close()
+        row: sqlite3.Row | None = await _call(
+            self.conn, partial(_fetchone, self._pending_begin(), sql, tuple(params))
+        )
+        return row
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        rows = await self.conn.execute_fetchall(sql, tuple(params))
-        return list(rows)
+        rows: list[sqlite3.Row] = await _call(
+            self.conn, partial(_fetchall, self._pending_begin(), sql, tuple(params))
+        )
+        return rows
 
     def on_commit(self, callback: Callback) -> None:
         """Run ``callback`` after this transaction commits (never if it rolls back)."""
@@ -93,12 +233,17 @@ class Database:
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        # NORMAL in WAL mode survives a process crash (kill -9); only power loss can lose
-        # the last commits, and the database stays consistent either way.
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            _check(conn)
+            conn.row_factory = sqlite3.Row
+            # NORMAL in WAL mode survives a process crash (kill -9); only power loss can lose
+            # the last commits, and the database stays consistent either way.
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     async def close(self) -> None:
@@ -119,26 +264,21 @@ class Database:
         if self._writer is None:
             raise InternalError("metadata database is not open")
         conn = self._writer
+        cancelled = False
         async with self._write_lock:
             tx = Tx(conn, writable=True)
             token = _current.set(tx)
             try:
-                begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
-                try:
-                    await asyncio.shield(begin)
-                except asyncio.CancelledError:
-                    # The BEGIN still runs on the connection's thread. Queue a ROLLBACK behind it
-                    # (aiosqlite runs one connection's calls in order, and this task is scheduled
-                    # before the next writer's) so that writer does not find a transaction open.
-                    begin.add_done_callback(_consume)
-                    asyncio.ensure_future(conn.execute("ROLLBACK")).add_done_callback(_consume)
-                    raise
                 try:
                     yield tx
                 except BaseException:
-                    await asyncio.shield(conn.execute("ROLLBACK"))
+                    if tx._begun:
+                        # Queued behind every statement of this transaction (even one still
+                        # queued by a cancelled caller) and before the next writer's BEGIN.
+                        await asyncio.shield(_call(conn, _rollback))
                     raise
-                await asyncio.shield(conn.execute("COMMIT"))
+                if tx._begun:
+                    cancelled = await _wait_out(_call(conn, _commit))
             finally:
                 _current.reset(token)
         for cb in tx._on_commit:
@@ -148,6 +288,8 @@ class Database:
                     await result
             except Exception:
                 log.exception("post-commit callback failed")
+        if cancelled:
+            raise asyncio.CancelledError
 
     @contextlib.asynccontextmanager
     async def view(self) -> AsyncIterator[Tx]:
@@ -163,19 +305,29 @@ class Database:
             tx = Tx(conn, writable=False)
             token = _current.set(tx)
             try:
-                await conn.execute("BEGIN")
-                try:
-                    yield tx
-                finally:
-                    await asyncio.shield(conn.execute("ROLLBACK"))
+                yield tx
             finally:
                 _current.reset(token)
+                if tx._begun:
+                    # Not awaited: the next view on this connection queues its BEGIN behind it.
+                    _post(conn, _end_view)
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
-    """Retrieve a background call's outcome (a failed ROLLBACK after a failed BEGIN is fine)."""
-    if not fut.cancelled():
-        fut.exception()
+async def _wait_out(fut: asyncio.Future[None]) -> bool:
+    """Wait for a queued call that cannot be withdrawn (a COMMIT that is queued will happen);
+    raises its error, else returns whether this task was cancelled meanwhile.
+
+    The caller then delivers the cancellation after the post-commit callbacks, so that nobody
+    hears "cancelled" for a change that was made without its events.
+    """
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancelled = True
+    fut.result()
+    return cancelled
 
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_\w+\.sql$")
