@@ -216,6 +216,10 @@ def current() -> Tx | None:
     return _current.get()
 
 
+# How many rows ``Database.lookup`` keeps (least recently used first out).
+LOOKUP_CACHE_SIZE = 512
+
+
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -223,6 +227,11 @@ class Database:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        # Rows read by ``lookup`` since the last write committed, keyed by (sql, params). Emptied
+        # (and ``_generation`` moved on) whenever a write transaction ends, once the loop knows
+        # its COMMIT has run.
+        self._cache: dict[tuple[str, tuple[Any, ...]], sqlite3.Row | None] = {}
+        self._generation = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +239,9 @@ class Database:
         await self._writer.execute("PRAGMA journal_mode=WAL")
         await migrate(self._writer)
         self._reader = await self._connect()
+        # Views and lookups only read: a write through them would also slip past the cache's
+        # invalidation, so SQLite refuses it.
+        await self._reader.execute("PRAGMA query_only=ON")
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -251,6 +263,40 @@ class Database:
             if conn is not None:
                 await conn.close()
         self._reader = self._writer = None
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._generation += 1
+        self._cache.clear()
+
+    async def lookup(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        """The first row of one read-only statement: in the transaction open in this context if
+        any, else on its own (one statement is its own consistent snapshot: no BEGIN, no
+        ROLLBACK), served from a small cache of such reads while no write has committed since.
+
+        A cached row is never older than the last write whose ``update()`` has returned: a row
+        is cached only if no write transaction ended while it was read, and every write
+        empties the cache when it ends (after its COMMIT ran, before ``update()`` returns).
+        """
+        tx = _current.get()
+        if tx is not None:
+            return await tx.fetchone(sql, params)
+        args = tuple(params)
+        key = (sql, args)
+        cache = self._cache
+        if key in cache:
+            row = cache[key] = cache.pop(key)  # now the most recently used
+            return row
+        if self._reader is None:
+            raise InternalError("metadata database is not open")
+        generation = self._generation
+        async with self._read_lock:
+            found: sqlite3.Row | None = await _call(self._reader, partial(_fetchone, None, sql, args))
+        if generation == self._generation:
+            cache[key] = found
+            if len(cache) > LOOKUP_CACHE_SIZE:
+                del cache[next(iter(cache))]
+        return found
 
     @contextlib.asynccontextmanager
     async def update(self) -> AsyncIterator[Tx]:
@@ -278,7 +324,10 @@ class Database:
                         await asyncio.shield(_call(conn, _rollback))
                     raise
                 if tx._begun:
-                    cancelled = await _wait_out(_call(conn, _commit))
+                    try:
+                        cancelled = await _wait_out(_call(conn, _commit))
+                    finally:
+                        self._invalidate()
             finally:
                 _current.reset(token)
         for cb in tx._on_commit:

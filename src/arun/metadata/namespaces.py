@@ -46,8 +46,7 @@ class SqlNamespaceStore:
 
     async def labels(self, name: str) -> dict[str, str]:
         identifiers.validate(name)
-        async with self.db.view() as tx:
-            row = await tx.fetchone("SELECT labels FROM namespaces WHERE name = ?", (name,))
+        row = await self.db.lookup("SELECT labels FROM namespaces WHERE name = ?", (name,))
         if row is None:
             raise NotFoundError(f"namespace {name!r}: not found")
         result: dict[str, str] = json.loads(row["labels"])
