@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 import inspect
 import logging
@@ -160,13 +161,45 @@ def _end_view(raw: sqlite3.Connection) -> None:
         log.exception("ending a metadata read transaction failed")
 
 
+# -- which tables a statement reads or writes (for the lookup cache) --------------------------------
+
+ALL_TABLES = "*"
+
+# A SELECT from one table, with no subquery or join: "SELECT … FROM t [WHERE|ORDER|LIMIT …]".
+_ONE_TABLE = re.compile(r"\s*SELECT\b.*?\bFROM\s+([A-Za-z_]\w*)\s*(?:$|(?:WHERE|ORDER|LIMIT)\b)", re.I | re.S)
+_FROM_OR_JOIN = re.compile(r"\b(?:FROM|JOIN)\b", re.I)
+_WRITE_TO = re.compile(
+    r"\s*(?:(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+([A-Za-z_]\w*)(?![\w.])(?!\s*\.)",
+    re.IGNORECASE,
+)
+_READ_ONLY = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def read_table(sql: str) -> str | None:
+    """The one table a plain SELECT reads, or None (a join, a subquery, anything else)."""
+    m = _ONE_TABLE.match(sql)
+    if m is None or len(_FROM_OR_JOIN.findall(sql)) != 1:
+        return None
+    return m.group(1).lower()
+
+
+@functools.lru_cache(maxsize=1024)
+def written_table(sql: str) -> str:
+    """The table a statement writes: "" for a SELECT, ``ALL_TABLES`` when it cannot be told."""
+    if _READ_ONLY.match(sql):
+        return ""
+    m = _WRITE_TO.match(sql)
+    return m.group(1).lower() if m else ALL_TABLES
+
+
 class Tx:
     """One open transaction.
 
     Its first statement also begins it (``BEGIN`` for a view, ``BEGIN IMMEDIATE`` for a write).
     """
 
-    __slots__ = ("_begin", "_begun", "_on_commit", "conn", "writable")
+    __slots__ = ("_begin", "_begun", "_on_commit", "conn", "writable", "written")
 
     def __init__(self, conn: aiosqlite.Connection, writable: bool) -> None:
         self.conn = conn
@@ -174,6 +207,9 @@ class Tx:
         self._begin: str | None = "BEGIN IMMEDIATE" if writable else "BEGIN"
         self._begun = False
         self._on_commit: list[Callback] = []
+        # Tables this transaction may have changed (``ALL_TABLES``: any); counted from the moment
+        # a statement is queued, unless it reports that it changed no row.
+        self.written: set[str] = set()
 
     def _pending_begin(self) -> str | None:
         """The BEGIN the next statement must run first (once only)."""
@@ -185,20 +221,43 @@ class Tx:
             self._begun = True
         return begin
 
+    def _writes(self, sql: str) -> str:
+        return written_table(sql) if self.writable else ""
+
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run a statement; returns the number of rows changed."""
-        return await _call(self.conn, partial(_execute, self._pending_begin(), sql, tuple(params)))
+        table = self._writes(sql)
+        fut = _call(self.conn, partial(_execute, self._pending_begin(), sql, tuple(params)))
+        if not table:
+            return await fut
+        try:
+            changed = await fut
+        except BaseException:
+            self.written.add(table)  # it may yet run, or have run
+            raise
+        if changed:  # 0: no row changed here, nor (then) through a foreign key action
+            self.written.add(table)
+        return changed
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        table = self._writes(sql)
+        if table:
+            self.written.add(table)
         await _call(self.conn, partial(_executemany, self._pending_begin(), sql, [tuple(r) for r in rows]))
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        table = self._writes(sql)
+        if table:
+            self.written.add(table)  # INSERT … RETURNING and the like
         row: sqlite3.Row | None = await _call(
             self.conn, partial(_fetchone, self._pending_begin(), sql, tuple(params))
         )
         return row
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        table = self._writes(sql)
+        if table:
+            self.written.add(table)
         rows: list[sqlite3.Row] = await _call(
             self.conn, partial(_fetchall, self._pending_begin(), sql, tuple(params))
         )
@@ -216,8 +275,8 @@ def current() -> Tx | None:
     return _current.get()
 
 
-# How many rows ``Database.lookup`` keeps (least recently used first out).
-LOOKUP_CACHE_SIZE = 512
+# How many rows ``Database.lookup`` keeps per table (least recently used first out).
+LOOKUP_CACHE_SIZE = 256
 
 
 class Database:
@@ -227,17 +286,21 @@ class Database:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
-        # Rows read by ``lookup`` since the last write committed, keyed by (sql, params). Emptied
-        # (and ``_generation`` moved on) whenever a write transaction ends, once the loop knows
-        # its COMMIT has run.
-        self._cache: dict[tuple[str, tuple[Any, ...]], sqlite3.Row | None] = {}
-        self._generation = 0
+        # Rows read by ``lookup``, per table, keyed by (sql, params). A table's rows are dropped
+        # (and its generation moved on) whenever a write transaction that may have changed it
+        # ends, once the loop knows its COMMIT has run.
+        self._cache: dict[str, dict[tuple[str, tuple[Any, ...]], sqlite3.Row | None]] = {}
+        self._generations: dict[str, int] = {}
+        # Tables a write to a table may change too (foreign key actions), from the schema; None:
+        # any write may change any table (the schema has triggers or views).
+        self._affects: dict[str, frozenset[str]] | None = None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
         await self._writer.execute("PRAGMA journal_mode=WAL")
         await migrate(self._writer)
+        self._affects = await _write_effects(self._writer)
         self._reader = await self._connect()
         # Views and lookups only read: a write through them would also slip past the cache's
         # invalidation, so SQLite refuses it.
@@ -263,40 +326,58 @@ class Database:
             if conn is not None:
                 await conn.close()
         self._reader = self._writer = None
-        self._invalidate()
+        self._invalidate({ALL_TABLES})
 
-    def _invalidate(self) -> None:
-        self._generation += 1
-        self._cache.clear()
+    def _invalidate(self, written: set[str]) -> None:
+        """Forget cached rows of the tables a write transaction may have changed."""
+        affects = self._affects
+        if ALL_TABLES in written or affects is None:
+            tables: Iterable[str] = list(self._generations)
+        else:
+            tables = set(written)
+            for t in written:
+                tables |= affects.get(t, frozenset())
+        generations = self._generations
+        for t in tables:
+            if t in generations:
+                generations[t] += 1
+                self._cache.pop(t, None)
 
     async def lookup(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         """The first row of one read-only statement: in the transaction open in this context if
         any, else on its own (one statement is its own consistent snapshot: no BEGIN, no
         ROLLBACK), served from a small cache of such reads while no write has committed since.
 
-        A cached row is never older than the last write whose ``update()`` has returned: a row
-        is cached only if no write transaction ended while it was read, and every write
-        empties the cache when it ends (after its COMMIT ran, before ``update()`` returns).
+        Only a SELECT from one table is cached. A cached row is never older than the last
+        write whose ``update()`` has returned: a row is cached only if no write transaction
+        that may have changed its table ended while it was read, and such a write drops the
+        table's rows when it ends (after its COMMIT ran, before ``update()`` returns).
         """
         tx = _current.get()
         if tx is not None:
             return await tx.fetchone(sql, params)
-        args = tuple(params)
-        key = (sql, args)
-        cache = self._cache
-        if key in cache:
-            row = cache[key] = cache.pop(key)  # now the most recently used
-            return row
         if self._reader is None:
             raise InternalError("metadata database is not open")
-        generation = self._generation
+        args = tuple(params)
+        table = read_table(sql)
+        if table is None:
+            async with self._read_lock:
+                row: sqlite3.Row | None = await _call(self._reader, partial(_fetchone, None, sql, args))
+            return row
+        key = (sql, args)
+        rows = self._cache.get(table)
+        if rows is not None and key in rows:
+            row = rows[key] = rows.pop(key)  # now the most recently used
+            return row
+        generation = self._generations.setdefault(table, 0)
         async with self._read_lock:
-            found: sqlite3.Row | None = await _call(self._reader, partial(_fetchone, None, sql, args))
-        if generation == self._generation:
-            cache[key] = found
-            if len(cache) > LOOKUP_CACHE_SIZE:
-                del cache[next(iter(cache))]
-        return found
+            row = await _call(self._reader, partial(_fetchone, None, sql, args))
+        if generation == self._generations[table]:
+            rows = self._cache.setdefault(table, {})
+            rows[key] = row
+            if len(rows) > LOOKUP_CACHE_SIZE:
+                del rows[next(iter(rows))]
+        return row
 
     @contextlib.asynccontextmanager
     async def update(self) -> AsyncIterator[Tx]:
@@ -327,7 +408,8 @@ class Database:
                     try:
                         cancelled = await _wait_out(_call(conn, _commit))
                     finally:
-                        self._invalidate()
+                        if tx.written:
+                            self._invalidate(tx.written)
             finally:
                 _current.reset(token)
         for cb in tx._on_commit:
@@ -377,6 +459,39 @@ async def _wait_out(fut: asyncio.Future[None]) -> bool:
             cancelled = True
     fut.result()
     return cancelled
+
+
+# Foreign key actions that change the referring rows when the referred row changes.
+_CHANGES_CHILD = {"CASCADE", "SET NULL", "SET DEFAULT"}
+
+
+async def _write_effects(conn: aiosqlite.Connection) -> dict[str, frozenset[str]] | None:
+    """For each table, the tables a write to it may change through foreign key actions
+    (transitively); None if the schema has triggers or views (then any write may change any
+    table, as far as the lookup cache knows)."""
+    async with conn.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'trigger', 'view')"
+    ) as cur:
+        objects = [(r[0], r[1]) for r in await cur.fetchall()]
+    if any(kind != "table" for kind, _ in objects):
+        return None
+    children: dict[str, set[str]] = {}
+    for _, name in objects:
+        async with conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (name,)) as cur:
+            for fk in await cur.fetchall():
+                if {fk["on_delete"].upper(), fk["on_update"].upper()} & _CHANGES_CHILD:
+                    children.setdefault(fk["table"].lower(), set()).add(name.lower())
+    effects: dict[str, frozenset[str]] = {}
+    for table in children:
+        seen: set[str] = set()
+        todo = [table]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        effects[table] = frozenset(seen)
+    return effects
 
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_\w+\.sql$")
