@@ -130,7 +130,7 @@ class SqlContainerStore:
             ):
                 raise AlreadyExistsError(f"container {container.id!r}: already exists")
             now = time.time_ns()
-            await tx.execute(
+            tx.execute_later(
                 f"INSERT INTO containers (namespace, {_COLUMNS}) VALUES ({', '.join('?' * 13)})",
                 (ns, *_values(container), now, now),
             )

@@ -100,9 +100,13 @@ def _begin(raw: sqlite3.Connection, begin: str) -> None:
     raw.execute(begin)
 
 
-def _execute(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> int:
-    if begin:
-        _begin(raw, begin)
+# A statement queued by ``Tx.execute_later``: sql, parameters, the table it writes.
+Later = tuple[str, tuple[Any, ...], str]
+# One statement's work on the worker: (raw connection, sql, parameters) -> result.
+Op = Callable[[sqlite3.Connection, str, Any], Any]
+
+
+def _changes(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
     cur = raw.execute(sql, params)
     try:
         return cur.rowcount
@@ -110,15 +114,7 @@ def _execute(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3.
         cur.close()
 
 
-def _executemany(begin: str | None, sql: str, rows: list[tuple[Any, ...]], raw: sqlite3.Connection) -> None:
-    if begin:
-        _begin(raw, begin)
-    raw.executemany(sql, rows).close()
-
-
-def _fetchone(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> Any:
-    if begin:
-        _begin(raw, begin)
+def _fetchone(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
     cur = raw.execute(sql, params)
     try:
         return cur.fetchone()
@@ -126,9 +122,7 @@ def _fetchone(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3
         cur.close()
 
 
-def _fetchall(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> list[Any]:
-    if begin:
-        _begin(raw, begin)
+def _fetchall(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
     cur = raw.execute(sql, params)
     try:
         return cur.fetchall()
@@ -136,16 +130,39 @@ def _fetchall(begin: str | None, sql: str, params: tuple[Any, ...], raw: sqlite3
         cur.close()
 
 
-def _commit(raw: sqlite3.Connection) -> None:
-    if not raw.in_transaction:
-        return
+def _lookup(sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> Any:
+    """A ``Database.lookup``: one statement, outside any transaction."""
+    return _fetchone(raw, sql, params)
+
+
+def _executemany(raw: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    raw.executemany(sql, rows).close()
+
+
+def _step(
+    begin: str | None, later: list[Later], op: Op, sql: str, params: Any, raw: sqlite3.Connection
+) -> tuple[list[int], Any]:
+    """One call into the worker: the transaction's BEGIN if it is the first, the statements
+    queued by ``execute_later`` (their rows changed), then this statement (its result)."""
+    if begin:
+        _begin(raw, begin)
+    changed = [_changes(raw, *stmt[:2]) for stmt in later]
+    return changed, op(raw, sql, params)
+
+
+def _commit(begin: str | None, later: list[Later], raw: sqlite3.Connection) -> list[int]:
     try:
-        raw.execute("COMMIT")
+        if begin:
+            _begin(raw, begin)
+        changed = [_changes(raw, *stmt[:2]) for stmt in later]
+        if raw.in_transaction:
+            raw.execute("COMMIT")
     except BaseException:
-        # A failed COMMIT (SQLITE_BUSY, I/O error) leaves the transaction open.
+        # A failed statement or COMMIT (SQLITE_BUSY, I/O error) leaves the transaction open.
         if raw.in_transaction:
             raw.execute("ROLLBACK")
         raise
+    return changed
 
 
 def _rollback(raw: sqlite3.Connection) -> None:
@@ -199,68 +216,85 @@ class Tx:
     Its first statement also begins it (``BEGIN`` for a view, ``BEGIN IMMEDIATE`` for a write).
     """
 
-    __slots__ = ("_begin", "_begun", "_on_commit", "conn", "writable", "written")
+    __slots__ = ("_begin", "_begun", "_later", "_on_commit", "conn", "writable", "written")
 
     def __init__(self, conn: aiosqlite.Connection, writable: bool) -> None:
         self.conn = conn
         self.writable = writable
         self._begin: str | None = "BEGIN IMMEDIATE" if writable else "BEGIN"
         self._begun = False
+        self._later: list[Later] = []
         self._on_commit: list[Callback] = []
         # Tables this transaction may have changed (``ALL_TABLES``: any); counted from the moment
         # a statement is queued, unless it reports that it changed no row.
         self.written: set[str] = set()
 
-    def _pending_begin(self) -> str | None:
-        """The BEGIN the next statement must run first (once only)."""
+    def _prelude(self) -> tuple[str | None, list[Later]]:
+        """What the next call into the worker must run first: the BEGIN (once only) and the
+        statements queued by ``execute_later``."""
         begin = self._begin
         if begin is not None:
             self._begin = None
             # Set before the call is queued: whatever happens to it, the end of this transaction
             # queues a ROLLBACK (or COMMIT) behind it.
             self._begun = True
-        return begin
+        later = self._later
+        if later:
+            self._later = []
+        return begin, later
+
+    def _wrote(self, later: list[Later], changed: list[int] | None) -> None:
+        """Record the tables the ``later`` statements changed (all of them if unknown)."""
+        for i, (_, _, table) in enumerate(later):
+            if table and (changed is None or changed[i]):
+                self.written.add(table)
+
+    async def _run(self, op: Op, sql: str, params: Any, table: str, counted: bool) -> Any:
+        """Run one statement (after the prelude). ``table``: what it writes; ``counted``: its
+        result is the number of rows it changed."""
+        begin, later = self._prelude()
+        if table and not counted:
+            self.written.add(table)
+        fut = _call(self.conn, partial(_step, begin, later, op, sql, params))
+        try:
+            changed, result = await fut
+        except BaseException:
+            # Failed, or still to run (its caller was cancelled).
+            self._wrote(later, None)
+            if table:
+                self.written.add(table)
+            raise
+        self._wrote(later, changed)
+        if table and result:  # 0: no row changed here, nor (then) through a foreign key action
+            self.written.add(table)
+        return result
 
     def _writes(self, sql: str) -> str:
         return written_table(sql) if self.writable else ""
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run a statement; returns the number of rows changed."""
-        table = self._writes(sql)
-        fut = _call(self.conn, partial(_execute, self._pending_begin(), sql, tuple(params)))
-        if not table:
-            return await fut
-        try:
-            changed = await fut
-        except BaseException:
-            self.written.add(table)  # it may yet run, or have run
-            raise
-        if changed:  # 0: no row changed here, nor (then) through a foreign key action
-            self.written.add(table)
+        changed: int = await self._run(_changes, sql, tuple(params), self._writes(sql), True)
         return changed
 
+    def execute_later(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Queue a write whose outcome nobody waits for (``INSERT OR IGNORE`` of a namespace,
+        of a lease's resource): it runs in the same call into the worker as this transaction's
+        next statement, or its COMMIT, and its error is raised there."""
+        if not self.writable:
+            raise InternalError("write attempted inside a read-only transaction")
+        self._later.append((sql, tuple(params), written_table(sql)))
+
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        table = self._writes(sql)
-        if table:
-            self.written.add(table)
-        await _call(self.conn, partial(_executemany, self._pending_begin(), sql, [tuple(r) for r in rows]))
+        await self._run(_executemany, sql, [tuple(r) for r in rows], self._writes(sql), False)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        table = self._writes(sql)
-        if table:
-            self.written.add(table)  # INSERT … RETURNING and the like
-        row: sqlite3.Row | None = await _call(
-            self.conn, partial(_fetchone, self._pending_begin(), sql, tuple(params))
-        )
+        # A write here is an INSERT … RETURNING or the like: counted as a change.
+        row: sqlite3.Row | None = await self._run(_fetchone, sql, tuple(params), self._writes(sql), False)
         return row
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        table = self._writes(sql)
-        if table:
-            self.written.add(table)
-        rows: list[sqlite3.Row] = await _call(
-            self.conn, partial(_fetchall, self._pending_begin(), sql, tuple(params))
-        )
+        rows: list[sqlite3.Row] = await self._run(_fetchall, sql, tuple(params), self._writes(sql), False)
         return rows
 
     def on_commit(self, callback: Callback) -> None:
@@ -362,7 +396,7 @@ class Database:
         table = read_table(sql)
         if table is None:
             async with self._read_lock:
-                row: sqlite3.Row | None = await _call(self._reader, partial(_fetchone, None, sql, args))
+                row: sqlite3.Row | None = await _call(self._reader, partial(_lookup, sql, args))
             return row
         key = (sql, args)
         rows = self._cache.get(table)
@@ -371,7 +405,7 @@ class Database:
             return row
         generation = self._generations.setdefault(table, 0)
         async with self._read_lock:
-            row = await _call(self._reader, partial(_fetchone, None, sql, args))
+            row = await _call(self._reader, partial(_lookup, sql, args))
         if generation == self._generations[table]:
             rows = self._cache.setdefault(table, {})
             rows[key] = row
@@ -404,9 +438,15 @@ class Database:
                         # queued by a cancelled caller) and before the next writer's BEGIN.
                         await asyncio.shield(_call(conn, _rollback))
                     raise
-                if tx._begun:
+                if tx._begun or tx._later:
+                    begin, later = tx._prelude()
                     try:
-                        cancelled = await _wait_out(_call(conn, _commit))
+                        changed, cancelled = await _wait_out(_call(conn, partial(_commit, begin, later)))
+                    except BaseException:
+                        tx._wrote(later, None)
+                        raise
+                    else:
+                        tx._wrote(later, changed)
                     finally:
                         if tx.written:
                             self._invalidate(tx.written)
@@ -444,9 +484,9 @@ class Database:
                     _post(conn, _end_view)
 
 
-async def _wait_out(fut: asyncio.Future[None]) -> bool:
-    """Wait for a queued call that cannot be withdrawn (a COMMIT that is queued will happen);
-    raises its error, else returns whether this task was cancelled meanwhile.
+async def _wait_out(fut: asyncio.Future[T]) -> tuple[T, bool]:
+    """Wait for a queued call that cannot be withdrawn (a COMMIT that is queued will happen):
+    its result (or error), and whether this task was cancelled meanwhile.
 
     The caller then delivers the cancellation after the post-commit callbacks, so that nobody
     hears "cancelled" for a change that was made without its events.
@@ -457,8 +497,7 @@ async def _wait_out(fut: asyncio.Future[None]) -> bool:
             await asyncio.shield(fut)
         except asyncio.CancelledError:
             cancelled = True
-    fut.result()
-    return cancelled
+    return fut.result(), cancelled
 
 
 # Foreign key actions that change the referring rows when the referred row changes.

@@ -15,8 +15,9 @@ from arun.metadata.db import Database, Tx
 
 
 async def ensure(tx: Tx, namespace: str) -> None:
-    """Create ``namespace`` if it does not exist yet (inside ``tx``)."""
-    await tx.execute(
+    """Create ``namespace`` if it does not exist yet (inside ``tx``; it runs with the
+    transaction's next statement)."""
+    tx.execute_later(
         "INSERT OR IGNORE INTO namespaces (name, created_at) VALUES (?, ?)", (namespace, time.time_ns())
     )
 
