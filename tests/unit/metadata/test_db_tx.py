@@ -121,7 +121,7 @@ async def test_a_view_is_one_snapshot(database: Database) -> None:
 
 
 async def test_views_cannot_write(database: Database) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+    with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
         async with database.view() as tx:
             await tx.execute("INSERT INTO namespaces (name, created_at) VALUES ('x', 0)")
     with pytest.raises(InternalError):
@@ -305,7 +305,7 @@ async def test_unparsed_writes_drop_everything(database: Database) -> None:
     await create(database, "a")
     assert await database.lookup(LABELS, ("a",)) is not None
     async with database.update() as tx:
-        await tx.execute("WITH x AS (SELECT 1) UPDATE namespaces SET labels = '{\"w\": \"1\"}'")
+        await tx.execute('WITH x AS (SELECT 1) UPDATE namespaces SET labels = \'{"w": "1"}\'')
     row = await database.lookup(LABELS, ("a",))
     assert row is not None and row["labels"] == '{"w": "1"}'
 
