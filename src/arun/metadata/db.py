@@ -19,7 +19,12 @@ write awaits its ``COMMIT`` (the reply waits for durability); a view only
 queues its ``ROLLBACK`` and returns (it changed nothing, and the next view
 on that connection cannot start before it has run). Each call costs one
 queue put, one wake-up of the worker and one ``call_soon_threadsafe`` back;
-the ``ROLLBACK`` of a view costs no wake-up of the loop.
+the ``ROLLBACK`` of a view costs no wake-up of the loop. Writes whose outcome
+nobody waits for (``Tx.execute_later``) ride along with the next call.
+
+``Database.lookup`` is the cheap path for a single-row get: one statement
+needs no BEGIN/ROLLBACK, and its row is kept in a small per-table cache until
+a write transaction that may have changed that table ends (see there).
 """
 
 from __future__ import annotations
