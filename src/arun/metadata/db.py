@@ -314,8 +314,9 @@ def current() -> Tx | None:
     return _current.get()
 
 
-# How many rows ``Database.lookup`` keeps per table (least recently used first out).
-LOOKUP_CACHE_SIZE = 256
+# How many rows ``Database.lookup`` keeps per table (least recently used first out). A container's
+# row carries its spec (some KiB): this bounds the cache to a few MiB at worst.
+LOOKUP_CACHE_SIZE = 128
 
 
 class Database:
