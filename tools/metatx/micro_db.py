@@ -9,7 +9,6 @@ which goes through ``Database.lookup`` where that exists), and a lease create (a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import tempfile
