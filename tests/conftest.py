@@ -3,8 +3,10 @@ ARUN_TEST_STRICT=1 (CI), so that a missing requirement can never turn the suite 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -29,7 +31,28 @@ _REQUIREMENTS = {
     ),
     "ctr": (lambda: shutil.which("ctr") is not None, "needs containerd's ctr client on PATH"),
     "containerd": (lambda: shutil.which("containerd") is not None, "needs the containerd daemon on PATH"),
+    "ksm": (
+        lambda: os.path.isdir("/sys/kernel/mm/ksm"),
+        "needs a kernel with same-page merging (CONFIG_KSM)",
+    ),
 }
+
+_KSM_RUN = "/sys/kernel/mm/ksm/run"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _restore_ksm() -> Iterator[None]:
+    """Daemons started by tests switch the kernel's same-page merging on (their default); put
+    the host's setting back when the session ends."""
+    try:
+        with open(_KSM_RUN) as fh:
+            before = fh.read().strip()
+    except OSError:
+        before = ""
+    yield
+    if before == "0" and os.geteuid() == 0:
+        with contextlib.suppress(OSError), open(_KSM_RUN, "w") as fh:
+            fh.write("0\n")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

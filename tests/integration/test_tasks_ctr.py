@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from arun.runtime import ksm
 from arun.testing.daemon import Daemon
 from arun.testing.ociarchive import ArchiveImage, Entry, build_archive, busybox_rootfs
 
@@ -248,6 +249,27 @@ def test_detached_task_lifecycle(ctx: Ctx, runtime: str) -> None:
     assert ctx.delete("c1") == 9
     assert ctx.tasks() == {}
     ctx.ctr("containers", "rm", "c1")
+
+
+@pytest.mark.ksm
+def test_shim_memory_is_mergeable_and_the_container_is_not(ctx: Ctx) -> None:
+    """By default the daemon starts the kernel's same-page merging and arun's shims inherit
+    mergeable memory from the zygote; runc's exec drops the mark, so the container's own
+    memory is never merged with anything."""
+    # Shims come from the zygote once it is up (before that, from the binary: a fresh Python).
+    wait_until(lambda: "shim zygote ready" in ctx.daemon.logs(), "the shim zygote", 60)
+    ctx.run_d("m1", "sleep", "1000")
+    pid, status = ctx.tasks()["m1"]
+    assert status == "RUNNING"
+    with open(f"/proc/{pid}/stat") as fh:
+        shim = int(fh.read().rsplit(")", 1)[1].split()[1])
+    assert Path(f"/proc/{shim}/comm").read_text().strip() == "arun-shim"
+    assert ksm.mergeable_kib(shim) > 1024
+    assert ksm.mergeable_kib(pid) == 0
+    ksm_stat = Path(f"/proc/{pid}/ksm_stat")
+    if ksm_stat.exists():  # Linux 6.1+
+        assert "ksm_merge_any: yes" not in ksm_stat.read_text()
+    assert Path(ksm.RUN).read_text().strip() == "1"
 
 
 @pytest.mark.parametrize("runtime", [ARUN, RUNC])

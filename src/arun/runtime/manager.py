@@ -59,6 +59,7 @@ from arun.errdefs import (
 )
 from arun.runtime import binary as binarymod
 from arun.runtime import bundle as bundlemod
+from arun.runtime import ksm
 from arun.runtime.binary import BootstrapResult, Resolver, ShimBinary, ShimEnv
 from arun.runtime.bundle import Bundle
 from arun.runtime.shim import SHUTDOWN_TIMEOUT, ShimConnection, ShimGoneError, ShimTask
@@ -96,6 +97,10 @@ class ShimManagerConfig:
     socket_dir: str = ""
     # Start arun's own shims by forking a pre-imported template process (arun only).
     zygote: bool = True
+    # Kernel same-page merging of the zygote's shims (arun only; see arun.runtime.ksm): "on"
+    # marks their memory mergeable and starts the kernel's scanner when it is stopped, "mark"
+    # only marks (the host's /sys/kernel/mm/ksm/run is left as it is), "off" does neither.
+    ksm: str = "on"
 
 
 # The least time between two starts of the shim zygote (see ShimManager._revive_zygote).
@@ -105,8 +110,17 @@ ZYGOTE_RETRY_DELAY = 10.0
 class ShimManager:
     """Resolves, starts and cleans up after shim binaries."""
 
-    def __init__(self, env: ShimEnv, *, use_zygote: bool = True, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        env: ShimEnv,
+        *,
+        use_zygote: bool = True,
+        resolver: Resolver | None = None,
+        merge_memory: bool = False,
+    ) -> None:
         self.env = env
+        # Whether the zygote marks its memory mergeable (arun.runtime.ksm).
+        self.merge_memory = merge_memory
         self.resolver = resolver or Resolver()
         self.use_zygote = use_zygote
         self.zygote: Zygote | None = None
@@ -133,7 +147,10 @@ class ShimManager:
         """Start the zygote in the background; shims start from the binary until it is ready."""
         if not self.use_zygote or self._zygote_task is not None:
             return
-        self.zygote = Zygote(env=self.env.environment(""))
+        env = self.env.environment("")
+        if self.merge_memory:
+            env[ksm.ENV] = "1"
+        self.zygote = Zygote(env=env)
         self._zygote_task = asyncio.get_running_loop().create_task(self._run_zygote(), name="shim-zygote")
 
     async def _run_zygote(self) -> None:

@@ -10,6 +10,7 @@ from arun.core.containers import ContainerStore
 from arun.core.events import Publisher
 from arun.errdefs import NotFoundError
 from arun.plugin import InitContext, PluginType, register
+from arun.runtime import ksm
 from arun.runtime.manager import (
     ShimManager,
     ShimManagerConfig,
@@ -47,7 +48,10 @@ async def init_shim_manager(ic: InitContext) -> ShimManager:
         debug=daemon.debug.level in ("debug", "trace"),
         extra_env=cfg.env,
     )
-    shims = ShimManager(env, use_zygote=cfg.zygote)
+    mode = ksm.check_mode(cfg.ksm)
+    if mode == "on" and cfg.zygote:
+        ksm.switch_on()
+    shims = ShimManager(env, use_zygote=cfg.zygote, merge_memory=mode != "off")
     shims.start_zygote()
     ic.meta.exports["socket_dir"] = socket_dir
     return shims

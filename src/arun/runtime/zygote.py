@@ -532,8 +532,9 @@ def fill_allocator_holes() -> int:
     return filled
 
 
-def warm() -> None:
-    """Import what a shim will run, then freeze the collector's view of it (``preload``)."""
+def warm(merge: bool = False) -> None:
+    """Import what a shim will run, then freeze the collector's view of it (``preload``);
+    with ``merge``, mark the memory for the kernel's same-page merging (``arun.runtime.ksm``)."""
     import gc
     import importlib
 
@@ -543,12 +544,21 @@ def warm() -> None:
     for name in _LAZY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    if merge:
+        importlib.import_module("ctypes")  # before the freeze, so that shims share it
     if os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1") != "0":
         server.rehearse()
     gc.collect()
     if os.environ.get("ARUN_ZYGOTE_FILL", "1") != "0":
         fill_allocator_holes()
     gc.freeze()
+    if merge:
+        from arun.runtime import ksm
+
+        try:
+            ksm.mark()
+        except OSError as e:
+            sys.stderr.write(f"arun zygote: cannot mark memory mergeable: {e}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -558,7 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(True)
-    warm()
+    # Popped (it is ``arun.runtime.ksm.ENV``), so that it does not travel on into shims and runc.
+    warm(merge=os.environ.pop("ARUN_ZYGOTE_KSM", "") == "1")
 
     state = Zygote_(
         int(os.environ.get("ARUN_ZYGOTE_SPARES", SPARES)),

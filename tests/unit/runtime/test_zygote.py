@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from arun.runtime import binary
+from arun.runtime import binary, ksm
 from arun.runtime.binary import ShimEnv
 from arun.runtime.bundle import Bundle
 from arun.runtime.manager import ShimManager
@@ -327,3 +327,33 @@ def test_daemon_gone_before_ready_is_a_quiet_exit(base: Path) -> None:
             proc.kill()
             proc.wait()
     assert (proc.returncode, err.decode(), out.decode()) == (0, "", "")
+
+
+@pytest.mark.ksm
+@pytest.mark.parametrize("merge", [True, False])
+async def test_zygote_marks_shim_memory_mergeable_on_request(base: Path, merge: bool) -> None:
+    """With ``merge_memory`` the zygote's shims inherit memory marked for the kernel's
+    same-page merging (``mg`` in smaps); without it, nothing is marked."""
+    env = env_for(base)
+    shims = ShimManager(env, merge_memory=merge)
+    shims.start_zygote()
+    try:
+        assert await shims.wait_zygote()
+        assert shims.zygote is not None
+        b = make_bundle(base, "m")
+        log_fd = os.open(b.path / "log", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            out, pid = await shims.zygote.spawn(**spawn_args(env, b))
+            try:
+                marked = ksm.mergeable_kib(pid)
+            finally:
+                await _shutdown(binary.parse_start_output(out).address)
+            assert await _gone(pid)
+        finally:
+            os.close(log_fd)
+        if merge:
+            assert marked > 1024, f"only {marked} KiB of the shim is mergeable"
+        else:
+            assert marked == 0
+    finally:
+        await shims.close()
