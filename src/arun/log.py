@@ -20,6 +20,7 @@ import contextlib
 import datetime as _dt
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -98,7 +99,9 @@ def _fields_of(record: logging.LogRecord) -> dict[str, object]:
 
 def _timestamp(record: logging.LogRecord) -> str:
     t = _dt.datetime.fromtimestamp(record.created, tz=_dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # What strftime("%Y-%m-%dT%H:%M:%S.%fZ") gives, at a fraction of its cost (every log line).
+    date = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
+    return f"{date}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
 
 
 def _level_name(record: logging.LogRecord) -> str:
@@ -106,9 +109,13 @@ def _level_name(record: logging.LogRecord) -> str:
     return {"warning": "warning", "critical": "fatal"}.get(name, name)
 
 
+# Values made only of these print bare (``\w`` is str.isalnum() plus "_").
+_BARE = re.compile(r"[\w\-./:@+]+")
+
+
 def _quote(value: object) -> str:
     s = value if isinstance(value, str) else str(value)
-    if s and all(c.isalnum() or c in "-._/:@+" for c in s):
+    if _BARE.fullmatch(s):
         return s
     return json.dumps(s, ensure_ascii=False)
 

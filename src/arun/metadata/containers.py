@@ -96,10 +96,9 @@ class SqlContainerStore:
 
     async def get(self, id: str) -> Container:
         ns = namespaces.required()
-        async with self.db.view() as tx:
-            row = await tx.fetchone(
-                f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? AND id = ?", (ns, id)
-            )
+        row = await self.db.lookup(
+            f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? AND id = ?", (ns, id)
+        )
         if row is None:
             raise NotFoundError(f"container {id!r} in namespace {ns!r}: not found")
         return _read(row)
@@ -131,7 +130,7 @@ class SqlContainerStore:
             ):
                 raise AlreadyExistsError(f"container {container.id!r}: already exists")
             now = time.time_ns()
-            await tx.execute(
+            tx.execute_later(
                 f"INSERT INTO containers (namespace, {_COLUMNS}) VALUES ({', '.join('?' * 13)})",
                 (ns, *_values(container), now, now),
             )

@@ -109,11 +109,7 @@ class SqlContentStore:
     async def info(self, digest: str) -> Info:
         validate_digest(digest)
         ns = namespaces.required()
-        async with self.db.view() as tx:
-            row = await tx.fetchone(
-                f"{_SELECT} WHERE namespace = ? AND digest = ?",
-                (ns, digest),
-            )
+        row = await self.db.lookup(f"{_SELECT} WHERE namespace = ? AND digest = ?", (ns, digest))
         if row is None:
             raise NotFoundError(f"content digest {digest}: not found")
         return _info(row)

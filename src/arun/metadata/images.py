@@ -100,8 +100,10 @@ class SqlImageStore:
 
     async def get(self, name: str) -> Image:
         ns = namespaces.required()
-        async with self.db.view() as tx:
-            img = await self._get(tx, ns, name)
+        row = await self.db.lookup(
+            f"SELECT {_COLUMNS} FROM images WHERE namespace = ? AND name = ?", (ns, name)
+        )
+        img = None if row is None else _read(row)
         if img is None:
             raise NotFoundError(f"image {name!r}: not found")
         return img

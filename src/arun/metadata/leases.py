@@ -80,7 +80,7 @@ async def attach(tx: Tx, namespace: str, type_: str, id_: str) -> bool:
         return False
     if not await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (namespace, lease)):
         raise NotFoundError(f"lease {lease!r} does not exist")
-    await tx.execute(
+    tx.execute_later(
         "INSERT OR IGNORE INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?)",
         (namespace, lease, type_, id_),
     )
@@ -92,7 +92,7 @@ async def detach(tx: Tx, namespace: str, type_: str, id_: str) -> None:
     lease = leasectx.current()
     if lease is None:
         return
-    await tx.execute(
+    tx.execute_later(
         "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?",
         (namespace, lease, type_, id_),
     )
@@ -118,7 +118,7 @@ class SqlLeaseManager:
             if await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (ns, id)):
                 raise AlreadyExistsError(f"lease {id!r}: already exists")
             now = time.time_ns()
-            await tx.execute(
+            tx.execute_later(
                 "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)",
                 (ns, id, dump_map(labels_), now),
             )

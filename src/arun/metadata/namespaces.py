@@ -15,8 +15,9 @@ from arun.metadata.db import Database, Tx
 
 
 async def ensure(tx: Tx, namespace: str) -> None:
-    """Create ``namespace`` if it does not exist yet (inside ``tx``)."""
-    await tx.execute(
+    """Create ``namespace`` if it does not exist yet (inside ``tx``; it runs with the
+    transaction's next statement)."""
+    tx.execute_later(
         "INSERT OR IGNORE INTO namespaces (name, created_at) VALUES (?, ?)", (namespace, time.time_ns())
     )
 
@@ -46,8 +47,7 @@ class SqlNamespaceStore:
 
     async def labels(self, name: str) -> dict[str, str]:
         identifiers.validate(name)
-        async with self.db.view() as tx:
-            row = await tx.fetchone("SELECT labels FROM namespaces WHERE name = ?", (name,))
+        row = await self.db.lookup("SELECT labels FROM namespaces WHERE name = ?", (name,))
         if row is None:
             raise NotFoundError(f"namespace {name!r}: not found")
         result: dict[str, str] = json.loads(row["labels"])

@@ -162,10 +162,9 @@ class SqlSandboxStore:
 
     async def get(self, id: str) -> Sandbox:
         ns = namespaces.required()
-        async with self.db.view() as tx:
-            row = await tx.fetchone(
-                f"SELECT {_COLUMNS} FROM sandboxes WHERE namespace = ? AND id = ?", (ns, id)
-            )
+        row = await self.db.lookup(
+            f"SELECT {_COLUMNS} FROM sandboxes WHERE namespace = ? AND id = ?", (ns, id)
+        )
         if row is None:
             raise NotFoundError(f"sandbox {id!r}: not found")
         return _read(row)

@@ -112,18 +112,21 @@ class NamespacedSnapshotter:
             f"{_SELECT} WHERE namespace = ? AND snapshotter = ? AND key = ?", (ns, self.name, key)
         )
 
+    async def _lookup(self, ns: str, key: str) -> sqlite3.Row | None:
+        return await self.db.lookup(
+            f"{_SELECT} WHERE namespace = ? AND snapshotter = ? AND key = ?", (ns, self.name, key)
+        )
+
     async def _resolve(self, key: str) -> str:
         ns = namespaces.required()
-        async with self.db.view() as tx:
-            row = await self._row(tx, ns, key)
+        row = await self._lookup(ns, key)
         if row is None:
             raise NotFoundError(f"snapshot {key} does not exist")
         return str(row["backend_key"])
 
     async def stat(self, key: str) -> Info:
         ns = namespaces.required()
-        async with self.db.view() as tx:
-            row = await self._row(tx, ns, key)
+        row = await self._lookup(ns, key)
         if row is None:
             raise NotFoundError(f"snapshot {key} does not exist")
         return _overlay(await self.backend.stat(row["backend_key"]), row)

@@ -32,7 +32,7 @@ from arun.errdefs import AlreadyExistsError, InvalidArgumentError, Unimplemented
 from arun.plugin.context import PluginSet
 from arun.plugin.grpc import GRPCService, Servable, is_fallback
 from arun.plugin.types import PluginType
-from arun.server import catalog, middleware, sockets
+from arun.server import catalog, coalesce, middleware, sockets
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ class _Server(Server):
     def _protocol_factory(self) -> H2Protocol:
         proto = super()._protocol_factory()
         self._protocols.add(proto)
-        return proto
+        # One socket write per loop turn instead of one per frame group (see coalesce).
+        return coalesce.Coalescing(proto)  # type: ignore[return-value]
 
     def hang_up(self) -> None:
         for proto in list(self._protocols):

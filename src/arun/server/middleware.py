@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -67,7 +67,8 @@ def is_read(path: str) -> bool:
 
 
 def new_request_id() -> str:
-    return secrets.token_hex(8)
+    """16 hex digits; unique enough to find a request in the log (not a secret, so no urandom call)."""
+    return f"{random.getrandbits(64):016x}"
 
 
 class Tracker:
@@ -107,6 +108,22 @@ def status_of(exc: BaseException, request_id: str) -> tuple[Status, str]:
     return Status(code), errgrpc.message_of(exc)
 
 
+def _log_end(
+    level: int, outcome: Status | None, message: str | None, unexpected: BaseException | None, start: float
+) -> None:
+    extra: dict[str, object] = {"duration_ms": round((time.monotonic() - start) * 1000, 3)}
+    if outcome is None:
+        log.log(level, "request cancelled", extra=extra)
+    elif outcome is Status.OK:
+        log.log(level, "request done", extra={"status": outcome.name, **extra})
+    else:
+        extra = {"status": outcome.name, "error": message, **extra}
+        if unexpected is not None:
+            log.error("request failed", exc_info=unexpected, extra=extra)
+        else:
+            log.log(level, "request failed", extra=extra)
+
+
 def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodFunc:
     """``func`` with the request context, logging and error mapping of this module."""
     read = is_read(path)
@@ -119,12 +136,17 @@ def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodF
         arun_log.request_id.set(rid)
         arun_log.method.set(path)
         md = stream.metadata
-        ns = md.get(namespaces.GRPC_HEADER) if md is not None else None
-        namespaces.set_current(ns)
-        leasectx.set_current(md.get(leasectx.GRPC_HEADER) if md is not None else None)
+        if md is not None:
+            namespaces.set_current(md.get(namespaces.GRPC_HEADER))
+            leasectx.set_current(md.get(leasectx.GRPC_HEADER))
+        else:
+            namespaces.set_current(None)
+            leasectx.set_current(None)
         grpc_deadline = stream.deadline
         timeout = grpc_deadline.time_remaining() if grpc_deadline is not None else None
-        log.log(level, "request started", extra={"timeout": round(timeout, 3)} if timeout is not None else {})
+        logged = log.isEnabledFor(level)
+        if logged:
+            log.log(level, "request started", extra={} if timeout is None else {"timeout": round(timeout, 3)})
         start = time.monotonic()
         outcome: Status | None = None
         message: str | None = None
@@ -146,17 +168,8 @@ def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodF
         finally:
             if tracker is not None:
                 tracker.leave()
-            extra: dict[str, object] = {"duration_ms": round((time.monotonic() - start) * 1000, 3)}
-            if outcome is None:
-                log.log(level, "request cancelled", extra=extra)
-            elif outcome is Status.OK:
-                log.log(level, "request done", extra={"status": outcome.name, **extra})
-            else:
-                extra = {"status": outcome.name, "error": message, **extra}
-                if unexpected is not None:
-                    log.error("request failed", exc_info=unexpected, extra=extra)
-                else:
-                    log.log(level, "request failed", extra=extra)
+            if logged or unexpected is not None:
+                _log_end(level, outcome, message, unexpected, start)
 
     handler.__name__ = getattr(func, "__name__", "handler")
     return handler

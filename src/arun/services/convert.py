@@ -12,13 +12,17 @@ from arun.core import typeurl
 from arun.core.content import Descriptor
 from arun.core.mount import Mount
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def timestamp(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
     if dt is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(dt.astimezone(UTC))
-    return ts
+    # What ``Timestamp.FromDatetime`` computes, at a third of its cost (two per Info reply).
+    since = (dt if dt.tzinfo is not None else dt.astimezone(UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
