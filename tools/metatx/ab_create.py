@@ -24,20 +24,8 @@ def main() -> None:
     with sb.workdir() as base, contextlib.ExitStack() as stack:
         archive = base / "image.tar"
         build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
-        socks = {}
-        for name, src in (("A", src_a), ("B", src_b)):
-            (base / name).mkdir()
-            sb._env = lambda src=src: {**os.environ, "PYTHONPATH": src}  # type: ignore[misc]
-            socks[name] = stack.enter_context(sb.private_arun(base / name))
-        if with_containerd:
-            (base / "C").mkdir()
-            socks["containerd"] = stack.enter_context(sb.private_containerd(base / "C"))
-        series = {
-            k: sb._Series(v, archive, sb.RUNTIME_RUNC if k == "containerd" else sb.RUNTIME_ARUN)
-            for k, v in socks.items()
-        }
-        for s in series.values():
-            stack.callback(s.cleanup)
+        trees = {"A": src_a, "B": src_b}
+        series = sb.series_of_trees(base, stack, archive, trees, containerd=with_containerd)
         for s in series.values():  # warm up
             for _ in range(3):
                 s.create_one()

@@ -24,19 +24,7 @@ def main() -> None:
     with sb.workdir() as base, contextlib.ExitStack() as stack:
         archive = base / "image.tar"
         build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
-        socks = {}
-        for name, src in (("A", src_a), ("B", src_b)):
-            (base / name).mkdir()
-            sb._env = lambda src=src: {**os.environ, "PYTHONPATH": src}  # type: ignore[misc]
-            socks[name] = stack.enter_context(sb.private_arun(base / name))
-        (base / "C").mkdir()
-        socks["containerd"] = stack.enter_context(sb.private_containerd(base / "C"))
-        series = {
-            k: sb._Series(v, archive, sb.RUNTIME_RUNC if k == "containerd" else sb.RUNTIME_ARUN)
-            for k, v in socks.items()
-        }
-        for s in series.values():
-            stack.callback(s.cleanup)
+        series = sb.series_of_trees(base, stack, archive, {"A": src_a, "B": src_b}, containerd=True)
         for s in series.values():  # warm up
             s.run_one(record=False)
             s.create_one()

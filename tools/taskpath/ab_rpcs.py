@@ -33,7 +33,6 @@ from typing import Any
 from hpack import Decoder
 
 from arun.benchmarks import shim_bench as sb
-from arun.core.runtime import RUNTIME_ARUN, RUNTIME_RUNC
 from arun.testing.ociarchive import Entry, build_archive
 from arun.testing.ociarchive import busybox_rootfs as layer
 
@@ -152,19 +151,7 @@ def main() -> None:
     with sb.workdir() as base, contextlib.ExitStack() as stack:
         archive = base / "image.tar"
         build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
-        socks = {}
-        for name, src in (("A", src_a), ("B", src_b)):
-            (base / name).mkdir()
-            sb._env = lambda src=src: {**os.environ, "PYTHONPATH": src}  # type: ignore[misc]
-            socks[name] = stack.enter_context(sb.private_arun(base / name))
-        (base / "C").mkdir()
-        socks["containerd"] = stack.enter_context(sb.private_containerd(base / "C"))
-        series = {
-            k: sb._Series(v, archive, RUNTIME_RUNC if k == "containerd" else RUNTIME_ARUN)
-            for k, v in socks.items()
-        }
-        for s in series.values():
-            stack.callback(s.cleanup)
+        series = sb.series_of_trees(base, stack, archive, {"A": src_a, "B": src_b}, containerd=True)
         results: dict[str, list[dict[str, float]]] = {k: [] for k in series}
         for i in range(runs + 1):  # round 0 warms up
             for name, s in series.items():

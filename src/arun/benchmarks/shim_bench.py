@@ -332,7 +332,10 @@ async def bench_pss(pods: int, settle: float = 240.0) -> dict[str, Any]:
 # -- run -----------------------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
+def _env(src: str | None = None) -> dict[str, str]:
+    """The daemon's environment: this tree's arun (or the one under ``src``) first on the path."""
+    if src is not None:
+        return {**os.environ, "PYTHONPATH": src}
     src = str(Path(__file__).resolve().parent.parent.parent)
     return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
 
@@ -350,7 +353,7 @@ def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: 
 
 
 @contextlib.contextmanager
-def private_arun(base: Path) -> Iterator[Path]:
+def private_arun(base: Path, src: str | None = None) -> Iterator[Path]:
     sock = base / "arun.sock"
     log = base / "arun.log"
     argv = [
@@ -365,7 +368,9 @@ def private_arun(base: Path) -> Iterator[Path]:
     ]
     argv += ["--address", str(sock)]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=fh, stderr=subprocess.STDOUT, env=_env(src), start_new_session=True
+        )
     try:
         _wait_socket(sock, proc, log)
         yield sock
@@ -457,6 +462,29 @@ class _Series:
         for id in self.ids + self.create_ids:
             _ctr(self.sock, self.ns, "containers", "rm", id, check=False)
         _remove_cgroups(self.ns)
+
+
+def series_of_trees(
+    base: Path, stack: contextlib.ExitStack, archive: Path, trees: dict[str, str], containerd: bool = True
+) -> dict[str, _Series]:
+    """For A/B tools (tools/*/ab_*.py): a private arun daemon per source tree (name → its ``src``
+    directory) and, with ``containerd``, a private containerd 1.6, each with the image of
+    ``archive`` imported in a namespace of its own; every daemon, container and namespace is
+    removed when ``stack`` closes."""
+    socks = {}
+    for name, src in trees.items():
+        (base / name).mkdir()
+        socks[name] = stack.enter_context(private_arun(base / name, src=os.path.abspath(src)))
+    if containerd:
+        (base / "containerd").mkdir()
+        socks["containerd"] = stack.enter_context(private_containerd(base / "containerd"))
+    series = {
+        name: _Series(sock, archive, RUNTIME_RUNC if name == "containerd" else RUNTIME_ARUN)
+        for name, sock in socks.items()
+    }
+    for s in series.values():
+        stack.callback(s.cleanup)
+    return series
 
 
 def bench_run(runs: int) -> dict[str, Any]:
