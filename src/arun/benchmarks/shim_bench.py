@@ -262,63 +262,56 @@ async def _settle(measure: Any, merging: bool, limit: float) -> tuple[dict[str, 
 async def bench_pss(pods: int, settle: float = 240.0) -> dict[str, Any]:
     """PSS per pod right after the pods started and once it has settled. arun's shims run
     with the daemon's defaults: the zygote marks its memory mergeable and the kernel's
-    same-page merging is switched on (then back off, if it was off before)."""
+    same-page merging is switched on (``main`` switches it back off if it was off before)."""
     from arun.runtime import ksm
 
     results: dict[str, Any] = {}
-    ksm_was = _ksm("run")
     merging = ksm.switch_on()
-    try:
-        with workdir() as base:
-            rootfs = busybox_rootfs(base / "rootfs")
-            env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
-            for name, runtime in (("arun (zygote)", RUNTIME_ARUN), ("containerd-shim-runc-v2", RUNTIME_RUNC)):
-                shims = ShimManager(env, use_zygote=True, merge_memory=True)
-                shims.start_zygote()
-                await shims.wait_zygote()
-                ns = "bench-" + uuid.uuid4().hex[:8]
-                tm = TaskManager(base / "root", base / "state", shims)
-                try:
-                    shim_pids = await _pods(tm, runtime, ns, pods, rootfs)
-                    helpers = []
-                    if runtime == RUNTIME_ARUN and shims.zygote is not None:
-                        helpers = [shims.zygote.pid, *_spares_of(shims.zygote.pid, env.ttrpc_address)]
+    with workdir() as base:
+        rootfs = busybox_rootfs(base / "rootfs")
+        env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
+        for name, runtime in (("arun (zygote)", RUNTIME_ARUN), ("containerd-shim-runc-v2", RUNTIME_RUNC)):
+            shims = ShimManager(env, use_zygote=True, merge_memory=True)
+            shims.start_zygote()
+            await shims.wait_zygote()
+            ns = "bench-" + uuid.uuid4().hex[:8]
+            tm = TaskManager(base / "root", base / "state", shims)
+            try:
+                shim_pids = await _pods(tm, runtime, ns, pods, rootfs)
+                helpers = []
+                if runtime == RUNTIME_ARUN and shims.zygote is not None:
+                    helpers = [shims.zygote.pid, *_spares_of(shims.zygote.pid, env.ttrpc_address)]
 
-                    def measure(
-                        shim_pids: list[int] = shim_pids, helpers: list[int] = helpers
-                    ) -> dict[str, Any]:
-                        per_shim = [pss_kib(p) for p in set(shim_pids)]
-                        helper_kib = sum(pss_kib(p) for p in helpers)
-                        return {
-                            "shims": len(per_shim),
-                            "pss_per_shim_kib": round(statistics.mean(per_shim)),
-                            "zygote_and_spares_kib": helper_kib,
-                            "pss_per_pod_kib": round((sum(per_shim) + helper_kib) / pods),
-                        }
-
-                    await asyncio.sleep(1.0)  # settle (GC, lazily loaded pages)
-                    at_start = measure()
-                    cpu0 = _ksmd_cpu_seconds()
-                    mergeable = runtime == RUNTIME_ARUN and merging
-                    settled, seconds = await _settle(measure, mergeable, settle)
-                    cpu1 = _ksmd_cpu_seconds()
-                    # What keeping the pages merged costs from then on (ksmd keeps scanning).
-                    await asyncio.sleep(10.0)
-                    steady = (_ksmd_cpu_seconds() - cpu1) / 10.0
-                    results[name] = {
-                        **settled,
-                        "pss_per_pod_kib_at_start": at_start["pss_per_pod_kib"],
-                        "settled_after_s": round(seconds, 1),
-                        "ksmd_cpu_s_to_settle": round(cpu1 - cpu0, 2),
-                        "ksmd_cpu_pct_settled": round(100 * steady, 1),
+                def measure(shim_pids: list[int] = shim_pids, helpers: list[int] = helpers) -> dict[str, Any]:
+                    per_shim = [pss_kib(p) for p in set(shim_pids)]
+                    helper_kib = sum(pss_kib(p) for p in helpers)
+                    return {
+                        "shims": len(per_shim),
+                        "pss_per_shim_kib": round(statistics.mean(per_shim)),
+                        "zygote_and_spares_kib": helper_kib,
+                        "pss_per_pod_kib": round((sum(per_shim) + helper_kib) / pods),
                     }
-                finally:
-                    await _teardown(tm, ns)
-                    await tm.close()
-                    await shims.close()
-    finally:
-        if ksm_was == 0 and _ksm("run") == 1:
-            _ksm_stop()
+
+                await asyncio.sleep(1.0)  # settle (GC, lazily loaded pages)
+                at_start = measure()
+                cpu0 = _ksmd_cpu_seconds()
+                mergeable = runtime == RUNTIME_ARUN and merging
+                settled, seconds = await _settle(measure, mergeable, settle)
+                cpu1 = _ksmd_cpu_seconds()
+                # What keeping the pages merged costs from then on (ksmd keeps scanning).
+                await asyncio.sleep(10.0)
+                steady = (_ksmd_cpu_seconds() - cpu1) / 10.0
+                results[name] = {
+                    **settled,
+                    "pss_per_pod_kib_at_start": at_start["pss_per_pod_kib"],
+                    "settled_after_s": round(seconds, 1),
+                    "ksmd_cpu_s_to_settle": round(cpu1 - cpu0, 2),
+                    "ksmd_cpu_pct_settled": round(100 * steady, 1),
+                }
+            finally:
+                await _teardown(tm, ns)
+                await tm.close()
+                await shims.close()
     results["ksm"] = "on" if merging else "unavailable"
     if "arun (zygote)" in results and "containerd-shim-runc-v2" in results:
         a, g = results["arun (zygote)"], results["containerd-shim-runc-v2"]
@@ -537,12 +530,19 @@ def bench_run(runs: int) -> dict[str, Any]:
 async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     only = set(args.only.split(",")) if args.only else {"start", "pss", "run"}
-    if "start" in only:
-        out["start"] = await bench_start(args.runs)
-    if "pss" in only:
-        out["pss"] = await bench_pss(args.pods)
-    if "run" in only:
-        out["run"] = await asyncio.to_thread(bench_run, args.runs)
+    # The pss part and the daemons of the run part switch the kernel's same-page merging on, as
+    # arun's daemon does by default; leave the host as it was.
+    ksm_was = _ksm("run")
+    try:
+        if "start" in only:
+            out["start"] = await bench_start(args.runs)
+        if "pss" in only:
+            out["pss"] = await bench_pss(args.pods)
+        if "run" in only:
+            out["run"] = await asyncio.to_thread(bench_run, args.runs)
+    finally:
+        if ksm_was == 0 and _ksm("run") == 1:
+            _ksm_stop()
     return out
 
 
