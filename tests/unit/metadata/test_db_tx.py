@@ -65,6 +65,15 @@ async def test_a_view_without_statements_opens_no_transaction(database: Database
     assert not await in_transaction(database, reader=True)
 
 
+async def _cancel_after(task: asyncio.Task[None], steps: int) -> None:
+    """Cancel ``task`` after ``steps`` turns of the loop, and see it end cancelled."""
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 @pytest.mark.parametrize("steps", [0, 1, 2, 3, 5, 8])
 async def test_cancelled_view_leaves_no_open_transaction(
     database: Database, steps: int, caplog: pytest.LogCaptureFixture
@@ -81,11 +90,7 @@ async def test_cancelled_view_leaves_no_open_transaction(
 
     task = asyncio.create_task(reader())
     await started.wait()
-    for _ in range(steps):
-        await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await _cancel_after(task, steps)
     with caplog.at_level(logging.WARNING, logger="arun.metadata.db"):
         assert not await in_transaction(database, reader=True)
         # The next view starts a fresh snapshot: it sees a write made after the cancelled one.
@@ -149,11 +154,7 @@ async def test_cancelled_update_rolls_back_and_leaves_no_open_transaction(
 
     task = asyncio.create_task(writer())
     await started.wait()
-    for _ in range(steps):
-        await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await _cancel_after(task, steps)
     assert not await in_transaction(database, reader=False)
     assert await SqlNamespaceStore(database).list() == []
     await create(database, "after")

@@ -53,27 +53,35 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_serve_after_fork_from_a_preloaded_template(tmp_path: Path) -> None:
+def _run_in_a_bundle(
+    tmp_path: Path, script: str, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``script BUNDLE SOCKET`` in a fresh Python; its result and what it logged into the
+    bundle's log FIFO."""
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     os.mkfifo(bundle / "log")
     log_r = os.open(bundle / "log", os.O_RDONLY | os.O_NONBLOCK)
-    sock = tmp_path / "s.sock"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     try:
         res = subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(bundle), str(sock)],
+            [sys.executable, "-c", script, str(bundle), str(tmp_path / "s.sock")],
             capture_output=True,
             text=True,
             env=env,
-            timeout=60,
+            timeout=timeout,
         )
-        assert res.returncode == 0, res.stderr
-        assert res.stdout.split("\n")[:3] == ["connect True 0", "state NotFound", "exit 0 False"]
-        # the child logged JSON lines to the bundle's log FIFO
-        logged = os.read(log_r, 65536).decode()
+        logged = os.read(log_r, 65536).decode() if res.returncode == 0 else ""
     finally:
         os.close(log_r)
+    return res, logged
+
+
+def test_serve_after_fork_from_a_preloaded_template(tmp_path: Path) -> None:
+    res, logged = _run_in_a_bundle(tmp_path, SCRIPT, 60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:3] == ["connect True 0", "state NotFound", "exit 0 False"]
+    # the child logged JSON lines to the bundle's log FIFO
     assert '"msg": "shim z1 serving on' in logged
 
 
@@ -214,23 +222,7 @@ def test_a_prepared_spare_serves_once_activated(tmp_path: Path) -> None:
     """``serve_prepared``: the loop runs before the task is known; end-of-file or SIGTERM before
     activation is a quiet exit; once activated it serves like ``serve`` (and logs into the
     bundle's FIFO)."""
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    os.mkfifo(bundle / "log")
-    log_r = os.open(bundle / "log", os.O_RDONLY | os.O_NONBLOCK)
-    sock = tmp_path / "p.sock"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    try:
-        res = subprocess.run(
-            [sys.executable, "-c", PREPARED, str(bundle), str(sock)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=90,
-        )
-        assert res.returncode == 0, res.stderr
-        assert res.stdout.split("\n")[:4] == ["eof 0", "term 0", "connect True True", "exit 0 False"]
-        logged = os.read(log_r, 65536).decode()
-    finally:
-        os.close(log_r)
+    res, logged = _run_in_a_bundle(tmp_path, PREPARED, 90)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:4] == ["eof 0", "term 0", "connect True True", "exit 0 False"]
     assert '"msg": "shim z2 serving on' in logged
