@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -114,6 +115,21 @@ async def _empty_namespace(c: Client) -> list[str]:
     return left
 
 
+def remove_namespace_cgroups(ns: str) -> None:
+    """The per-namespace cgroup parents (``/<ns>`` of the client's ``/<ns>/<id>``) runc leaves
+    after the namespace's last container, in every v1 hierarchy (containerd leaves them too)."""
+    for d in Path("/sys/fs/cgroup").glob(f"*/{ns}"):
+        for _ in range(50):  # the kernel may still be tearing a child down
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert not d.exists(), f"cgroup {d} left behind"
+
+
 @pytest_asyncio.fixture(loop_scope="package")
 async def client(endpoint: tuple[str, Path]) -> AsyncIterator[Client]:
     address, runc_root = endpoint
@@ -126,6 +142,7 @@ async def client(endpoint: tuple[str, Path]) -> AsyncIterator[Client]:
         with contextlib.suppress(errdefs.NotFoundError):
             await c.delete_namespace(ns)
         await c.close()
+        remove_namespace_cgroups(ns)
         assert not left, f"left behind in {ns}: {left}"
 
 

@@ -15,6 +15,8 @@ from arun import errdefs
 from arun.bench.daemons import PrivateArun, PrivateContainerd
 from arun.client import Client, Mount, PullProgress, RuncOptions, TaskStatus
 
+from .conftest import remove_namespace_cgroups
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.runc,
@@ -349,6 +351,7 @@ async def test_closing_the_client_closes_forgotten_stdio(
         await c2.containers.delete("forgotten")
         await c2.images.delete(img.name, sync=True)
         await c2.delete_namespace(ns)
+    remove_namespace_cgroups(ns)
 
 
 @pytest.mark.registry
