@@ -26,6 +26,8 @@ from arun.runtime import ksm
 from arun.testing.daemon import Daemon
 from arun.testing.ociarchive import ArchiveImage, Entry, build_archive, busybox_rootfs
 
+from .cgroups import remove_namespace_cgroups
+
 pytestmark = [pytest.mark.integration, pytest.mark.ctr, pytest.mark.root, pytest.mark.runc]
 
 IMAGE = "docker.io/library/arun-tasks:latest"
@@ -111,26 +113,10 @@ def cgroups_of(pid: int) -> list[Path]:
     return out
 
 
-def _rmdir(path: Path) -> None:
-    """rmdir, retried while the kernel still tears a cgroup down."""
-    for _ in range(50):
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    path.rmdir()
-
-
 def remove_namespace_leftovers(ns: str) -> None:
     """What runc keeps per namespace after its last container: the cgroup parents
     (``/<ns>`` of ctr's ``/<ns>/<id>``) and the runc state roots of both shims."""
-    for d in cgroup_dirs(ns):
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(str(p)), reverse=True):
-            _rmdir(sub)
-        _rmdir(d)
+    remove_namespace_cgroups(ns)
     for root in (Path("/run/arun/runc") / ns, Path("/run/containerd/runc") / ns):
         if root.is_dir():
             root.rmdir()  # empty once every container is deleted

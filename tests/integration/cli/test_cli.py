@@ -25,6 +25,8 @@ from arun.bench.cri import CRI
 from arun.bench.daemons import BUSYBOX_IMAGE, PrivateArun, PrivateContainerd
 from arun.bench.images import busybox_image, write_oci_archive
 
+from ..cgroups import remove_namespace_cgroups
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.runc,
@@ -137,6 +139,7 @@ async def cli(daemon: PrivateContainerd | PrivateArun, archive: Path, tmp_path: 
     for c in left:
         await a("rm", "-f", c["id"])
     await a("images", "rm", "--sync", IMAGE)
+    remove_namespace_cgroups(a.namespace)
     assert left == [], f"containers left behind: {[c['id'] for c in left]}"
     assert not list((tmp_path / "logs").rglob("*.log")), "log files left behind"
 

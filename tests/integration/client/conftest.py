@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from arun import errdefs
 from arun.bench.daemons import PrivateArun, PrivateContainerd
 from arun.bench.images import busybox_image, write_oci_archive
 from arun.client import Client, RuncOptions
+
+from ..cgroups import remove_namespace_cgroups
 
 # Which daemons serve what the tests need. A test marked ``needs_tasks`` runs against
 # TASKS, any other test taking ``endpoint``/``client`` against STORES.
@@ -113,21 +114,6 @@ async def _empty_namespace(c: Client) -> list[str]:
             if s.kind == "active":
                 left.append(f"active snapshot {s.name}")
     return left
-
-
-def remove_namespace_cgroups(ns: str) -> None:
-    """The per-namespace cgroup parents (``/<ns>`` of the client's ``/<ns>/<id>``) runc leaves
-    after the namespace's last container, in every v1 hierarchy (containerd leaves them too)."""
-    for d in Path("/sys/fs/cgroup").glob(f"*/{ns}"):
-        for _ in range(50):  # the kernel may still be tearing a child down
-            try:
-                d.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert not d.exists(), f"cgroup {d} left behind"
 
 
 @pytest_asyncio.fixture(loop_scope="package")

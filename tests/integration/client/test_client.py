@@ -15,7 +15,7 @@ from arun import errdefs
 from arun.bench.daemons import PrivateArun, PrivateContainerd
 from arun.client import Client, Mount, PullProgress, RuncOptions, TaskStatus
 
-from .conftest import remove_namespace_cgroups
+from ..cgroups import remove_namespace_cgroups
 
 pytestmark = [
     pytest.mark.root,
