@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from arun.benchmarks import shim_bench as sb
+from arun.benchmarks.reference import stop
 from arun.testing.ociarchive import Entry, build_archive
 from arun.testing.ociarchive import busybox_rootfs as layer
 
@@ -53,12 +53,7 @@ def daemon(base: Path, src: str, level: str) -> Iterator[Path]:
         sb._wait_socket(sock, proc, log)
         yield sock
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def main() -> None:

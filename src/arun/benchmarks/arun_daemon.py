@@ -9,12 +9,13 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+
+from arun.benchmarks.reference import stop
 
 __all__ = ["private_arun", "version_sampler"]
 
@@ -88,12 +89,7 @@ async def private_arun(
             raise RuntimeError(f"arun daemon did not start:\n{log_path.read_text()[-3000:]}")
         yield sock
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
+        await asyncio.to_thread(stop, proc)
         await asyncio.to_thread(subprocess.run, ["umount", "-R", str(root)], capture_output=True, check=False)
         if not keep:
             await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from arun.api.cri.runtime.v1 import api_pb2
+from arun.benchmarks.reference import stop
 from arun.testing.cri import CRIClient, CRIEnv, cni_bin_dir
 
 
@@ -104,12 +104,7 @@ def private_containerd(base: Path, env: CRIEnv) -> Iterator[Path]:
             time.sleep(0.05)
         yield sock
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
         # Shims of removed pods are gone; unmount anything containerd left under its root.
         subprocess.run(

@@ -42,7 +42,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arun.benchmarks.reference import containerd_config
+from arun.benchmarks.reference import containerd_config, stop
 from arun.testing import images as im
 from arun.testing.registry import RegistryServer, registry
 
@@ -205,12 +204,7 @@ async def private_containerd(workdir: Path, *, keep: bool = False) -> AsyncItera
             raise RuntimeError("containerd did not start")
         yield sock
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
+        await asyncio.to_thread(stop, proc, 20)
         # Overlay snapshots may still be mounted if containerd died badly.
         await asyncio.to_thread(subprocess.run, ["umount", "-R", str(root)], capture_output=True, check=False)
         if not keep:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -18,3 +20,14 @@ def containerd_config(root: Path, state: Path, sock: Path | str) -> str:
         '[debug]\n  address = ""\n'
         '[metrics]\n  address = ""\n'
     )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Stop a daemon a benchmark started: SIGTERM, ``timeout`` seconds to exit, then SIGKILL;
+    reaped either way."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

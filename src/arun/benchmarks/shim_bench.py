@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from arun import namespaces
-from arun.benchmarks.reference import containerd_config
+from arun.benchmarks.reference import containerd_config, stop
 from arun.core.runtime import RUNTIME_ARUN, RUNTIME_RUNC, CreateOpts
 from arun.runtime.bundle import Bundle
 from arun.runtime.manager import ShimManager, TaskManager, shim_env
@@ -368,12 +367,7 @@ def private_arun(base: Path, src: str | None = None) -> Iterator[Path]:
         _wait_socket(sock, proc, log)
         yield sock
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @contextlib.contextmanager
@@ -393,12 +387,7 @@ def private_containerd(base: Path) -> Iterator[Path]:
         _wait_socket(sock, proc, log)
         yield sock
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _ctr(sock: Path, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

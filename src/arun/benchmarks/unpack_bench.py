@@ -35,7 +35,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import stat
 import statistics
 import subprocess
@@ -48,7 +47,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from arun.benchmarks.reference import containerd_config
+from arun.benchmarks.reference import containerd_config, stop
 from arun.content.local import LocalStore
 from arun.core import mediatypes
 from arun.core.content import Descriptor
@@ -422,12 +421,7 @@ def _containerd(workdir: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield sock
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 15)
         log.close()
         _unmount_under(workdir)
 
