@@ -9,6 +9,15 @@ collects the writes of one loop turn and passes them on as one write at the
 end of it (``loop.call_soon``): the same bytes in the same order, fewer
 syscalls and wake-ups.
 
+What is written while grpclib handles received bytes (``data_received``) —
+typically the PING ACK for the ping a grpc-go client sends after each answer,
+which arrives in the same read as its next request — is held until the end
+of that call, and its flush scheduled only then: after the steps of the
+request tasks that ``data_received`` started. Those steps run first in the
+next loop turn and their answer joins the PING ACK in one write, instead of
+the ACK going out alone one callback earlier (one ``send`` and one client
+wake-up fewer per call). The bytes and their order are unchanged.
+
 Only the public asyncio ``Protocol``/``Transport`` interface is used, so
 grpclib's internals are untouched.
 """
@@ -26,7 +35,7 @@ FLUSH_AT = 64 * 1024
 class CoalescingTransport(asyncio.Transport):
     """``transport`` with writes gathered until the end of the current loop turn."""
 
-    __slots__ = ("_loop", "_pending", "_pending_size", "_scheduled", "_transport")
+    __slots__ = ("_held", "_loop", "_pending", "_pending_size", "_scheduled", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -35,6 +44,8 @@ class CoalescingTransport(asyncio.Transport):
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._scheduled = False
+        # Inside the protocol's data_received: schedule the flush at release(), not at write.
+        self._held = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -43,7 +54,18 @@ class CoalescingTransport(asyncio.Transport):
         self._pending_size += len(data)
         if self._pending_size >= FLUSH_AT:
             self.flush()
-        elif not self._scheduled:
+        elif not self._scheduled and not self._held:
+            self._scheduled = True
+            self._loop.call_soon(self._flush_soon)
+
+    def hold(self) -> None:
+        """Until ``release()``, gather writes without scheduling their flush."""
+        self._held = True
+
+    def release(self) -> None:
+        """Schedule the flush of what came since ``hold()``, behind the callbacks queued meanwhile."""
+        self._held = False
+        if self._pending and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush_soon)
 
@@ -129,7 +151,15 @@ class Coalescing(asyncio.Protocol):
         self.inner.connection_made(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
+        transport = self.transport
+        if transport is None:
+            self.inner.data_received(data)
+            return
+        transport.hold()
+        try:
+            self.inner.data_received(data)
+        finally:
+            transport.release()
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()

@@ -199,3 +199,143 @@ async def test_client_that_hangs_up_mid_stream_leaves_the_server_serving(server:
     async with Channel(path=str(server)) as ch:
         resp = await health_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="ab"))
         assert resp.status == 2
+
+
+async def test_writes_made_while_receiving_wait_for_the_steps_started_meanwhile() -> None:
+    # A PING ACK written in data_received and the answer of the request task started there go
+    # out in one write, ACK first; without hold() the ACK's flush would run before the task.
+    fake = FakeTransport()
+    loop = asyncio.get_running_loop()
+    t = coalesce.CoalescingTransport(fake, loop)  # type: ignore[arg-type]
+    t.hold()
+    t.write(b"PINGACK")
+    loop.call_soon(t.write, b"ANSWER")  # the request task's first step
+    await asyncio.sleep(0)  # nothing goes out while held, not even a turn later
+    assert fake.writes == []
+    loop.call_soon(t.write, b"MORE")
+    t.release()
+    await asyncio.sleep(0)
+    assert fake.writes == [b"PINGACKANSWERMORE"]
+    # Released with nothing pending: nothing scheduled, later writes flush as before.
+    t.hold()
+    t.release()
+    await asyncio.sleep(0)
+    t.write(b"late")
+    await asyncio.sleep(0)
+    assert fake.writes == [b"PINGACKANSWERMORE", b"late"]
+
+
+async def test_large_writes_go_out_at_once_even_while_held() -> None:
+    fake = FakeTransport()
+    t = coalesce.CoalescingTransport(fake, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.hold()
+    t.write(b"c" * coalesce.FLUSH_AT)
+    assert fake.writes == [b"c" * coalesce.FLUSH_AT]
+    t.release()
+
+
+class WritingProtocol(asyncio.Protocol):
+    """Writes in data_received and from a task started there, as grpclib does for PING + request."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(b"ack:" + data)
+        transport = self.transport
+
+        async def answer() -> None:
+            transport.write(b"|answer")
+
+        self.tasks.append(asyncio.get_running_loop().create_task(answer()))
+
+
+async def test_protocol_holds_writes_for_the_length_of_data_received() -> None:
+    fake = FakeTransport()
+    inner = WritingProtocol()
+    proto = coalesce.Coalescing(inner)
+    proto.connection_made(fake)  # type: ignore[arg-type]
+    proto.data_received(b"ping")
+    await asyncio.gather(*inner.tasks)
+    await asyncio.sleep(0)
+    assert fake.writes == [b"ack:ping|answer"]
+
+
+def _frames(data: bytes) -> list[tuple[int, int, int]]:
+    """(type, flags, stream id) of each HTTP/2 frame in ``data``."""
+    out = []
+    while data:
+        length = int.from_bytes(data[:3], "big")
+        out.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF))
+        data = data[9 + length :]
+    return out
+
+
+async def test_ping_ack_and_the_answer_to_a_request_in_the_same_read_leave_in_one_write(
+    server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a grpc-go client does after each answer: PING (BDP estimator), then its next request,
+    # arriving in one read. grpclib answers the PING inside data_received and the request in a
+    # task it starts there; both must reach the socket in one write, the PING ACK first.
+    import h2.config
+    import h2.connection
+
+    flushed: list[bytes] = []
+    flush = coalesce.CoalescingTransport.flush
+
+    def record(self: coalesce.CoalescingTransport) -> None:
+        if self._pending:
+            flushed.append(b"".join(self._pending))
+        flush(self)
+
+    monkeypatch.setattr(coalesce.CoalescingTransport, "flush", record)
+
+    def client() -> None:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(str(server))
+        try:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            s.sendall(conn.data_to_send())
+            # The server's SETTINGS and its ACK of ours.
+            acked = False
+            while not acked:
+                events = conn.receive_data(s.recv(65536))
+                s.sendall(conn.data_to_send())
+                acked = any(type(e).__name__ == "SettingsAcknowledged" for e in events)
+            flushed.clear()
+            sid = conn.get_next_available_stream_id()
+            conn.ping(b"12345678")
+            conn.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/grpc.health.v1.Health/Check"),
+                    (":authority", "localhost"),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ],
+            )
+            conn.send_data(sid, rawgrpc.frame_message(b"\n\x01a"), end_stream=True)
+            s.sendall(conn.data_to_send())
+            ended = False
+            while not ended:
+                chunk = s.recv(65536)
+                assert chunk, "server hung up"
+                ended = any(type(e).__name__ == "StreamEnded" for e in conn.receive_data(chunk))
+        finally:
+            s.close()
+
+    await asyncio.to_thread(client)
+    ping_ack = (6, 1, 0)
+    answer = [f for f in _frames(b"".join(flushed)) if f[2] == 1]
+    assert [f[0] for f in answer] == [1, 0, 1]  # HEADERS, DATA, trailing HEADERS
+    first = _frames(flushed[0])
+    assert first[0] == ping_ack and [f for f in first if f[2] == 1] == answer
