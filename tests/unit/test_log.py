@@ -104,3 +104,38 @@ def test_setup_replaces_its_own_handler(restore_root: None) -> None:
     assert logging.getLogger("hpack").getEffectiveLevel() == logging.INFO
     arun_log.setup("trace", "text", io.StringIO())
     assert logging.getLogger("hpack").getEffectiveLevel() == logging.DEBUG
+
+
+def test_hpack_header_logging_is_dropped_in_c_below_trace(
+    restore_root: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hpack logs each header at DEBUG from its own module loggers; below "trace" setup() makes
+    # those calls cost no Python frame at all. If hpack moved its logging elsewhere, the count
+    # below would no longer be zero.
+    import hpack
+
+    asked: list[str] = []
+    enabled = logging.Logger.isEnabledFor
+
+    def spy(self: logging.Logger, level: int) -> bool:
+        asked.append(self.name)
+        return enabled(self, level)
+
+    monkeypatch.setattr(logging.Logger, "isEnabledFor", spy)
+    headers = [(":method", "POST"), (":path", "/a.B/C"), ("te", "trailers"), ("x-key", "v" * 20)]
+
+    def roundtrip() -> None:
+        assert hpack.Decoder().decode(hpack.Encoder().encode(headers)) == headers
+
+    arun_log.setup("info", "text", io.StringIO())
+    roundtrip()
+    assert [n for n in asked if n.startswith("hpack")] == []
+    out = io.StringIO()
+    arun_log.setup("trace", "text", out)
+    roundtrip()
+    assert any(n.startswith("hpack") for n in asked)
+    assert "header table" in out.getvalue()
+    arun_log.setup("info", "text", io.StringIO())
+    asked.clear()
+    roundtrip()
+    assert [n for n in asked if n.startswith("hpack")] == []
