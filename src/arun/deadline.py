@@ -25,6 +25,21 @@ def remaining() -> float | None:
     return None if d is None else d - time.monotonic()
 
 
+def set_for_task(timeout: float | None) -> float | None:
+    """Set the deadline ``timeout`` seconds from now (never later than an outer one) until the task ends.
+
+    For request middlewares, which run in the request's own task: a contextvar set there
+    goes away with the task. ``use()`` is the same as a block, at several times the cost
+    (a generator-based context manager).
+    """
+    new = None if timeout is None else time.monotonic() + timeout
+    outer = _deadline.get()
+    if outer is not None and (new is None or outer < new):
+        new = outer
+    _deadline.set(new)
+    return new
+
+
 @contextlib.contextmanager
 def use(timeout: float | None) -> Iterator[float | None]:
     """Run the block with a deadline ``timeout`` seconds from now (never later than an outer one)."""

@@ -129,6 +129,9 @@ def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodF
     read = is_read(path)
     level = logging.DEBUG if read else logging.INFO
 
+    # Each request runs in its own task (grpclib starts one per stream), so the context set
+    # here — request id, method, namespace, lease, deadline — ends with the request; nothing
+    # needs resetting.
     async def handler(stream: Any) -> None:
         if tracker is not None and tracker.draining:
             raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
@@ -144,6 +147,7 @@ def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodF
             leasectx.set_current(None)
         grpc_deadline = stream.deadline
         timeout = grpc_deadline.time_remaining() if grpc_deadline is not None else None
+        deadline.set_for_task(timeout)
         logged = log.isEnabledFor(level)
         if logged:
             log.log(level, "request started", extra={} if timeout is None else {"timeout": round(timeout, 3)})
@@ -154,8 +158,7 @@ def wrap(path: str, func: MethodFunc, tracker: Tracker | None = None) -> MethodF
         if tracker is not None:
             tracker.enter()
         try:
-            with deadline.use(timeout):
-                await func(stream)
+            await func(stream)
             outcome = Status.OK
         except GRPCError as e:
             outcome, message = e.status, e.message
