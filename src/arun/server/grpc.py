@@ -32,7 +32,7 @@ from arun.errdefs import AlreadyExistsError, InvalidArgumentError, Unimplemented
 from arun.plugin.context import PluginSet
 from arun.plugin.grpc import GRPCService, Servable, is_fallback
 from arun.plugin.types import PluginType
-from arun.server import catalog, coalesce, middleware, sockets
+from arun.server import catalog, coalesce, h2trace, middleware, sockets
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ class GRPCServer:
     async def start(self, path: str | Path, *, uid: int = 0, gid: int = 0) -> None:
         """Listen on ``path``: refused if a live daemon holds it, a stale socket file is replaced."""
         p = Path(path)
+        # h2 computes a repr of every received frame for a trace log nobody reads (see h2trace).
+        h2trace.install()
         await sockets.prepare(p)
         server = _Server([_Table(self.routes)])
         # grpclib copies the handlers into a plain dict; put the never-missing table back.

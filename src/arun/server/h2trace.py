@@ -1,0 +1,86 @@
+"""h2's per-frame trace text, computed only if something prints it.
+
+h2's ``H2Connection._receive_frame`` starts with
+``self.config.logger.trace("Received frame: %s", repr(frame))``: the ``repr`` is an argument, so
+it is computed for every received frame whatever the logger does with it. grpclib gives h2 no
+logger (h2's ``DummyLogger`` drops everything), and a frame's repr is not cheap (HEADERS ~9 µs,
+DATA ~8 µs on the 2-core dev box; ~21 µs per unary call of a grpc-go client, which sends HEADERS,
+DATA, PING and WINDOW_UPDATE per call: ~3-5 % of the daemon's CPU for a bare call).
+
+``install()`` gives the ``h2.connection`` module a global ``repr`` — it shadows the builtin
+there, and ``_receive_frame`` is the only code in that module that calls ``repr`` — returning a
+``LazyRepr``: its ``str()`` and ``repr()`` are the frame's repr, computed when a logger formats
+the record, so a logger that does print it prints the same text. h2's files are untouched.
+
+This leans on how h2 4.4.1 is written, so h2 is pinned in pyproject.toml and ``install()``
+checks, at server start, the version and that ``_receive_frame`` is still the only user of a
+global ``repr`` in ``h2.connection``; anything else stops the daemon with an error naming h2.
+"""
+
+from __future__ import annotations
+
+import builtins
+import types
+from collections.abc import Iterator
+
+import h2
+import h2.connection
+
+from arun.errdefs import InternalError
+
+H2_VERSION = "4.4.1"
+
+
+class LazyRepr:
+    """``repr(obj)``, computed when asked for as text."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return builtins.repr(self.obj)
+
+    __repr__ = __str__
+
+
+def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _codes(const)
+
+
+def repr_users() -> set[str]:
+    """Qualified names of the functions in ``h2.connection`` that look up a global ``repr``."""
+    users: set[str] = set()
+    for value in vars(h2.connection).values():
+        candidates = vars(value).values() if isinstance(value, type) else [value]
+        for candidate in candidates:
+            fn = getattr(candidate, "__func__", None) or getattr(candidate, "fget", None) or candidate
+            code = getattr(fn, "__code__", None)
+            if (
+                not isinstance(code, types.CodeType)
+                or getattr(fn, "__module__", None) != h2.connection.__name__
+            ):
+                continue
+            if any("repr" in c.co_names for c in _codes(code)):
+                users.add(fn.__qualname__)
+    return users
+
+
+def install() -> None:
+    """Make h2's per-frame trace argument lazy; raises InternalError if h2 is not the expected one."""
+    if h2.connection.__dict__.get("repr") is LazyRepr:
+        return
+    users = repr_users()
+    if h2.__version__ != H2_VERSION or users != {"H2Connection._receive_frame"}:
+        raise InternalError(
+            f"h2 {h2.__version__} is not the h2 {H2_VERSION} arun.server.h2trace was written for"
+            f" (functions of h2.connection calling repr: {sorted(users)}); update arun.server.h2trace"
+        )
+    h2.connection.repr = LazyRepr  # type: ignore[attr-defined]
+
+
+__all__ = ["H2_VERSION", "LazyRepr", "install", "repr_users"]

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import builtins
+import logging
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import h2
+import h2.config
+import h2.connection
+import pytest
+
+from arun.errdefs import InternalError
+from arun.server import h2trace
+from arun.server.grpc import GRPCServer, ServiceTable
+
+
+class Recorder:
+    """An h2 logger keeping what h2 passes to ``trace``."""
+
+    def __init__(self) -> None:
+        self.traced: list[tuple[Any, ...]] = []
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def trace(self, *args: Any, **kwargs: Any) -> None:
+        self.traced.append(args)
+
+
+def client_bytes() -> bytes:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/a.B/C"), (":authority", "x")])
+    conn.send_data(1, b"\0\0\0\0\0", end_stream=True)
+    conn.ping(b"12345678")
+    return conn.data_to_send()
+
+
+def test_received_frames_are_traced_with_a_lazy_repr_that_prints_the_same() -> None:
+    h2trace.install()
+    rec = Recorder()
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, logger=rec))
+    server.initiate_connection()
+    server.receive_data(client_bytes())
+    frames = [args[1] for args in rec.traced if args[0] == "Received frame: %s"]
+    # SETTINGS, HEADERS, DATA, PING: if h2 stopped calling the module's repr here, these
+    # would be str and this fails.
+    assert len(frames) == 4
+    assert all(isinstance(f, h2trace.LazyRepr) for f in frames)
+    texts = [str(f) for f in frames]
+    assert [t.split("(", 1)[0] for t in texts] == ["SettingsFrame", "HeadersFrame", "DataFrame", "PingFrame"]
+    assert texts == [builtins.repr(f.obj) for f in frames] == [repr(f) for f in frames]
+    # What a real logger would print: the same line as with the eager repr.
+    record = logging.LogRecord("h2", logging.DEBUG, "", 0, "Received frame: %s", (frames[3],), None)
+    assert record.getMessage() == "Received frame: " + builtins.repr(frames[3].obj)
+
+
+def test_only_receive_frame_looks_repr_up_in_h2_connection() -> None:
+    assert h2trace.repr_users() == {"H2Connection._receive_frame"}
+
+
+def test_another_h2_is_refused_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(h2.connection.__dict__, "repr", raising=False)
+    monkeypatch.setattr(h2, "__version__", "9.9.9")
+    with pytest.raises(InternalError, match=re.escape("h2 9.9.9 is not the h2 4.4.1")):
+        h2trace.install()
+    assert "repr" not in h2.connection.__dict__
+
+
+def test_pinned_version_is_the_installed_one() -> None:
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    assert f'"h2=={h2trace.H2_VERSION}"' in pyproject.read_text()
+    assert h2.__version__ == h2trace.H2_VERSION
+
+
+async def test_server_start_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(h2.connection.__dict__, "repr", raising=False)
+    path = Path("/tmp") / f"arun-test-{uuid.uuid4().hex[:12]}.sock"
+    srv = GRPCServer(ServiceTable())
+    await srv.start(path)
+    try:
+        assert h2.connection.__dict__.get("repr") is h2trace.LazyRepr
+    finally:
+        await srv.close()
+        path.unlink(missing_ok=True)
