@@ -11,7 +11,6 @@ stream, on uvloop, against a fresh metadata database and content store; prints Â
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -63,11 +62,19 @@ async def main(miss: bool) -> None:
                 await w.write(data)
                 await w.commit(len(data), dgst, labels=labels)
                 images = SqlImageStore(db)
-                await images.create(Image("docker.io/library/x:1", Descriptor("application/json", dgst, len(data))))
+                await images.create(
+                    Image("docker.io/library/x:1", Descriptor("application/json", dgst, len(data)))
+                )
             content = ContentServicer(ContentLocal(store))
             calls = {
-                "Namespaces.Get": (NamespacesServicer(NamespacesLocal(db, None)).Get, namespace_pb2.GetNamespaceRequest(name="bench")),
-                "Images.Get": (ImagesServicer(ImagesLocal(images)).Get, images_pb2.GetImageRequest(name="docker.io/library/x:1")),
+                "Namespaces.Get": (
+                    NamespacesServicer(NamespacesLocal(db, None)).Get,
+                    namespace_pb2.GetNamespaceRequest(name="bench"),
+                ),
+                "Images.Get": (
+                    ImagesServicer(ImagesLocal(images)).Get,
+                    images_pb2.GetImageRequest(name="docker.io/library/x:1"),
+                ),
                 "Content.Info": (content.Info, content_pb2.InfoRequest(digest=dgst)),
                 "Content.Read": (content.Read, content_pb2.ReadContentRequest(digest=dgst)),
             }

@@ -44,7 +44,9 @@ def main() -> None:
         names = list(res)
         n = min(len(d["rpcs"]) for rows in res.values() for d in rows)
         print("rpc".ljust(32) + "".join(k.rjust(12) for k in names))
-        total = {k: statistics.median((d["exit"] - d["exec"]) * 1000 for d in rows) for k, rows in res.items()}
+        total = {
+            k: statistics.median((d["exit"] - d["exec"]) * 1000 for d in rows) for k, rows in res.items()
+        }
         print("total (ctr life)".ljust(32) + "".join(f"{total[k]:12.2f}" for k in names))
         for j in range(n):
             path = res[names[0]][0]["rpcs"][j][0]
