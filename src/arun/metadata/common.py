@@ -102,6 +102,12 @@ class Hooks:
     def __init__(self, publisher: Publisher | None = None) -> None:
         self.publisher = publisher
         self._mutation_callbacks: list[Callable[[bool], None]] = []
+        # The backends whose records lost something (or which may hold leftovers of a
+        # failed change) since garbage collection last swept them: only these are swept
+        # (containerd's dirtyCS / dirtySS). Everything starts dirty, so the first
+        # collection after start-up also clears what a crash left behind.
+        self.content_dirty = True
+        self.dirty_snapshotters: set[str] = set()
 
     def on_mutation(self, callback: Callable[[bool], None]) -> None:
         """``callback(dirty)`` after every committed change; ``dirty`` if something was deleted."""
@@ -118,6 +124,27 @@ class Hooks:
                 await publisher.publish(topic, event)
 
         tx.on_commit(send)
+
+    def backend_dirty(self, *, content: bool = False, snapshotter: str | None = None) -> None:
+        """Have the next collection sweep the content store and/or backend ``snapshotter``."""
+        if content:
+            self.content_dirty = True
+        if snapshotter is not None:
+            self.dirty_snapshotters.add(snapshotter)
+
+    def backend_dirty_on_commit(
+        self, tx: Tx, *, content: bool = False, snapshotter: str | None = None
+    ) -> None:
+        """``backend_dirty`` once ``tx`` has committed (a sweep that started before the commit
+        still saw the record, so the flag must outlive it)."""
+        tx.on_commit(lambda: self.backend_dirty(content=content, snapshotter=snapshotter))
+
+    def take_dirty(self) -> tuple[bool, set[str]]:
+        """The dirty flags, cleared: what the caller is about to sweep."""
+        content, snapshotters = self.content_dirty, self.dirty_snapshotters
+        self.content_dirty = False
+        self.dirty_snapshotters = set()
+        return content, snapshotters
 
     def mutated(self, tx: Tx, *, dirty: bool = False) -> None:
         """Record a change; ``dirty`` when it removed a reference (content may now be garbage)."""

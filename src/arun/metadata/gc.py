@@ -19,9 +19,14 @@ labelled ``containerd.io/gc.flat`` holds only the objects it lists, not what
 they refer to.
 
 Sweep: one write transaction deletes every unmarked record (leases, images,
-blobs, ingests, snapshots); then each backend drops what no namespace refers
-to any more, under that store's exclusive lock so no record is being written
-meanwhile.
+blobs, ingests, snapshots); then each backend that is dirty drops what no
+namespace refers to any more, under that store's exclusive lock so no record is
+being written meanwhile. A backend is dirty (``Hooks.backend_dirty``) when a
+record of it was removed (by this sweep, Content.Delete, Snapshots.Remove or
+Commit, a namespace's ingests with the namespace) or a change failed half-way
+and may have left a backend object behind, and at start-up; a collection that
+removed nothing of a backend leaves it alone (containerd's ``dirtyCS`` /
+``dirtySS``).
 """
 
 from __future__ import annotations
@@ -307,6 +312,11 @@ async def collect_metadata(db: Database, hooks: Hooks, now: datetime | None = No
             if n not in marked:
                 what = await _remove(tx, hooks, n)
                 removed[what] = removed.get(what, 0) + 1
+                # The backend object may now be unreferenced: its store needs a sweep.
+                if n.type == Kind.SNAPSHOT:
+                    hooks.backend_dirty_on_commit(tx, snapshotter=n.key.split("/", 1)[0])
+                elif n.type in (Kind.CONTENT, Kind.INGEST):
+                    hooks.backend_dirty_on_commit(tx, content=True)
     return removed
 
 

@@ -10,6 +10,7 @@ garbage collection once no namespace refers to it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -106,6 +107,18 @@ class NamespacedSnapshotter:
         self.backend = backend
         self.hooks = hooks or Hooks()
         self.lock = RWLock()
+        # Swept at the first collection: a crash may have left backend snapshots behind.
+        self.hooks.backend_dirty(snapshotter=name)
+
+    @contextlib.asynccontextmanager
+    async def _dirty_on_failure(self) -> AsyncIterator[None]:
+        """Mark this backend dirty if the block fails: a backend change may have happened
+        (or the commit may have landed) without the record that refers to it."""
+        try:
+            yield
+        except BaseException:
+            self.hooks.backend_dirty(snapshotter=self.name)
+            raise
 
     async def _row(self, tx: Tx, ns: str, key: str) -> sqlite3.Row | None:
         return await tx.fetchone(
@@ -215,7 +228,12 @@ class NamespacedSnapshotter:
                 raise AlreadyExistsError(conflict)
 
             create = self.backend.view if readonly else self.backend.prepare
-            mounts = await create(bkey, bparent, labels=inherited(base))
+            try:
+                mounts = await create(bkey, bparent, labels=inherited(base))
+            except BaseException:
+                # A backend that failed (or was cancelled) half-way may have left something.
+                self.hooks.backend_dirty(snapshotter=self.name)
+                raise
             try:
                 async with self.db.update() as tx:
                     if await self._row(tx, ns, key) is not None:
@@ -244,7 +262,11 @@ class NamespacedSnapshotter:
             except BaseException:
                 try:
                     await self.backend.remove(bkey)
-                except Exception as e:
+                except BaseException as e:
+                    # Left to garbage collection.
+                    self.hooks.backend_dirty(snapshotter=self.name)
+                    if not isinstance(e, Exception):
+                        raise
                     log.error("failed to clean up unreferenced snapshot %r of %s: %s", bkey, self.name, e)
                 raise
         return mounts
@@ -256,7 +278,7 @@ class NamespacedSnapshotter:
         base = clean_map(labels)
         validate_labels(base)
         conflict = False
-        async with self.lock.shared(), self.db.update() as tx:
+        async with self.lock.shared(), self._dirty_on_failure(), self.db.update() as tx:
             await leases.attach(tx, ns, leases.snapshot_type(self.name), name)
             if await self._row(tx, ns, name) is not None:
                 conflict = True
@@ -310,6 +332,8 @@ class NamespacedSnapshotter:
             self.hooks.publish(
                 tx, ns, "/snapshot/remove", snapshot_pb2.SnapshotRemove(key=key, snapshotter=self.name)
             )
+            # The backend snapshot is garbage collection's to remove.
+            self.hooks.backend_dirty_on_commit(tx, snapshotter=self.name)
             self.hooks.mutated(tx, dirty=True)
 
     async def walk(self, *filters: str) -> AsyncIterator[Info]:
