@@ -25,7 +25,6 @@ from arun.metadata.gc import Scheduler, SchedulerConfig, Stats
 from arun.metadata.meta import Metadata
 from arun.testing.snapshotter import MemorySnapshotter
 
-
 SPEC = typeurl.Any("spec", b"{}")
 
 
