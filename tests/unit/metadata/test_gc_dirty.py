@@ -15,7 +15,7 @@ from arun import leasectx, namespaces
 from arun.content.local import LocalStore
 from arun.core import typeurl
 from arun.core.containers import Container, RuntimeInfo
-from arun.core.content import digest_bytes
+from arun.core.content import Status, digest_bytes
 from arun.core.leases import Resource
 from arun.core.mount import Mount
 from arun.errdefs import InternalError
@@ -47,7 +47,7 @@ class FlakySnapshotter(MemorySnapshotter):
         self.fail_prepare = False
         self.fail_remove = False
 
-    async def walk(self, *filters: str) -> AsyncIterator:  # type: ignore[override,type-arg]
+    async def walk(self, *filters: str) -> AsyncIterator:  # type: ignore[type-arg]
         self.walks += 1
         async for i in super().walk(*filters):
             yield i
@@ -242,7 +242,7 @@ async def test_ingest_in_progress_is_kept(meta: Metadata, ns: str) -> None:
     assert digest_bytes(b"half-done") in await on_disk(meta)
 
 
-async def _statuses(meta: Metadata) -> AsyncIterator[content_mod.Status]:
+async def _statuses(meta: Metadata) -> AsyncIterator[Status]:
     for s in await meta.content_store().list_statuses():
         yield s
 
