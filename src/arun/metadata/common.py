@@ -158,11 +158,12 @@ class Hooks:
 
 async def next_sequence(tx: Tx, name: str) -> int:
     """The next value of the counter ``name`` (1, 2, …), inside ``tx``."""
-    await tx.execute(
-        "INSERT INTO sequences (name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+    # One statement (one call into the database's worker): the upsert returns the new value.
+    row = await tx.fetchone(
+        "INSERT INTO sequences (name, value) VALUES (?, 1) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
         (name,),
     )
-    row = await tx.fetchone("SELECT value FROM sequences WHERE name = ?", (name,))
     assert row is not None
     return int(row["value"])
 

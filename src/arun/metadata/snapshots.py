@@ -89,6 +89,10 @@ def _overlay(binfo: Info, row: sqlite3.Row) -> Info:
 
 
 _SELECT = "SELECT key, backend_key, parent, labels, created_at, updated_at FROM snapshots"
+_INSERT = (
+    "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, created_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass
@@ -206,70 +210,86 @@ class NamespacedSnapshotter:
         base = clean_map(labels_)
         validate_labels(base)
         target = base.get(LABEL_SNAPSHOT_REF, "")
-        async with self.lock.shared():
-            conflict: str | None = None
-            async with self.db.update() as tx:
-                await ensure(tx, ns)
-                if target and await self._row(tx, ns, target) is not None:
-                    await leases.attach(tx, ns, leases.snapshot_type(self.name), target)
-                    conflict = f"target snapshot {target!r}: already exists"
-                elif await self._row(tx, ns, key) is not None:
-                    await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
-                    conflict = f"snapshot {key!r}: already exists"
-                else:
-                    bparent = ""
-                    if parent:
-                        prow = await self._row(tx, ns, parent)
-                        if prow is None:
-                            raise NotFoundError(f"parent snapshot {parent} does not exist")
-                        bparent = prow["backend_key"]
-                    bkey = backend_key(ns, await next_sequence(tx, f"snapshots/{self.name}"), key)
-            if conflict is not None:
-                raise AlreadyExistsError(conflict)
+        create = self.backend.view if readonly else self.backend.prepare
+        # One write transaction around the backend's work, as containerd's bolt transaction:
+        # the checks, the key's sequence number, the backend snapshot and then its record. A
+        # backend snapshot whose record did not commit is removed here, or (if that fails too)
+        # left to garbage collection; its backend key is never reused either way, since the
+        # sequence only moves on with a record that refers to it.
+        conflict: str | None = None
+        created: str | None = None
+        committed = False
 
-            create = self.backend.view if readonly else self.backend.prepare
-            try:
-                mounts = await create(bkey, bparent, labels=inherited(base))
-            except BaseException:
-                # A backend that failed (or was cancelled) half-way may have left something.
-                self.hooks.backend_dirty(snapshotter=self.name)
-                raise
+        def done() -> None:
+            nonlocal committed
+            committed = True
+
+        async with self.lock.shared():
             try:
                 async with self.db.update() as tx:
-                    if await self._row(tx, ns, key) is not None:
-                        raise AlreadyExistsError(f"snapshot {key!r}: already exists")
-                    if parent:
-                        prow = await self._row(tx, ns, parent)
-                        if prow is None:
-                            raise NotFoundError(f"parent snapshot {parent} does not exist")
-                        if prow["backend_key"] != bparent:
-                            raise InvalidArgumentError(f"mismatched parent {parent} from target {target}")
-                    await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
-                    now = time.time_ns()
-                    await tx.execute(
-                        "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, "
-                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (ns, self.name, key, bkey, parent, dump_map(base), now, now),
-                    )
-                    if not readonly:
-                        self.hooks.publish(
-                            tx,
-                            ns,
-                            "/snapshot/prepare",
-                            snapshot_pb2.SnapshotPrepare(key=key, parent=parent, snapshotter=self.name),
+                    await ensure(tx, ns)
+                    rows = {
+                        r["key"]: r["backend_key"]
+                        for r in await tx.fetchall(
+                            "SELECT key, backend_key FROM snapshots "
+                            "WHERE namespace = ? AND snapshotter = ? AND key IN (?, ?, ?)",
+                            (ns, self.name, target, key, parent),
                         )
-                    self.hooks.mutated(tx)
+                    }
+                    if target and target in rows:
+                        await leases.attach(tx, ns, leases.snapshot_type(self.name), target)
+                        conflict = f"target snapshot {target!r}: already exists"
+                    elif key in rows:
+                        await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
+                        conflict = f"snapshot {key!r}: already exists"
+                    else:
+                        bparent = ""
+                        if parent:
+                            if parent not in rows:
+                                raise NotFoundError(f"parent snapshot {parent} does not exist")
+                            bparent = rows[parent]
+                        # Before the backend's work: a missing lease fails with nothing created.
+                        await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
+                        bkey = backend_key(ns, await next_sequence(tx, f"snapshots/{self.name}"), key)
+                        try:
+                            mounts = await create(bkey, bparent, labels=inherited(base))
+                        except BaseException:
+                            # A backend that failed (or was cancelled) half-way may have left something.
+                            self.hooks.backend_dirty(snapshotter=self.name)
+                            raise
+                        created = bkey
+                        now = time.time_ns()
+                        # Runs with the COMMIT; the key was checked under this write transaction.
+                        tx.execute_later(
+                            _INSERT,
+                            (ns, self.name, key, bkey, parent, dump_map(base), now, now),
+                        )
+                        if not readonly:
+                            self.hooks.publish(
+                                tx,
+                                ns,
+                                "/snapshot/prepare",
+                                snapshot_pb2.SnapshotPrepare(key=key, parent=parent, snapshotter=self.name),
+                            )
+                        self.hooks.mutated(tx)
+                        tx.on_commit(done)
             except BaseException:
-                try:
-                    await self.backend.remove(bkey)
-                except BaseException as e:
-                    # Left to garbage collection.
-                    self.hooks.backend_dirty(snapshotter=self.name)
-                    if not isinstance(e, Exception):
-                        raise
-                    log.error("failed to clean up unreferenced snapshot %r of %s: %s", bkey, self.name, e)
+                if created is not None and not committed:
+                    await self._remove_unreferenced(created)
                 raise
+        if conflict is not None:
+            raise AlreadyExistsError(conflict)
         return mounts
+
+    async def _remove_unreferenced(self, bkey: str) -> None:
+        """Remove a backend snapshot whose record never committed (or leave it to GC)."""
+        try:
+            await self.backend.remove(bkey)
+        except BaseException as e:
+            self.hooks.backend_dirty(snapshotter=self.name)
+            if not isinstance(e, Exception):
+                raise
+            log.error("failed to clean up unreferenced snapshot %r of %s: %s", bkey, self.name, e)
 
     async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
         ns = namespaces.required()
@@ -296,8 +316,7 @@ class NamespacedSnapshotter:
                     (ns, self.name, key),
                 )
                 await tx.execute(
-                    "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    _INSERT,
                     (ns, self.name, name, name_key, parent, dump_map(base), now, now),
                 )
                 await leases.detach(tx, ns, leases.snapshot_type(self.name), key)

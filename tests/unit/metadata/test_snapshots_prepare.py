@@ -1,0 +1,135 @@
+"""Prepare/View as one write transaction around the backend's work: nothing half-created on any
+failure or cancellation, a committed record always has its backend snapshot, backend keys are
+never reused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from arun import leasectx
+from arun.errdefs import AlreadyExistsError, InternalError, NotFoundError
+from arun.metadata.common import Hooks
+from arun.metadata.db import Database
+from arun.metadata.leases import SqlLeaseManager
+from arun.metadata.snapshots import NamespacedSnapshotter
+from arun.testing.events import RecordingPublisher
+from arun.testing.snapshotter import MemorySnapshotter
+
+
+class SlowSnapshotter(MemorySnapshotter):
+    """Yields to the loop a few times inside prepare, so a cancel can land mid-way."""
+
+    async def prepare(self, key: str, parent: str = "", *, labels: object = None) -> list:  # type: ignore[type-arg]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().prepare(key, parent, labels=labels)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def backend() -> SlowSnapshotter:
+    return SlowSnapshotter()
+
+
+@pytest.fixture
+def hooks(publisher: RecordingPublisher) -> Hooks:
+    return Hooks(publisher)
+
+
+@pytest.fixture
+def sn(db: Database, backend: SlowSnapshotter, hooks: Hooks) -> NamespacedSnapshotter:
+    return NamespacedSnapshotter(db, "fake", backend, hooks)
+
+
+async def records(db: Database) -> dict[str, str]:
+    async with db.view() as tx:
+        rows = await tx.fetchall("SELECT key, backend_key FROM snapshots")
+    return {r["key"]: r["backend_key"] for r in rows}
+
+
+async def test_missing_lease_creates_nothing(
+    sn: NamespacedSnapshotter, backend: SlowSnapshotter, ns: str
+) -> None:
+    with leasectx.use("no-such-lease"), pytest.raises(NotFoundError):
+        await sn.prepare("k")
+    assert backend.snaps == {}
+    assert await records(sn.db) == {}
+
+
+async def test_missing_parent_creates_nothing(
+    sn: NamespacedSnapshotter, backend: SlowSnapshotter, ns: str
+) -> None:
+    with pytest.raises(NotFoundError, match="parent"):
+        await sn.prepare("k", "nope")
+    assert backend.snaps == {}
+
+
+async def test_failure_after_the_backend_removes_its_snapshot(
+    sn: NamespacedSnapshotter, backend: SlowSnapshotter, hooks: Hooks, ns: str, publisher: RecordingPublisher
+) -> None:
+    def boom(tx: object, *, dirty: bool = False) -> None:
+        raise InternalError("late failure")
+
+    hooks.mutated = boom  # type: ignore[method-assign]
+    with pytest.raises(InternalError):
+        await sn.prepare("k")
+    assert backend.snaps == {}
+    assert await records(sn.db) == {}
+    assert publisher.topics() == []
+    del hooks.mutated
+    # the retry gets a fresh backend key
+    await sn.prepare("k")
+    assert len(backend.snaps) == 1
+    assert list(backend.snaps) == list((await records(sn.db)).values())
+
+
+async def test_conflicts_still_lease_the_existing_snapshot(
+    db: Database, sn: NamespacedSnapshotter, backend: SlowSnapshotter, hooks: Hooks, ns: str
+) -> None:
+    lm = SqlLeaseManager(db, hooks)
+    await sn.prepare("x")
+    await sn.commit("layer", "x")
+    await lm.create("l")
+    with leasectx.use("l"):
+        with pytest.raises(AlreadyExistsError, match="target"):
+            await sn.prepare("extract", "", labels={"containerd.io/snapshot.ref": "layer"})
+        await sn.prepare("k")
+        with pytest.raises(AlreadyExistsError):
+            await sn.prepare("k")
+    assert {(r.type, r.id) for r in await lm.list_resources("l")} == {
+        ("snapshots/fake", "layer"),
+        ("snapshots/fake", "k"),
+    }
+    assert len(backend.snaps) == 2
+
+
+@pytest.mark.parametrize("turns", range(14))
+async def test_cancelled_prepare_leaves_record_and_backend_consistent(
+    sn: NamespacedSnapshotter, backend: SlowSnapshotter, hooks: Hooks, ns: str, turns: int
+) -> None:
+    await sn.prepare("base-x")
+    await sn.commit("base", "base-x")
+    task = asyncio.create_task(sn.prepare("k", "base"))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    recs = await records(sn.db)
+    if "k" in recs:
+        # committed: its backend snapshot is there
+        assert recs["k"] in backend.snaps
+    # what has no record is gone, or the backend is marked for the next sweep
+    orphans = set(backend.snaps) - set(recs.values())
+    if orphans:
+        assert "fake" in hooks.dirty_snapshotters
+        await sn.garbage_collect()
+        assert set(backend.snaps) == set(recs.values())
+    # and a retry works with a backend key not used before
+    if "k" not in recs:
+        await sn.prepare("k", "base")
+    recs = await records(sn.db)
+    assert set(backend.snaps) == set(recs.values())
