@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -166,6 +167,12 @@ async def next_sequence(tx: Tx, name: str) -> int:
     )
     assert row is not None
     return int(row["value"])
+
+
+def duplicate_key(e: sqlite3.IntegrityError) -> bool:
+    """Whether an INSERT failed because a row with its primary key exists (and not on another
+    constraint): a store that inserts without looking first reports AlreadyExists then."""
+    return getattr(e, "sqlite_errorname", "") == "SQLITE_CONSTRAINT_PRIMARYKEY"
 
 
 def backend_key(namespace: str, seq: int, key: str) -> str:

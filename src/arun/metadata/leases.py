@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -18,6 +19,7 @@ from arun.metadata.common import (
     check_map,
     compile_filters,
     dump_map,
+    duplicate_key,
     load_map,
     nonempty,
     to_datetime,
@@ -113,16 +115,21 @@ class SqlLeaseManager:
         if not id:
             raise InvalidArgumentError("lease id must be provided")
         labels.validate_all(labels_ or {})
-        async with self.db.update() as tx:
-            await ensure(tx, ns)
-            if await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (ns, id)):
-                raise AlreadyExistsError(f"lease {id!r}: already exists")
-            now = time.time_ns()
-            tx.execute_later(
-                "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)",
-                (ns, id, dump_map(labels_), now),
-            )
-            self.hooks.mutated(tx)
+        now = time.time_ns()
+        try:
+            async with self.db.update() as tx:
+                await ensure(tx, ns)
+                # No look first: the primary key refuses an existing id (below); the insert runs
+                # with the COMMIT, in one call into the database's worker.
+                tx.execute_later(
+                    "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)",
+                    (ns, id, dump_map(labels_), now),
+                )
+                self.hooks.mutated(tx)
+        except sqlite3.IntegrityError as e:
+            if not duplicate_key(e):
+                raise
+            raise AlreadyExistsError(f"lease {id!r}: already exists") from None
         return Lease(id=id, labels=load_map(dump_map(labels_)), created_at=to_datetime(now))
 
     async def delete(self, id: str, *, sync: bool = False) -> None:
