@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import NamedTuple
 
 from arun.api.containerd.events import image_pb2, snapshot_pb2
 from arun.core.leases import LABEL_EXPIRE, LABEL_FLAT
@@ -73,13 +74,15 @@ FLAT = 0x20
 _KIND_MASK = 0x1F
 
 
-@dataclass(frozen=True, order=True)
-class Node:
+class Node(NamedTuple):
+    # A tuple: hashing and comparing (the mark phase does little else) run in C.
     type: int
     namespace: str
     key: str
 
     def unflat(self) -> Node:
+        if not self.type & FLAT:
+            return self
         return Node(self.type & _KIND_MASK, self.namespace, self.key)
 
 
@@ -135,6 +138,19 @@ def label_brefs(namespace: str, labels: Mapping[str, str]) -> list[Node]:
     return out
 
 
+# Every label the collector looks at starts with this.
+_GC_PREFIX = "containerd.io/gc."
+
+
+def gc_labels(raw: str | None) -> dict[str, str]:
+    """The ``containerd.io/gc.*`` labels of a stored label map (JSON): the only ones that matter
+    here. Most objects have none, and then their labels are not even parsed (the prefix is
+    plain ASCII, so it appears verbatim in the JSON text of any key that has it)."""
+    if not raw or _GC_PREFIX not in raw:
+        return {}
+    return {k: v for k, v in load_map(raw).items() if k.startswith(_GC_PREFIX)}
+
+
 def expired(labels: Mapping[str, str], now: datetime) -> bool:
     """Whether ``containerd.io/gc.expire`` is in the past (an unparsable value never expires)."""
     v = labels.get(LABEL_EXPIRE)
@@ -173,15 +189,16 @@ class _Graph:
         self.all: list[Node] = []
 
     def refs(self, n: Node) -> list[Node]:
-        out = list(self.backrefs.get(n.unflat(), ()))
-        flat = n.type & FLAT
         base = n.unflat()
-        if flat:
+        out = list(self.backrefs.get(base, ()))
+        if n.type & FLAT:
             # Only structural references, themselves flat (an image's target, a snapshot's parent).
             out.extend(Node(e.type | FLAT, e.namespace, e.key) for e in self.edges.get(base, ()))
             return out
         out.extend(self.edges.get(base, ()))
-        out.extend(label_refs(n.namespace, self.labels.get(base, {})))
+        labels = self.labels.get(base)
+        if labels:
+            out.extend(label_refs(n.namespace, labels))
         return out
 
 
@@ -190,6 +207,8 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     now_ns = int(now.timestamp() * 1e9)
 
     def add_brefs(owner: Node, labels: Mapping[str, str]) -> None:
+        if not labels:
+            return
         for target in label_brefs(owner.namespace, labels):
             g.backrefs.setdefault(target, []).append(owner)
 
@@ -199,7 +218,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in leases:
         n = Node(Kind.LEASE, r["namespace"], r["id"])
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         if expired(labels, now):
             log.debug("expired lease %r in %r", r["id"], r["namespace"])
             continue
@@ -223,7 +242,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in await tx.fetchall("SELECT namespace, name, labels, target_digest FROM images"):
         n = Node(Kind.IMAGE, r["namespace"], r["name"])
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         g.edges[n] = [Node(Kind.CONTENT, r["namespace"], r["target_digest"])]
         if not expired(labels, now):
@@ -242,7 +261,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in await tx.fetchall("SELECT namespace, digest, labels FROM content"):
         n = Node(Kind.CONTENT, r["namespace"], r["digest"])
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         add_brefs(n, labels)
         if LABEL_ROOT in labels:
@@ -250,7 +269,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
 
     for r in await tx.fetchall("SELECT namespace, id, labels, snapshotter, snapshot_key FROM containers"):
         n = Node(Kind.CONTAINER, r["namespace"], r["id"])
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         add_brefs(n, labels)
         g.roots.append(n)
@@ -260,7 +279,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in await tx.fetchall("SELECT namespace, snapshotter, key, parent, labels FROM snapshots"):
         n = Node(Kind.SNAPSHOT, r["namespace"], f"{r['snapshotter']}/{r['key']}")
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         add_brefs(n, labels)
         if r["parent"]:
@@ -269,7 +288,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
             g.roots.append(n)
 
     for r in await tx.fetchall("SELECT namespace, labels FROM sandboxes"):
-        g.roots.extend(label_refs(r["namespace"], load_map(r["labels"])))
+        g.roots.extend(label_refs(r["namespace"], gc_labels(r["labels"])))
     return g
 
 

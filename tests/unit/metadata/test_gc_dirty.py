@@ -21,7 +21,7 @@ from arun.core.mount import Mount
 from arun.errdefs import InternalError
 from arun.metadata import content as content_mod
 from arun.metadata.db import Database
-from arun.metadata.gc import Scheduler, SchedulerConfig, Stats
+from arun.metadata.gc import Scheduler, SchedulerConfig, Stats, gc_labels
 from arun.metadata.meta import Metadata
 from arun.testing.snapshotter import MemorySnapshotter
 
@@ -347,3 +347,27 @@ async def test_scheduler_collects_after_a_lease_delete(meta: Metadata, ns: str) 
         assert isinstance(last, Stats)
     finally:
         await s.close()
+
+
+def test_gc_labels_keeps_only_gc_labels() -> None:
+    assert gc_labels(None) == {}
+    assert gc_labels('{"a": "1"}') == {}
+    # the prefix in a value only: parsed, but nothing the collector uses
+    assert gc_labels('{"note": "containerd.io/gc.root"}') == {}
+    assert gc_labels('{"containerd.io/gc.root": "x", "other": "containerd.io/gc.ref.content"}') == {
+        "containerd.io/gc.root": "x"
+    }
+
+
+async def test_only_gc_labels_make_roots_and_references(meta: Metadata, ns: str) -> None:
+    await clean(meta)
+    root = await put(meta, b"root", **{"containerd.io/gc.root": "1", "x": "containerd.io/gc.root"})
+    child = await put(meta, b"child")
+    parent = await put(
+        meta, b"parent", **{"containerd.io/gc.ref.content.c": child, "containerd.io/gc.root": "y"}
+    )
+    lookalike = await put(meta, b"lookalike", **{"note": "containerd.io/gc.root"})
+    await meta.content_store().delete(await put(meta, b"gone"))
+    await meta.garbage_collect()
+    assert await on_disk(meta) == {root, child, parent}
+    assert lookalike not in await on_disk(meta)
