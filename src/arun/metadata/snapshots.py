@@ -113,6 +113,8 @@ class NamespacedSnapshotter:
         self.lock = RWLock()
         # Swept at the first collection: a crash may have left backend snapshots behind.
         self.hooks.backend_dirty(snapshotter=name)
+        self._mounts: dict[str, tuple[Mount, ...]] = {}
+        self._mounts_gen = 0
 
     @contextlib.asynccontextmanager
     async def _dirty_on_failure(self) -> AsyncIterator[None]:
@@ -188,7 +190,32 @@ class NamespacedSnapshotter:
         return await self.backend.usage(await self._resolve(key))
 
     async def mounts(self, key: str) -> list[Mount]:
-        return await self.backend.mounts(await self._resolve(key))
+        bkey = await self._resolve(key)
+        cached = self._mounts.get(bkey)
+        if cached is not None:
+            return list(cached)
+        gen = self._mounts_gen
+        mounts = await self.backend.mounts(bkey)
+        self._remember_mounts(bkey, mounts, gen)
+        return mounts
+
+    # A backend snapshot's mounts follow from its id, kind and parents, none of which change
+    # while it lives under one backend key (a commit moves it to a new key; keys are never
+    # reused): they are kept per backend key, dropped before this layer commits or removes
+    # that key in the backend, and not kept if such a drop raced the read.
+    MOUNTS_CACHE_SIZE = 256
+
+    def _remember_mounts(self, bkey: str, mounts: list[Mount], gen: int) -> None:
+        if gen != self._mounts_gen:
+            return
+        cache = self._mounts
+        if len(cache) >= self.MOUNTS_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[bkey] = tuple(mounts)
+
+    def _forget_mounts(self, bkey: str) -> None:
+        self._mounts.pop(bkey, None)
+        self._mounts_gen += 1
 
     async def prepare(
         self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
@@ -258,6 +285,7 @@ class NamespacedSnapshotter:
                             self.hooks.backend_dirty(snapshotter=self.name)
                             raise
                         created = bkey
+                        gen = self._mounts_gen
                         now = time.time_ns()
                         # Runs with the COMMIT; the key was checked under this write transaction.
                         tx.execute_later(
@@ -279,10 +307,12 @@ class NamespacedSnapshotter:
                 raise
         if conflict is not None:
             raise AlreadyExistsError(conflict)
+        self._remember_mounts(bkey, mounts, gen)
         return mounts
 
     async def _remove_unreferenced(self, bkey: str) -> None:
         """Remove a backend snapshot whose record never committed (or leave it to GC)."""
+        self._forget_mounts(bkey)
         try:
             await self.backend.remove(bkey)
         except BaseException as e:
@@ -321,6 +351,7 @@ class NamespacedSnapshotter:
                 )
                 await leases.detach(tx, ns, leases.snapshot_type(self.name), key)
                 # The backend commit is the last step: if it fails the transaction rolls back.
+                self._forget_mounts(row["backend_key"])
                 await self.backend.commit(name_key, row["backend_key"], labels=inherited(base))
                 self.hooks.publish(
                     tx,
@@ -418,6 +449,7 @@ class NamespacedSnapshotter:
                 continue
             if n.remove and n.info is not None:
                 try:
+                    self._forget_mounts(n.info.name)
                     await self.backend.remove(n.info.name)
                     removed += 1
                     log.debug("removed snapshot %r of %s", n.info.name, self.name)

@@ -133,3 +133,60 @@ async def test_cancelled_prepare_leaves_record_and_backend_consistent(
         await sn.prepare("k", "base")
     recs = await records(sn.db)
     assert set(backend.snaps) == set(recs.values())
+
+
+class CountingMounts(SlowSnapshotter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mount_calls = 0
+        self.during_mounts: object = None
+
+    async def mounts(self, key: str) -> list:  # type: ignore[type-arg]
+        self.mount_calls += 1
+        if callable(self.during_mounts):
+            self.during_mounts()
+        return await super().mounts(key)
+
+
+async def test_mounts_are_kept_per_backend_key(db: Database, hooks: Hooks, ns: str) -> None:
+    backend = CountingMounts()
+    sn = NamespacedSnapshotter(db, "fake", backend, hooks)
+    prepared = await sn.prepare("k")
+    assert await sn.mounts("k") == prepared
+    assert backend.mount_calls == 0  # what prepare returned
+    # a commit moves the snapshot: the key is gone, the new active one has its own mounts
+    await sn.commit("layer", "k")
+    with pytest.raises(NotFoundError):
+        await sn.mounts("k")
+    top = await sn.prepare("top", "layer")
+    assert await sn.mounts("top") == top == await backend.mounts((await records(db))["top"])
+    # removed and prepared again under the same name: a new backend key, fresh mounts
+    await sn.remove("top")
+    await sn.garbage_collect()
+    view = await sn.view("top", "layer")
+    assert await sn.mounts("top") == view != top
+    assert all(o != "rw" for m in view for o in m.options)
+
+
+async def test_mounts_read_that_races_a_drop_is_not_kept(db: Database, hooks: Hooks, ns: str) -> None:
+    backend = CountingMounts()
+    sn = NamespacedSnapshotter(db, "fake", backend, hooks)
+    await sn.prepare("a")
+    sn._mounts.clear()
+    backend.during_mounts = lambda: sn._forget_mounts("something-else")
+    await sn.mounts("a")
+    backend.during_mounts = None
+    await sn.mounts("a")
+    assert backend.mount_calls == 2
+    await sn.mounts("a")
+    assert backend.mount_calls == 2
+
+
+async def test_mounts_cache_is_bounded(
+    db: Database, hooks: Hooks, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(NamespacedSnapshotter, "MOUNTS_CACHE_SIZE", 3)
+    sn = NamespacedSnapshotter(db, "fake", CountingMounts(), hooks)
+    for i in range(5):
+        await sn.prepare(f"s{i}")
+    assert len(sn._mounts) == 3
