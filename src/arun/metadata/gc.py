@@ -402,7 +402,16 @@ def parse_duration(s: str) -> float:
 class Scheduler:
     """Runs the collector after deletions (debounced, and paced so that collections take
     at most ``pause_threshold`` of real time), on demand (``schedule_and_wait``: the
-    ``sync`` of image and lease deletion), and once shortly after start-up."""
+    ``sync`` of image and lease deletion), and once shortly after start-up.
+
+    Pacing, as containerd 1.6's scheduler: once a collection has run, the scheduler checks
+    every ``interval`` (the average collection time over ``pause_threshold``, minus itself)
+    and collects at such a tick if anything was deleted (or ``mutation_threshold`` changes
+    happened) since the last one. So a deletion is collected at the next tick, not the moment
+    it happens — in the middle of the requests that usually follow it (``ctr run``: the
+    lease's delete, then the container's get and the task's create). Until the first
+    collection, a deletion is collected right away; ``schedule_and_wait`` and a reached
+    ``deletion_threshold`` always are (after ``schedule_delay``)."""
 
     MIN_GC_TIME = 0.005
 
@@ -424,6 +433,9 @@ class Scheduler:
         self._earliest = 0.0
         self._gc_time_sum = 0.0
         self._collections = 0
+        # Time between ticks, once collections have run (containerd starts at one second and
+        # keeps that when the pause threshold is 0).
+        self._interval = 1.0
         self._task: asyncio.Task[None] | None = None
         self.last_stats: Stats | None = None
 
@@ -462,10 +474,21 @@ class Scheduler:
         now = asyncio.get_running_loop().time()
         if self.deletion_threshold > 0 and self._deletions >= self.deletion_threshold:
             self._plan(now + self.schedule_delay)
-        elif (self.deletion_threshold == 0 and self._deletions > 0) or (
-            self.mutation_threshold > 0 and self._mutations >= self.mutation_threshold
+        elif self._collections == 0 and (
+            (self.deletion_threshold == 0 and self._deletions > 0)
+            or (self.mutation_threshold > 0 and self._mutations >= self.mutation_threshold)
         ):
             self._plan(max(now + self.schedule_delay, self._earliest))
+        # Otherwise the next tick (at most one interval away) collects it.
+
+    def _due(self) -> bool:
+        """Whether a tick has something to collect."""
+        return bool(
+            self._waiters
+            or self._collections == 0
+            or self._deletions > 0
+            or (self.mutation_threshold > 0 and self._mutations >= self.mutation_threshold)
+        )
 
     async def schedule_and_wait(self) -> Stats:
         """Collect as soon as possible and return the stats of that collection."""
@@ -489,6 +512,9 @@ class Scheduler:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
                 continue
+            if not self._due():
+                self._next = loop.time() + self._interval
+                continue
             await self._collect_once(loop)
 
     async def _collect_once(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -511,14 +537,12 @@ class Scheduler:
         self.last_stats = stats
         self._gc_time_sum += stats.elapsed
         self._collections += 1
-        interval = 0.0
         if self.pause_threshold > 0:
             avg = max(self._gc_time_sum / self._collections, self.MIN_GC_TIME)
-            interval = avg / self.pause_threshold - avg
-        self._earliest = loop.time() + interval
+            self._interval = avg / self.pause_threshold - avg
+        self._earliest = loop.time() + self._interval
         for w in waiters:
             if not w.done():
                 w.set_result(stats)
-        # Deletions that happened while collecting call for another run.
-        if self._deletions:
-            self._plan(self._earliest)
+        # The next tick; it collects what was deleted meanwhile (also during this collection).
+        self._plan(self._earliest)
