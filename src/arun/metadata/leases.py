@@ -72,15 +72,20 @@ def parse_resource(r: Resource) -> tuple[str, str]:
     return r.type, r.id
 
 
-async def attach(tx: Tx, namespace: str, type_: str, id_: str) -> bool:
+async def attach(tx: Tx, namespace: str, type_: str, id_: str, *, lease_exists: bool | None = None) -> bool:
     """Attach a resource to the lease of this context, if there is one.
 
-    Returns whether it was leased; NotFound if the lease does not exist.
+    Returns whether it was leased; NotFound if the lease does not exist. ``lease_exists``:
+    what the caller already read about that lease inside ``tx`` (None: look it up here).
     """
     lease = leasectx.current()
     if lease is None:
         return False
-    if not await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (namespace, lease)):
+    if lease_exists is None:
+        lease_exists = bool(
+            await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (namespace, lease))
+        )
+    if not lease_exists:
         raise NotFoundError(f"lease {lease!r} does not exist")
     tx.execute_later(
         "INSERT OR IGNORE INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?)",

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from arun import namespaces
+from arun import leasectx, namespaces
 from arun.api.containerd.events import snapshot_pb2
 from arun.core.mount import Mount
 from arun.core.snapshots import Cleaner, Info, Kind, Snapshotter, Usage
@@ -113,6 +113,7 @@ class NamespacedSnapshotter:
         self.lock = RWLock()
         # Swept at the first collection: a crash may have left backend snapshots behind.
         self.hooks.backend_dirty(snapshotter=name)
+        self._type = leases.snapshot_type(name)
         self._mounts: dict[str, tuple[Mount, ...]] = {}
         self._mounts_gen = 0
 
@@ -255,19 +256,24 @@ class NamespacedSnapshotter:
             try:
                 async with self.db.update() as tx:
                     await ensure(tx, ns)
+                    # The target, key and parent rows and whether this context's lease exists,
+                    # in one statement (the lease's row has a NULL key; lease ids are never empty).
+                    lease = leasectx.current() or ""
                     rows = {
                         r["key"]: r["backend_key"]
                         for r in await tx.fetchall(
                             "SELECT key, backend_key FROM snapshots "
-                            "WHERE namespace = ? AND snapshotter = ? AND key IN (?, ?, ?)",
-                            (ns, self.name, target, key, parent),
+                            "WHERE namespace = ? AND snapshotter = ? AND key IN (?, ?, ?) "
+                            "UNION ALL SELECT NULL, id FROM leases WHERE namespace = ? AND id = ?",
+                            (ns, self.name, target, key, parent, ns, lease),
                         )
                     }
+                    leased = None in rows
                     if target and target in rows:
-                        await leases.attach(tx, ns, leases.snapshot_type(self.name), target)
+                        await leases.attach(tx, ns, self._type, target, lease_exists=leased)
                         conflict = f"target snapshot {target!r}: already exists"
                     elif key in rows:
-                        await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
+                        await leases.attach(tx, ns, self._type, key, lease_exists=leased)
                         conflict = f"snapshot {key!r}: already exists"
                     else:
                         bparent = ""
@@ -276,7 +282,7 @@ class NamespacedSnapshotter:
                                 raise NotFoundError(f"parent snapshot {parent} does not exist")
                             bparent = rows[parent]
                         # Before the backend's work: a missing lease fails with nothing created.
-                        await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
+                        await leases.attach(tx, ns, self._type, key, lease_exists=leased)
                         bkey = backend_key(ns, await next_sequence(tx, f"snapshots/{self.name}"), key)
                         try:
                             mounts = await create(bkey, bparent, labels=inherited(base))
