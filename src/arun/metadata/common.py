@@ -109,6 +109,7 @@ class Hooks:
         # collection after start-up also clears what a crash left behind.
         self.content_dirty = True
         self.dirty_snapshotters: set[str] = set()
+        self._snapshot_removed: list[Callable[[str, str, str], None]] = []
 
     def on_mutation(self, callback: Callable[[bool], None]) -> None:
         """``callback(dirty)`` after every committed change; ``dirty`` if something was deleted."""
@@ -125,6 +126,24 @@ class Hooks:
                 await publisher.publish(topic, event)
 
         tx.on_commit(send)
+
+    def on_snapshot_removed(self, callback: Callable[[str, str, str], None]) -> None:
+        """``callback(namespace, snapshotter, key)`` whenever a snapshot record goes."""
+        self._snapshot_removed.append(callback)
+
+    def snapshot_removed(self, tx: Tx, namespace: str, snapshotter: str, key: str) -> None:
+        """A snapshot record is being removed in ``tx``: tell the listeners now and again right
+        after the commit (before any other callback of ``tx`` registered later), so that what
+        they keep about it is gone before and after the removal, whatever ran in between."""
+        if not self._snapshot_removed:
+            return
+
+        def notify() -> None:
+            for cb in self._snapshot_removed:
+                cb(namespace, snapshotter, key)
+
+        notify()
+        tx.on_commit(notify)
 
     def backend_dirty(self, *, content: bool = False, snapshotter: str | None = None) -> None:
         """Have the next collection sweep the content store and/or backend ``snapshotter``."""

@@ -310,6 +310,7 @@ async def _remove(tx: Tx, hooks: Hooks, n: Node) -> str:
             return "content"
         case Kind.SNAPSHOT:
             snapshotter, key = n.key.split("/", 1)
+            hooks.snapshot_removed(tx, ns, snapshotter, key)
             await tx.execute(
                 "DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
                 (ns, snapshotter, key),

@@ -114,8 +114,9 @@ class NamespacedSnapshotter:
         # Swept at the first collection: a crash may have left backend snapshots behind.
         self.hooks.backend_dirty(snapshotter=name)
         self._type = leases.snapshot_type(name)
-        self._mounts: dict[str, tuple[Mount, ...]] = {}
+        self._mounts: dict[tuple[str, str], tuple[Mount, ...]] = {}
         self._mounts_gen = 0
+        self.hooks.on_snapshot_removed(self._forget_mounts)
 
     @contextlib.asynccontextmanager
     async def _dirty_on_failure(self) -> AsyncIterator[None]:
@@ -191,32 +192,35 @@ class NamespacedSnapshotter:
         return await self.backend.usage(await self._resolve(key))
 
     async def mounts(self, key: str) -> list[Mount]:
-        bkey = await self._resolve(key)
-        cached = self._mounts.get(bkey)
+        ns = namespaces.required()
+        cached = self._mounts.get((ns, key))
         if cached is not None:
             return list(cached)
         gen = self._mounts_gen
-        mounts = await self.backend.mounts(bkey)
-        self._remember_mounts(bkey, mounts, gen)
+        mounts = await self.backend.mounts(await self._resolve(key))
+        self._remember_mounts(ns, key, mounts, gen)
         return mounts
 
-    # A backend snapshot's mounts follow from its id, kind and parents, none of which change
-    # while it lives under one backend key (a commit moves it to a new key; keys are never
-    # reused): they are kept per backend key, dropped before this layer commits or removes
-    # that key in the backend, and not kept if such a drop raced the read.
+    # A snapshot's mounts follow from its backend snapshot's id, kind and parents, none of
+    # which change while its record lives (a commit replaces the record; backend keys are
+    # never reused): they are kept per namespace and key, filled by Prepare/View and Mounts,
+    # and dropped whenever a record of this snapshotter is removed (Remove, Commit, garbage
+    # collection: ``Hooks.snapshot_removed``, before and right after the removal commits). A
+    # read that raced a drop is not kept.
     MOUNTS_CACHE_SIZE = 256
 
-    def _remember_mounts(self, bkey: str, mounts: list[Mount], gen: int) -> None:
+    def _remember_mounts(self, ns: str, key: str, mounts: list[Mount], gen: int) -> None:
         if gen != self._mounts_gen:
             return
         cache = self._mounts
         if len(cache) >= self.MOUNTS_CACHE_SIZE:
             del cache[next(iter(cache))]
-        cache[bkey] = tuple(mounts)
+        cache[(ns, key)] = tuple(mounts)
 
-    def _forget_mounts(self, bkey: str) -> None:
-        self._mounts.pop(bkey, None)
-        self._mounts_gen += 1
+    def _forget_mounts(self, ns: str, snapshotter: str, key: str) -> None:
+        if snapshotter == self.name:
+            self._mounts.pop((ns, key), None)
+            self._mounts_gen += 1
 
     async def prepare(
         self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
@@ -313,12 +317,11 @@ class NamespacedSnapshotter:
                 raise
         if conflict is not None:
             raise AlreadyExistsError(conflict)
-        self._remember_mounts(bkey, mounts, gen)
+        self._remember_mounts(ns, key, mounts, gen)
         return mounts
 
     async def _remove_unreferenced(self, bkey: str) -> None:
         """Remove a backend snapshot whose record never committed (or leave it to GC)."""
-        self._forget_mounts(bkey)
         try:
             await self.backend.remove(bkey)
         except BaseException as e:
@@ -357,7 +360,7 @@ class NamespacedSnapshotter:
                 )
                 await leases.detach(tx, ns, leases.snapshot_type(self.name), key)
                 # The backend commit is the last step: if it fails the transaction rolls back.
-                self._forget_mounts(row["backend_key"])
+                self.hooks.snapshot_removed(tx, ns, self.name, key)
                 await self.backend.commit(name_key, row["backend_key"], labels=inherited(base))
                 self.hooks.publish(
                     tx,
@@ -380,6 +383,7 @@ class NamespacedSnapshotter:
                 (ns, self.name, key),
             ):
                 raise FailedPreconditionError("cannot remove snapshot with child")
+            self.hooks.snapshot_removed(tx, ns, self.name, key)
             await tx.execute(
                 "DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
                 (ns, self.name, key),
@@ -455,7 +459,6 @@ class NamespacedSnapshotter:
                 continue
             if n.remove and n.info is not None:
                 try:
-                    self._forget_mounts(n.info.name)
                     await self.backend.remove(n.info.name)
                     removed += 1
                     log.debug("removed snapshot %r of %s", n.info.name, self.name)

@@ -148,7 +148,7 @@ class CountingMounts(SlowSnapshotter):
         return await super().mounts(key)
 
 
-async def test_mounts_are_kept_per_backend_key(db: Database, hooks: Hooks, ns: str) -> None:
+async def test_mounts_are_kept_per_key(db: Database, hooks: Hooks, ns: str) -> None:
     backend = CountingMounts()
     sn = NamespacedSnapshotter(db, "fake", backend, hooks)
     prepared = await sn.prepare("k")
@@ -173,7 +173,7 @@ async def test_mounts_read_that_races_a_drop_is_not_kept(db: Database, hooks: Ho
     sn = NamespacedSnapshotter(db, "fake", backend, hooks)
     await sn.prepare("a")
     sn._mounts.clear()
-    backend.during_mounts = lambda: sn._forget_mounts("something-else")
+    backend.during_mounts = lambda: sn._forget_mounts("other-ns", "fake", "x")
     await sn.mounts("a")
     backend.during_mounts = None
     await sn.mounts("a")
@@ -190,3 +190,25 @@ async def test_mounts_cache_is_bounded(
     for i in range(5):
         await sn.prepare(f"s{i}")
     assert len(sn._mounts) == 3
+
+
+async def test_mounts_of_a_collected_snapshot_are_not_served(db: Database, hooks: Hooks, ns: str) -> None:
+    from arun import namespaces
+    from arun.metadata.gc import collect_metadata
+
+    backend = CountingMounts()
+    sn = NamespacedSnapshotter(db, "fake", backend, hooks)
+    await sn.prepare("loose")  # no lease, no root: garbage
+    assert await sn.mounts("loose")
+    with namespaces.use("other"):
+        with pytest.raises(NotFoundError):
+            await sn.mounts("loose")  # another namespace's key is another snapshot
+    assert await collect_metadata(db, hooks) == {"snapshots": 1}
+    with pytest.raises(NotFoundError):
+        await sn.mounts("loose")
+    # the same key prepared again gets its new snapshot's mounts
+    again = await sn.prepare("loose")
+    assert await sn.mounts("loose") == again
+    await sn.remove("loose")
+    with pytest.raises(NotFoundError):
+        await sn.mounts("loose")
