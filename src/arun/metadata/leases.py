@@ -139,12 +139,20 @@ class SqlLeaseManager:
 
     async def delete(self, id: str, *, sync: bool = False) -> None:
         ns = namespaces.required()
+        deleted = False
+
+        def count(rows: int) -> None:
+            nonlocal deleted
+            deleted = rows > 0
+            if deleted:
+                self.hooks.mutated(tx, dirty=True)
+
         async with self.db.update() as tx:
-            n = await tx.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, id))
-            if n == 0:
-                raise NotFoundError(f"lease {id!r}: not found")
-            # lease_resources go with it (ON DELETE CASCADE)
-            self.hooks.mutated(tx, dirty=True)
+            # lease_resources go with it (ON DELETE CASCADE). Run with the COMMIT (one call into
+            # the database's worker); a lease that was not there leaves an empty commit behind.
+            tx.execute_later("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, id), count)
+        if not deleted:
+            raise NotFoundError(f"lease {id!r}: not found")
         if sync and self.collect is not None:
             await asyncio.shield(self.collect())
 

@@ -9,13 +9,15 @@ import pytest
 
 from arun.core import typeurl
 from arun.core.containers import Container, RuntimeInfo
-from arun.errdefs import AlreadyExistsError
+from arun.core.leases import Resource
+from arun.errdefs import AlreadyExistsError, NotFoundError
 from arun.metadata.common import Hooks, duplicate_key
 from arun.metadata.containers import SqlContainerStore
 from arun.metadata.db import Database
 from arun.metadata.leases import SqlLeaseManager
 from arun.testing.events import RecordingPublisher
 
+SNAPSHOT_ID = "rootfs"
 SPEC = typeurl.Any("types.containerd.io/opencontainers/runtime-spec/1/Spec", b"{}")
 
 
@@ -77,3 +79,44 @@ async def test_duplicate_lease_changes_nothing(db: Database, ns: str) -> None:
         await lm.create("l1", {"x": "2"})
     assert mutations == [False]
     assert await lm.list() == [first]
+
+
+async def test_lease_delete_reports_missing_and_signals_only_real_deletions(db: Database, ns: str) -> None:
+    hooks = Hooks()
+    mutations: list[bool] = []
+    hooks.on_mutation(mutations.append)
+    lm = SqlLeaseManager(db, hooks)
+    with pytest.raises(NotFoundError):
+        await lm.delete("never")
+    assert mutations == []
+    await lm.create("l1")
+    await lm.add_resource("l1", Resource(SNAPSHOT_ID, "snapshots/overlayfs"))
+    await lm.delete("l1")
+    assert mutations == [False, False, True]
+    assert await lm.list() == []
+    async with db.view() as tx:
+        assert await tx.fetchall("SELECT * FROM lease_resources") == []
+    with pytest.raises(NotFoundError):
+        await lm.delete("l1")
+    assert mutations == [False, False, True]
+
+
+async def test_execute_later_reports_rows_changed(db: Database) -> None:
+    seen: list[int] = []
+    async with db.update() as tx:
+        tx.execute_later("INSERT INTO namespaces (name, created_at) VALUES ('a', 1)", (), seen.append)
+        tx.execute_later(
+            "INSERT OR IGNORE INTO namespaces (name, created_at) VALUES ('a', 2)", (), seen.append
+        )
+        # with the next statement
+        assert await tx.fetchone("SELECT name FROM namespaces") is not None
+        assert seen == [1, 0]
+        tx.execute_later("DELETE FROM namespaces WHERE name = ?", ("a",), seen.append)
+    # with the COMMIT
+    assert seen == [1, 0, 1]
+    # a failed call reports nothing
+    with pytest.raises(sqlite3.IntegrityError):
+        async with db.update() as tx:
+            tx.execute_later("INSERT INTO namespaces (name, created_at) VALUES ('b', 1)", (), seen.append)
+            tx.execute_later("INSERT INTO namespaces (name, created_at) VALUES ('b', 1)", (), seen.append)
+    assert seen == [1, 0, 1]
