@@ -15,6 +15,7 @@ written, and its commit only records the blob in this namespace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -199,6 +200,8 @@ class SqlContentStore:
                 raise NotFoundError(f"content digest {digest}: not found")
             await leases.detach(tx, ns, leases.CONTENT, digest)
             self.hooks.publish(tx, ns, "/content/delete", content_pb2.ContentDelete(digest=digest))
+            # The blob is garbage collection's to remove, if no namespace has it any more.
+            self.hooks.backend_dirty_on_commit(tx, content=True)
             self.hooks.mutated(tx, dirty=True)
 
     # ------------------------------------------------------------------ Provider
@@ -208,6 +211,16 @@ class SqlContentStore:
         return await self.backend.reader_at(desc)
 
     # ------------------------------------------------------------------ IngestManager
+
+    @contextlib.asynccontextmanager
+    async def dirty_on_failure(self) -> AsyncIterator[None]:
+        """Mark the backend dirty if the block fails: it may have opened an ingest or
+        committed a blob that no record refers to (garbage collection removes those)."""
+        try:
+            yield
+        except BaseException:
+            self.hooks.backend_dirty(content=True)
+            raise
 
     async def _backend_ref(self, tx: Tx, ns: str, ref: str) -> sqlite3.Row | None:
         return await tx.fetchone(
@@ -287,7 +300,7 @@ class SqlContentStore:
         exists = False
         backend_writer: Writer | None = None
         shared_size = 0
-        async with self.lock.shared():
+        async with self.lock.shared(), self.dirty_on_failure():
             async with self.db.update() as tx:
                 await ensure(tx, ns)
                 shared = False
@@ -424,7 +437,7 @@ class NamespacedWriter:
         ns = self._ns
         already = False
         with namespaces.use(ns):
-            async with store.lock.shared(), store.db.update() as tx:
+            async with store.lock.shared(), store.dirty_on_failure(), store.db.update() as tx:
                 if self._w is None:
                     if size and size != self._desc.size:
                         raise FailedPreconditionError(

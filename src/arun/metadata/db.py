@@ -110,8 +110,9 @@ def _begin(raw: sqlite3.Connection, begin: str) -> None:
     raw.execute(begin)
 
 
-# A statement queued by ``Tx.execute_later``: sql, parameters, the table it writes.
-Later = tuple[str, tuple[Any, ...], str]
+# A statement queued by ``Tx.execute_later``: sql, parameters, the table it writes, and what to
+# call with the number of rows it changed once it ran (or None).
+Later = tuple[str, tuple[Any, ...], str, "Callable[[int], None] | None"]
 # One statement's work on the worker: (raw connection, sql, parameters) -> result.
 Op = Callable[[sqlite3.Connection, str, Any], Any]
 
@@ -255,9 +256,11 @@ class Tx:
 
     def _wrote(self, later: list[Later], changed: list[int] | None) -> None:
         """Record the tables the ``later`` statements changed (all of them if unknown)."""
-        for i, (_, _, table) in enumerate(later):
+        for i, (_, _, table, on_changed) in enumerate(later):
             if table and (changed is None or changed[i]):
                 self.written.add(table)
+            if on_changed is not None and changed is not None:
+                on_changed(changed[i])
 
     async def _run(self, op: Op, sql: str, params: Any, table: str, counted: bool) -> Any:
         """Run one statement (after the prelude). ``table``: what it writes; ``counted``: its
@@ -287,13 +290,17 @@ class Tx:
         changed: int = await self._run(_changes, sql, tuple(params), self._writes(sql), True)
         return changed
 
-    def execute_later(self, sql: str, params: Iterable[Any] = ()) -> None:
+    def execute_later(
+        self, sql: str, params: Iterable[Any] = (), on_changed: Callable[[int], None] | None = None
+    ) -> None:
         """Queue a write whose outcome nobody waits for (``INSERT OR IGNORE`` of a namespace,
         of a lease's resource): it runs in the same call into the worker as this transaction's
-        next statement, or its COMMIT, and its error is raised there."""
+        next statement, or its COMMIT, and its error is raised there. ``on_changed(rows)``
+        runs on the loop once it ran (before the post-commit callbacks when it ran with the
+        COMMIT; it may still register one); not if it, or the call it ran in, failed."""
         if not self.writable:
             raise InternalError("write attempted inside a read-only transaction")
-        self._later.append((sql, tuple(params), written_table(sql)))
+        self._later.append((sql, tuple(params), written_table(sql), on_changed))
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         await self._run(_executemany, sql, [tuple(r) for r in rows], self._writes(sql), False)
