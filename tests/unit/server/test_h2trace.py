@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import h2.config
 import h2.connection
 import pytest
 
-from arun.errdefs import InternalError
 from arun.server import h2trace
 from arun.server.grpc import GRPCServer, ServiceTable
 
@@ -62,12 +60,16 @@ def test_only_receive_frame_looks_repr_up_in_h2_connection() -> None:
     assert h2trace.repr_users() == {"H2Connection._receive_frame"}
 
 
-def test_another_h2_is_refused_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_h2_is_left_alone_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delitem(h2.connection.__dict__, "repr", raising=False)
     monkeypatch.setattr(h2, "__version__", "9.9.9")
-    with pytest.raises(InternalError, match=re.escape("h2 9.9.9 is not the h2 4.4.1")):
-        h2trace.install()
+    with caplog.at_level(logging.WARNING, logger="arun.server.h2trace"):
+        assert h2trace.install() is False
     assert "repr" not in h2.connection.__dict__
+    [record] = [r for r in caplog.records if r.name == "arun.server.h2trace"]
+    assert record.levelno == logging.WARNING and record.__dict__["h2_version"] == "9.9.9"
 
 
 def test_pinned_version_is_the_installed_one() -> None:
