@@ -164,6 +164,25 @@ async def test_zygote_errors_are_reported(base: Path, zygote: Zygote) -> None:
     assert zygote.ready
 
 
+async def test_bad_runtime_options_fail_the_request_and_leave_no_socket(base: Path, zygote: Zygote) -> None:
+    """The spare is told its task before the reply: runtime options it could not decode fail the
+    request itself (the daemon then falls back to the binary, which reports them), leave no
+    socket behind, and the spare serves the next request."""
+    env = env_for(base)
+    with pytest.raises(ZygoteError, match="ValueError"):
+        await zygote.spawn(**spawn_args(env, make_bundle(base, "x")), options=b"\xff\xff\xff")
+    assert not os.path.exists(env.socket_dir) or os.listdir(env.socket_dir) == []
+    good = make_bundle(base, "y")
+    log_fd = os.open(good.path / "log", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        out, pid = await zygote.spawn(**spawn_args(env, good))
+        assert pid > 0
+        await _shutdown(binary.parse_start_output(out).address)
+        assert await _gone(pid)
+    finally:
+        os.close(log_fd)
+
+
 async def test_manager_falls_back_to_the_binary(base: Path) -> None:
     env = env_for(base)
     shims = ShimManager(env)
