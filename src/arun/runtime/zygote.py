@@ -123,7 +123,14 @@ class Zygote_:
     def replenish(self) -> None:
         self.reap()
         while len(self.spares) < self.want:
-            self.spares.append(self.fork_spare())
+            spare = self.fork_spare()
+            # Until it gets a task, a spare (setting itself up, warming up, waiting) runs only on
+            # a CPU nothing else wants; ``send`` puts it back under SCHED_OTHER. Only when that
+            # is sure to be allowed (root): a shim left under SCHED_IDLE would crawl on a busy host.
+            if os.geteuid() == 0:
+                with contextlib.suppress(OSError):
+                    os.sched_setscheduler(spare.pid, os.SCHED_IDLE, os.sched_param(0))
+            self.spares.append(spare)
 
     def reap(self) -> None:
         """Forget a template that died (the next spare comes from the zygote and a new one)."""
@@ -149,7 +156,10 @@ class Zygote_:
 
     @staticmethod
     def send(spare: _Spare, payload: bytes, listener_fd: int) -> bool:
-        """Give ``spare`` its parameters and listener (it acknowledges: :meth:`confirmed`)."""
+        """Give ``spare`` its parameters and listener (it acknowledges: :meth:`confirmed`),
+        under the normal scheduling policy again (a spare warms up under ``SCHED_IDLE``)."""
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
         try:
             socket.send_fds(spare.sock, [payload], [listener_fd])
         except OSError:

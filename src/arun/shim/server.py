@@ -236,6 +236,9 @@ async def _serve_prepared(activation: Activation) -> None:
         if not waiting.done():
             waiting.cancel()
             await asyncio.gather(waiting, return_exceptions=True)
+    # A replenishing spare waits under SCHED_IDLE: the zygote put it back under SCHED_OTHER before
+    # handing it the task; this is in case it could not.
+    idle_priority(False)
     got = None if waiting.cancelled() else waiting.result()  # an activation error propagates
     if got is None or ready.stop.is_set():
         if got is not None:
@@ -253,6 +256,16 @@ REHEARSAL_CALLS = 12  # > CPython 3.11's warm-up delay (8) before it specializes
 WARM_SPARES = os.environ.get("ARUN_SPARE_WARM", "1") != "0"
 
 
+def idle_priority(on: bool, pid: int = 0) -> bool:
+    """Put process ``pid`` (0: this one) under ``SCHED_IDLE`` — it runs only on a CPU nothing
+    else wants — or back under ``SCHED_OTHER``; whether that worked."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_IDLE if on else os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 async def _warm_spare(ready: _Ready) -> None:
     """A spare, while it waits for its task: one shim session (a server on a private socket,
     a client's ``Connect``, a failing ``State``, a ``Create`` that fails in the runtime, logging
@@ -263,8 +276,10 @@ async def _warm_spare(ready: _Ready) -> None:
     warm, but each shim still copies the pages they touch, ~1-2 ms per step (accepting a
     connection, the first log line, the first request), all of it after the task came — while
     a Create waits. Done here, the copies are made while nobody waits; they are the pages the
-    real session would have copied anyway. Best effort; cancelled (and cleaned up) when the
-    task comes first."""
+    real session would have copied anyway. A spare forked to replenish the zygote's stock runs
+    under ``SCHED_IDLE`` until it gets its task (``arun.runtime.zygote``), so that warming up
+    does not slow down a machine busy with other starts. Best effort; cancelled (and cleaned
+    up) when the task comes first."""
     import io
     import shutil
     import tempfile

@@ -121,6 +121,8 @@ async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> No
             # Detached: not a child of the zygote (nor of us), its own session.
             assert pid != zygote.pid and _ppid(pid) not in (zygote.pid, os.getpid())
             assert os.getsid(pid) == pid
+            # Spares wait under SCHED_IDLE (as root); a shim serving a task is back under SCHED_OTHER.
+            assert os.sched_getscheduler(pid) == os.SCHED_OTHER
             conn = await ShimConnection.connect(by_zygote, "ns", lambda: None)
             try:
                 resp = await conn.call("Connect", conn.request("Connect", id="a"))
