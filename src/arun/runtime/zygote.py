@@ -122,6 +122,7 @@ class Zygote_:
 
     def replenish(self) -> None:
         self.reap()
+        sweep_warm_dirs()
         while len(self.spares) < self.want:
             spare = self.fork_spare()
             # Until it gets a task, a spare (setting itself up, warming up, waiting) runs only on
@@ -181,6 +182,31 @@ class Zygote_:
         if self.template is not None:
             self.template.close()
             self.template = None
+
+
+def sweep_warm_dirs() -> None:
+    """Remove the warm-up directories (``arun.shim.server._warm_spare``) of spares that are
+    gone: one killed while warming up could not remove its own."""
+    import shutil
+    import tempfile
+
+    from arun.shim.server import WARM_DIR_PREFIX
+
+    base = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(WARM_DIR_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(WARM_DIR_PREFIX) :]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        except OSError:
+            pass  # alive (another user's)
 
 
 def _fork_detached() -> tuple[int, socket.socket]:

@@ -254,6 +254,8 @@ REHEARSAL_CALLS = 12  # > CPython 3.11's warm-up delay (8) before it specializes
 
 # Whether a waiting spare runs a short shim session of its own (``_warm_spare``); 0 turns it off.
 WARM_SPARES = os.environ.get("ARUN_SPARE_WARM", "1") != "0"
+# The warm-up's directory, in the temp dir: this prefix and the spare's pid.
+WARM_DIR_PREFIX = "arun-spare-"
 
 
 def idle_priority(on: bool, pid: int = 0) -> bool:
@@ -294,7 +296,11 @@ async def _warm_spare(ready: _Ready) -> None:
     from arun.ttrpc import Client, Server, ServiceStub, require_same_user
 
     false = shutil.which("false")
-    base = tempfile.mkdtemp(prefix="arun-spare-")
+    # Named after this process: a spare killed while warming up leaves it behind, and the zygote
+    # removes the ones of processes that are gone (``arun.runtime.zygote.sweep_warm_dirs``).
+    base = os.path.join(tempfile.gettempdir(), f"{WARM_DIR_PREFIX}{os.getpid()}")
+    shutil.rmtree(base, ignore_errors=True)  # a process of the same pid died warming up
+    os.mkdir(base, 0o700)
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     sink = logging.StreamHandler(io.StringIO())
