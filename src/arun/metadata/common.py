@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -102,6 +103,13 @@ class Hooks:
     def __init__(self, publisher: Publisher | None = None) -> None:
         self.publisher = publisher
         self._mutation_callbacks: list[Callable[[bool], None]] = []
+        # The backends whose records lost something (or which may hold leftovers of a
+        # failed change) since garbage collection last swept them: only these are swept
+        # (containerd's dirtyCS / dirtySS). Everything starts dirty, so the first
+        # collection after start-up also clears what a crash left behind.
+        self.content_dirty = True
+        self.dirty_snapshotters: set[str] = set()
+        self._snapshot_removed: list[Callable[[str, str, str], None]] = []
 
     def on_mutation(self, callback: Callable[[bool], None]) -> None:
         """``callback(dirty)`` after every committed change; ``dirty`` if something was deleted."""
@@ -119,6 +127,45 @@ class Hooks:
 
         tx.on_commit(send)
 
+    def on_snapshot_removed(self, callback: Callable[[str, str, str], None]) -> None:
+        """``callback(namespace, snapshotter, key)`` whenever a snapshot record goes."""
+        self._snapshot_removed.append(callback)
+
+    def snapshot_removed(self, tx: Tx, namespace: str, snapshotter: str, key: str) -> None:
+        """A snapshot record is being removed in ``tx``: tell the listeners now and again right
+        after the commit (before any other callback of ``tx`` registered later), so that what
+        they keep about it is gone before and after the removal, whatever ran in between."""
+        if not self._snapshot_removed:
+            return
+
+        def notify() -> None:
+            for cb in self._snapshot_removed:
+                cb(namespace, snapshotter, key)
+
+        notify()
+        tx.on_commit(notify)
+
+    def backend_dirty(self, *, content: bool = False, snapshotter: str | None = None) -> None:
+        """Have the next collection sweep the content store and/or backend ``snapshotter``."""
+        if content:
+            self.content_dirty = True
+        if snapshotter is not None:
+            self.dirty_snapshotters.add(snapshotter)
+
+    def backend_dirty_on_commit(
+        self, tx: Tx, *, content: bool = False, snapshotter: str | None = None
+    ) -> None:
+        """``backend_dirty`` once ``tx`` has committed (a sweep that started before the commit
+        still saw the record, so the flag must outlive it)."""
+        tx.on_commit(lambda: self.backend_dirty(content=content, snapshotter=snapshotter))
+
+    def take_dirty(self) -> tuple[bool, set[str]]:
+        """The dirty flags, cleared: what the caller is about to sweep."""
+        content, snapshotters = self.content_dirty, self.dirty_snapshotters
+        self.content_dirty = False
+        self.dirty_snapshotters = set()
+        return content, snapshotters
+
     def mutated(self, tx: Tx, *, dirty: bool = False) -> None:
         """Record a change; ``dirty`` when it removed a reference (content may now be garbage)."""
 
@@ -131,13 +178,20 @@ class Hooks:
 
 async def next_sequence(tx: Tx, name: str) -> int:
     """The next value of the counter ``name`` (1, 2, …), inside ``tx``."""
-    await tx.execute(
-        "INSERT INTO sequences (name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+    # One statement (one call into the database's worker): the upsert returns the new value.
+    row = await tx.fetchone(
+        "INSERT INTO sequences (name, value) VALUES (?, 1) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
         (name,),
     )
-    row = await tx.fetchone("SELECT value FROM sequences WHERE name = ?", (name,))
     assert row is not None
     return int(row["value"])
+
+
+def duplicate_key(e: sqlite3.IntegrityError) -> bool:
+    """Whether an INSERT failed because a row with its primary key exists (and not on another
+    constraint): a store that inserts without looking first reports AlreadyExists then."""
+    return getattr(e, "sqlite_errorname", "") == "SQLITE_CONSTRAINT_PRIMARYKEY"
 
 
 def backend_key(namespace: str, seq: int, key: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from arun import identifiers, labels, namespaces
 from arun.api.containerd.events import container_pb2
@@ -19,6 +20,7 @@ from arun.metadata.common import (
     decode_any,
     dump_anys,
     dump_map,
+    duplicate_key,
     encode_any,
     load_anys,
     load_map,
@@ -32,11 +34,12 @@ _COLUMNS = (
     "id, labels, image, runtime_name, runtime_options, spec, snapshotter, snapshot_key, "
     "sandbox_id, extensions, created_at, updated_at"
 )
+_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 # Fields a full update (no field paths) replaces; snapshotter and runtime name must not change.
 _FULL_UPDATE = ("labels", "spec", "extensions", "image", "snapshotkey")
 
 
-def _read(row: sqlite3.Row) -> Container:
+def _read(row: sqlite3.Row | Mapping[str, Any]) -> Container:
     return Container(
         id=row["id"],
         labels=load_map(row["labels"]),
@@ -123,36 +126,38 @@ class SqlContainerStore:
             validate(container)
         except InvalidArgumentError as e:
             raise InvalidArgumentError(f"create container failed validation: {e}") from e
-        async with self.db.update() as tx:
-            await ensure(tx, ns)
-            if await tx.fetchone(
-                "SELECT 1 FROM containers WHERE namespace = ? AND id = ?", (ns, container.id)
-            ):
-                raise AlreadyExistsError(f"container {container.id!r}: already exists")
-            now = time.time_ns()
-            tx.execute_later(
-                f"INSERT INTO containers (namespace, {_COLUMNS}) VALUES ({', '.join('?' * 13)})",
-                (ns, *_values(container), now, now),
-            )
-            row = await tx.fetchone(
-                f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? AND id = ?", (ns, container.id)
-            )
-            assert row is not None
-            created = _read(row)
-            self.hooks.publish(
-                tx,
-                ns,
-                "/containers/create",
-                container_pb2.ContainerCreate(
-                    id=created.id,
-                    image=created.image,
-                    runtime=container_pb2.ContainerCreate.Runtime(
-                        name=created.runtime.name,
-                        options=any_to_pb(created.runtime.options),
+        now = time.time_ns()
+        values = (*_values(container), now, now)
+        # What reading the row back would give (the same decoding of the same values), without
+        # the extra statement.
+        created = _read(dict(zip(_COLUMN_NAMES, values, strict=True)))
+        try:
+            async with self.db.update() as tx:
+                await ensure(tx, ns)
+                # No look first: the primary key refuses an existing id (below). The insert runs
+                # with the COMMIT, in one call into the database's worker.
+                tx.execute_later(
+                    f"INSERT INTO containers (namespace, {_COLUMNS}) VALUES ({', '.join('?' * 13)})",
+                    (ns, *values),
+                )
+                self.hooks.publish(
+                    tx,
+                    ns,
+                    "/containers/create",
+                    container_pb2.ContainerCreate(
+                        id=created.id,
+                        image=created.image,
+                        runtime=container_pb2.ContainerCreate.Runtime(
+                            name=created.runtime.name,
+                            options=any_to_pb(created.runtime.options),
+                        ),
                     ),
-                ),
-            )
-            self.hooks.mutated(tx)
+                )
+                self.hooks.mutated(tx)
+        except sqlite3.IntegrityError as e:
+            if not duplicate_key(e):
+                raise
+            raise AlreadyExistsError(f"container {container.id!r}: already exists") from None
         return created
 
     async def update(self, container: Container, *fieldpaths: str) -> Container:

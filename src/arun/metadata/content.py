@@ -15,6 +15,7 @@ written, and its commit only records the blob in this namespace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -57,6 +58,9 @@ _COPY_CHUNK = 1 << 20
 
 
 _SELECT = "SELECT digest, size, labels, created_at, updated_at FROM content"
+_BY_KEY = f"{_SELECT} WHERE namespace = ? AND digest = ?"
+# How many converted rows ``info`` keeps (one per blob it was last asked about).
+INFO_MEMO_SIZE = 256
 
 
 def adapt_info(info: Info) -> Adaptor:
@@ -103,25 +107,47 @@ class SqlContentStore:
         self.shared = shared
         # Held shared while a backend object is created ahead of its record; exclusive by GC.
         self.lock = RWLock()
+        # (namespace, digest) -> the row ``info`` last converted and what it made of it. A row
+        # ``Database.lookup`` serves from its cache is the very same object until a write drops
+        # it, so an identical row means an identical Info (a fresh row is converted anew).
+        self._infos: dict[tuple[str, str], tuple[sqlite3.Row, Info]] = {}
 
     # ------------------------------------------------------------------ Manager
 
-    async def info(self, digest: str) -> Info:
+    async def _row(self, digest: str) -> tuple[str, sqlite3.Row]:
         validate_digest(digest)
         ns = namespaces.required()
-        row = await self.db.lookup(f"{_SELECT} WHERE namespace = ? AND digest = ?", (ns, digest))
+        row = await self.db.lookup(_BY_KEY, (ns, digest))
         if row is None:
             raise NotFoundError(f"content digest {digest}: not found")
-        return _info(row)
+        return ns, row
+
+    async def info(self, digest: str) -> Info:
+        ns, row = await self._row(digest)
+        key = (ns, digest)
+        memo = self._infos.get(key)
+        if memo is not None and memo[0] is row:
+            info = memo[1]
+        else:
+            info = _info(row)
+            self._infos.pop(key, None)
+            self._infos[key] = (row, info)
+            if len(self._infos) > INFO_MEMO_SIZE:
+                del self._infos[next(iter(self._infos))]
+        # A copy: the caller may change it.
+        return Info(info.digest, info.size, info.created_at, info.updated_at, dict(info.labels))
+
+    async def size(self, digest: str) -> int:
+        """The size of a blob visible in this namespace (``info(digest).size``)."""
+        _, row = await self._row(digest)
+        size: int = row["size"]
+        return size
 
     async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
         validate_digest(info.digest)
         ns = namespaces.required()
         async with self.db.update() as tx:
-            row = await tx.fetchone(
-                f"{_SELECT} WHERE namespace = ? AND digest = ?",
-                (ns, info.digest),
-            )
+            row = await tx.fetchone(_BY_KEY, (ns, info.digest))
             if row is None:
                 raise NotFoundError(f"content digest {info.digest}: not found")
             updated = _info(row)
@@ -174,6 +200,8 @@ class SqlContentStore:
                 raise NotFoundError(f"content digest {digest}: not found")
             await leases.detach(tx, ns, leases.CONTENT, digest)
             self.hooks.publish(tx, ns, "/content/delete", content_pb2.ContentDelete(digest=digest))
+            # The blob is garbage collection's to remove, if no namespace has it any more.
+            self.hooks.backend_dirty_on_commit(tx, content=True)
             self.hooks.mutated(tx, dirty=True)
 
     # ------------------------------------------------------------------ Provider
@@ -183,6 +211,16 @@ class SqlContentStore:
         return await self.backend.reader_at(desc)
 
     # ------------------------------------------------------------------ IngestManager
+
+    @contextlib.asynccontextmanager
+    async def dirty_on_failure(self) -> AsyncIterator[None]:
+        """Mark the backend dirty if the block fails: it may have opened an ingest or
+        committed a blob that no record refers to (garbage collection removes those)."""
+        try:
+            yield
+        except BaseException:
+            self.hooks.backend_dirty(content=True)
+            raise
 
     async def _backend_ref(self, tx: Tx, ns: str, ref: str) -> sqlite3.Row | None:
         return await tx.fetchone(
@@ -262,7 +300,7 @@ class SqlContentStore:
         exists = False
         backend_writer: Writer | None = None
         shared_size = 0
-        async with self.lock.shared():
+        async with self.lock.shared(), self.dirty_on_failure():
             async with self.db.update() as tx:
                 await ensure(tx, ns)
                 shared = False
@@ -399,7 +437,7 @@ class NamespacedWriter:
         ns = self._ns
         already = False
         with namespaces.use(ns):
-            async with store.lock.shared(), store.db.update() as tx:
+            async with store.lock.shared(), store.dirty_on_failure(), store.db.update() as tx:
                 if self._w is None:
                     if size and size != self._desc.size:
                         raise FailedPreconditionError(

@@ -24,7 +24,12 @@ nobody waits for (``Tx.execute_later``) ride along with the next call.
 
 ``Database.lookup`` is the cheap path for a single-row get: one statement
 needs no BEGIN/ROLLBACK, and its row is kept in a small per-table cache until
-a write transaction that may have changed that table ends (see there).
+a write transaction that may have changed that table ends (see there). A
+lookup the cache cannot answer runs on the event loop's thread, on a
+read-only connection of its own: a keyed one-row read takes microseconds, a
+round trip through a worker thread far longer (WAL lets it read while the
+writer writes; should SQLite ever answer it with "busy", it goes through the
+reader's worker instead).
 """
 
 from __future__ import annotations
@@ -105,8 +110,9 @@ def _begin(raw: sqlite3.Connection, begin: str) -> None:
     raw.execute(begin)
 
 
-# A statement queued by ``Tx.execute_later``: sql, parameters, the table it writes.
-Later = tuple[str, tuple[Any, ...], str]
+# A statement queued by ``Tx.execute_later``: sql, parameters, the table it writes, and what to
+# call with the number of rows it changed once it ran (or None).
+Later = tuple[str, tuple[Any, ...], str, "Callable[[int], None] | None"]
 # One statement's work on the worker: (raw connection, sql, parameters) -> result.
 Op = Callable[[sqlite3.Connection, str, Any], Any]
 
@@ -250,9 +256,11 @@ class Tx:
 
     def _wrote(self, later: list[Later], changed: list[int] | None) -> None:
         """Record the tables the ``later`` statements changed (all of them if unknown)."""
-        for i, (_, _, table) in enumerate(later):
+        for i, (_, _, table, on_changed) in enumerate(later):
             if table and (changed is None or changed[i]):
                 self.written.add(table)
+            if on_changed is not None and changed is not None:
+                on_changed(changed[i])
 
     async def _run(self, op: Op, sql: str, params: Any, table: str, counted: bool) -> Any:
         """Run one statement (after the prelude). ``table``: what it writes; ``counted``: its
@@ -282,13 +290,17 @@ class Tx:
         changed: int = await self._run(_changes, sql, tuple(params), self._writes(sql), True)
         return changed
 
-    def execute_later(self, sql: str, params: Iterable[Any] = ()) -> None:
+    def execute_later(
+        self, sql: str, params: Iterable[Any] = (), on_changed: Callable[[int], None] | None = None
+    ) -> None:
         """Queue a write whose outcome nobody waits for (``INSERT OR IGNORE`` of a namespace,
         of a lease's resource): it runs in the same call into the worker as this transaction's
-        next statement, or its COMMIT, and its error is raised there."""
+        next statement, or its COMMIT, and its error is raised there. ``on_changed(rows)``
+        runs on the loop once it ran (before the post-commit callbacks when it ran with the
+        COMMIT; it may still register one); not if it, or the call it ran in, failed."""
         if not self.writable:
             raise InternalError("write attempted inside a read-only transaction")
-        self._later.append((sql, tuple(params), written_table(sql)))
+        self._later.append((sql, tuple(params), written_table(sql), on_changed))
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         await self._run(_executemany, sql, [tuple(r) for r in rows], self._writes(sql), False)
@@ -324,6 +336,8 @@ class Database:
         self.path = path
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        # ``lookup``'s own connection, used on the loop's thread (see the module docstring).
+        self._inline: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         # Rows read by ``lookup``, per table, keyed by (sql, params). A table's rows are dropped
@@ -345,6 +359,20 @@ class Database:
         # Views and lookups only read: a write through them would also slip past the cache's
         # invalidation, so SQLite refuses it.
         await self._reader.execute("PRAGMA query_only=ON")
+        self._inline = await asyncio.to_thread(self._connect_inline)
+
+    def _connect_inline(self) -> sqlite3.Connection:
+        # Never waits for a lock (busy_timeout 0: "busy" falls back to the worker, see lookup);
+        # read-only like the reader, so nothing writes around the cache's invalidation.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -362,6 +390,9 @@ class Database:
         return conn
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -401,22 +432,39 @@ class Database:
         args = tuple(params)
         table = read_table(sql)
         if table is None:
-            async with self._read_lock:
-                row: sqlite3.Row | None = await _call(self._reader, partial(_lookup, sql, args))
-            return row
+            return await self._read_one(sql, args)
         key = (sql, args)
         rows = self._cache.get(table)
         if rows is not None and key in rows:
             row = rows[key] = rows.pop(key)  # now the most recently used
             return row
         generation = self._generations.setdefault(table, 0)
-        async with self._read_lock:
-            row = await _call(self._reader, partial(_lookup, sql, args))
+        row = await self._read_one(sql, args)
         if generation == self._generations[table]:
             rows = self._cache.setdefault(table, {})
             rows[key] = row
             if len(rows) > LOOKUP_CACHE_SIZE:
                 del rows[next(iter(rows))]
+        return row
+
+    async def _read_one(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Row | None:
+        """One statement's first row: inline on the loop's own connection, or (if SQLite says
+        the database is busy, which a WAL reader only meets while the WAL is being recovered or
+        reset) through the reader's worker, which may wait for it."""
+        conn = self._inline
+        if conn is not None:
+            try:
+                row: sqlite3.Row | None = _lookup(sql, args, conn)
+                return row
+            except sqlite3.OperationalError as e:
+                code = getattr(e, "sqlite_errorcode", None)  # with its extended bits
+                if code is None or code & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                log.debug("inline metadata read was refused (%s); reading through the worker", e)
+        if self._reader is None:
+            raise InternalError("metadata database is not open")
+        async with self._read_lock:
+            row = await _call(self._reader, partial(_lookup, sql, args))
         return row
 
     @contextlib.asynccontextmanager

@@ -19,9 +19,14 @@ labelled ``containerd.io/gc.flat`` holds only the objects it lists, not what
 they refer to.
 
 Sweep: one write transaction deletes every unmarked record (leases, images,
-blobs, ingests, snapshots); then each backend drops what no namespace refers
-to any more, under that store's exclusive lock so no record is being written
-meanwhile.
+blobs, ingests, snapshots); then each backend that is dirty drops what no
+namespace refers to any more, under that store's exclusive lock so no record is
+being written meanwhile. A backend is dirty (``Hooks.backend_dirty``) when a
+record of it was removed (by this sweep, Content.Delete, Snapshots.Remove or
+Commit, a namespace's ingests with the namespace) or a change failed half-way
+and may have left a backend object behind, and at start-up; a collection that
+removed nothing of a backend leaves it alone (containerd's ``dirtyCS`` /
+``dirtySS``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import NamedTuple
 
 from arun.api.containerd.events import image_pb2, snapshot_pb2
 from arun.core.leases import LABEL_EXPIRE, LABEL_FLAT
@@ -68,13 +74,15 @@ FLAT = 0x20
 _KIND_MASK = 0x1F
 
 
-@dataclass(frozen=True, order=True)
-class Node:
+class Node(NamedTuple):
+    # A tuple: hashing and comparing (the mark phase does little else) run in C.
     type: int
     namespace: str
     key: str
 
     def unflat(self) -> Node:
+        if not self.type & FLAT:
+            return self
         return Node(self.type & _KIND_MASK, self.namespace, self.key)
 
 
@@ -130,6 +138,19 @@ def label_brefs(namespace: str, labels: Mapping[str, str]) -> list[Node]:
     return out
 
 
+# Every label the collector looks at starts with this.
+_GC_PREFIX = "containerd.io/gc."
+
+
+def gc_labels(raw: str | None) -> dict[str, str]:
+    """The ``containerd.io/gc.*`` labels of a stored label map (JSON): the only ones that matter
+    here. Most objects have none, and then their labels are not even parsed (the prefix is
+    plain ASCII, so it appears verbatim in the JSON text of any key that has it)."""
+    if not raw or _GC_PREFIX not in raw:
+        return {}
+    return {k: v for k, v in load_map(raw).items() if k.startswith(_GC_PREFIX)}
+
+
 def expired(labels: Mapping[str, str], now: datetime) -> bool:
     """Whether ``containerd.io/gc.expire`` is in the past (an unparsable value never expires)."""
     v = labels.get(LABEL_EXPIRE)
@@ -168,15 +189,16 @@ class _Graph:
         self.all: list[Node] = []
 
     def refs(self, n: Node) -> list[Node]:
-        out = list(self.backrefs.get(n.unflat(), ()))
-        flat = n.type & FLAT
         base = n.unflat()
-        if flat:
+        out = list(self.backrefs.get(base, ()))
+        if n.type & FLAT:
             # Only structural references, themselves flat (an image's target, a snapshot's parent).
             out.extend(Node(e.type | FLAT, e.namespace, e.key) for e in self.edges.get(base, ()))
             return out
         out.extend(self.edges.get(base, ()))
-        out.extend(label_refs(n.namespace, self.labels.get(base, {})))
+        labels = self.labels.get(base)
+        if labels:
+            out.extend(label_refs(n.namespace, labels))
         return out
 
 
@@ -185,6 +207,8 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     now_ns = int(now.timestamp() * 1e9)
 
     def add_brefs(owner: Node, labels: Mapping[str, str]) -> None:
+        if not labels:
+            return
         for target in label_brefs(owner.namespace, labels):
             g.backrefs.setdefault(target, []).append(owner)
 
@@ -194,7 +218,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in leases:
         n = Node(Kind.LEASE, r["namespace"], r["id"])
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         if expired(labels, now):
             log.debug("expired lease %r in %r", r["id"], r["namespace"])
             continue
@@ -218,7 +242,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in await tx.fetchall("SELECT namespace, name, labels, target_digest FROM images"):
         n = Node(Kind.IMAGE, r["namespace"], r["name"])
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         g.edges[n] = [Node(Kind.CONTENT, r["namespace"], r["target_digest"])]
         if not expired(labels, now):
@@ -237,7 +261,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in await tx.fetchall("SELECT namespace, digest, labels FROM content"):
         n = Node(Kind.CONTENT, r["namespace"], r["digest"])
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         add_brefs(n, labels)
         if LABEL_ROOT in labels:
@@ -245,7 +269,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
 
     for r in await tx.fetchall("SELECT namespace, id, labels, snapshotter, snapshot_key FROM containers"):
         n = Node(Kind.CONTAINER, r["namespace"], r["id"])
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         add_brefs(n, labels)
         g.roots.append(n)
@@ -255,7 +279,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
     for r in await tx.fetchall("SELECT namespace, snapshotter, key, parent, labels FROM snapshots"):
         n = Node(Kind.SNAPSHOT, r["namespace"], f"{r['snapshotter']}/{r['key']}")
         g.all.append(n)
-        labels = load_map(r["labels"])
+        labels = gc_labels(r["labels"])
         g.labels[n] = labels
         add_brefs(n, labels)
         if r["parent"]:
@@ -264,7 +288,7 @@ async def _load(tx: Tx, now: datetime) -> _Graph:
             g.roots.append(n)
 
     for r in await tx.fetchall("SELECT namespace, labels FROM sandboxes"):
-        g.roots.extend(label_refs(r["namespace"], load_map(r["labels"])))
+        g.roots.extend(label_refs(r["namespace"], gc_labels(r["labels"])))
     return g
 
 
@@ -286,6 +310,7 @@ async def _remove(tx: Tx, hooks: Hooks, n: Node) -> str:
             return "content"
         case Kind.SNAPSHOT:
             snapshotter, key = n.key.split("/", 1)
+            hooks.snapshot_removed(tx, ns, snapshotter, key)
             await tx.execute(
                 "DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
                 (ns, snapshotter, key),
@@ -307,6 +332,11 @@ async def collect_metadata(db: Database, hooks: Hooks, now: datetime | None = No
             if n not in marked:
                 what = await _remove(tx, hooks, n)
                 removed[what] = removed.get(what, 0) + 1
+                # The backend object may now be unreferenced: its store needs a sweep.
+                if n.type == Kind.SNAPSHOT:
+                    hooks.backend_dirty_on_commit(tx, snapshotter=n.key.split("/", 1)[0])
+                elif n.type in (Kind.CONTENT, Kind.INGEST):
+                    hooks.backend_dirty_on_commit(tx, content=True)
     return removed
 
 
@@ -373,7 +403,16 @@ def parse_duration(s: str) -> float:
 class Scheduler:
     """Runs the collector after deletions (debounced, and paced so that collections take
     at most ``pause_threshold`` of real time), on demand (``schedule_and_wait``: the
-    ``sync`` of image and lease deletion), and once shortly after start-up."""
+    ``sync`` of image and lease deletion), and once shortly after start-up.
+
+    Pacing, as containerd 1.6's scheduler: once a collection has run, the scheduler checks
+    every ``interval`` (the average collection time over ``pause_threshold``, minus itself)
+    and collects at such a tick if anything was deleted (or ``mutation_threshold`` changes
+    happened) since the last one. So a deletion is collected at the next tick, not the moment
+    it happens — in the middle of the requests that usually follow it (``ctr run``: the
+    lease's delete, then the container's get and the task's create). Until the first
+    collection, a deletion is collected right away; ``schedule_and_wait`` and a reached
+    ``deletion_threshold`` always are (after ``schedule_delay``)."""
 
     MIN_GC_TIME = 0.005
 
@@ -395,6 +434,9 @@ class Scheduler:
         self._earliest = 0.0
         self._gc_time_sum = 0.0
         self._collections = 0
+        # Time between ticks, once collections have run (containerd starts at one second and
+        # keeps that when the pause threshold is 0).
+        self._interval = 1.0
         self._task: asyncio.Task[None] | None = None
         self.last_stats: Stats | None = None
 
@@ -433,10 +475,21 @@ class Scheduler:
         now = asyncio.get_running_loop().time()
         if self.deletion_threshold > 0 and self._deletions >= self.deletion_threshold:
             self._plan(now + self.schedule_delay)
-        elif (self.deletion_threshold == 0 and self._deletions > 0) or (
-            self.mutation_threshold > 0 and self._mutations >= self.mutation_threshold
+        elif self._collections == 0 and (
+            (self.deletion_threshold == 0 and self._deletions > 0)
+            or (self.mutation_threshold > 0 and self._mutations >= self.mutation_threshold)
         ):
             self._plan(max(now + self.schedule_delay, self._earliest))
+        # Otherwise the next tick (at most one interval away) collects it.
+
+    def _due(self) -> bool:
+        """Whether a tick has something to collect."""
+        return bool(
+            self._waiters
+            or self._collections == 0
+            or self._deletions > 0
+            or (self.mutation_threshold > 0 and self._mutations >= self.mutation_threshold)
+        )
 
     async def schedule_and_wait(self) -> Stats:
         """Collect as soon as possible and return the stats of that collection."""
@@ -460,6 +513,9 @@ class Scheduler:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
                 continue
+            if not self._due():
+                self._next = loop.time() + self._interval
+                continue
             await self._collect_once(loop)
 
     async def _collect_once(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -482,14 +538,12 @@ class Scheduler:
         self.last_stats = stats
         self._gc_time_sum += stats.elapsed
         self._collections += 1
-        interval = 0.0
         if self.pause_threshold > 0:
             avg = max(self._gc_time_sum / self._collections, self.MIN_GC_TIME)
-            interval = avg / self.pause_threshold - avg
-        self._earliest = loop.time() + interval
+            self._interval = avg / self.pause_threshold - avg
+        self._earliest = loop.time() + self._interval
         for w in waiters:
             if not w.done():
                 w.set_result(stats)
-        # Deletions that happened while collecting call for another run.
-        if self._deletions:
-            self._plan(self._earliest)
+        # The next tick; it collects what was deleted meanwhile (also during this collection).
+        self._plan(self._earliest)

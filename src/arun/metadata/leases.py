@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -18,6 +19,7 @@ from arun.metadata.common import (
     check_map,
     compile_filters,
     dump_map,
+    duplicate_key,
     load_map,
     nonempty,
     to_datetime,
@@ -70,15 +72,20 @@ def parse_resource(r: Resource) -> tuple[str, str]:
     return r.type, r.id
 
 
-async def attach(tx: Tx, namespace: str, type_: str, id_: str) -> bool:
+async def attach(tx: Tx, namespace: str, type_: str, id_: str, *, lease_exists: bool | None = None) -> bool:
     """Attach a resource to the lease of this context, if there is one.
 
-    Returns whether it was leased; NotFound if the lease does not exist.
+    Returns whether it was leased; NotFound if the lease does not exist. ``lease_exists``:
+    what the caller already read about that lease inside ``tx`` (None: look it up here).
     """
     lease = leasectx.current()
     if lease is None:
         return False
-    if not await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (namespace, lease)):
+    if lease_exists is None:
+        lease_exists = bool(
+            await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (namespace, lease))
+        )
+    if not lease_exists:
         raise NotFoundError(f"lease {lease!r} does not exist")
     tx.execute_later(
         "INSERT OR IGNORE INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?)",
@@ -113,26 +120,39 @@ class SqlLeaseManager:
         if not id:
             raise InvalidArgumentError("lease id must be provided")
         labels.validate_all(labels_ or {})
-        async with self.db.update() as tx:
-            await ensure(tx, ns)
-            if await tx.fetchone("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (ns, id)):
-                raise AlreadyExistsError(f"lease {id!r}: already exists")
-            now = time.time_ns()
-            tx.execute_later(
-                "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)",
-                (ns, id, dump_map(labels_), now),
-            )
-            self.hooks.mutated(tx)
+        now = time.time_ns()
+        try:
+            async with self.db.update() as tx:
+                await ensure(tx, ns)
+                # No look first: the primary key refuses an existing id (below); the insert runs
+                # with the COMMIT, in one call into the database's worker.
+                tx.execute_later(
+                    "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)",
+                    (ns, id, dump_map(labels_), now),
+                )
+                self.hooks.mutated(tx)
+        except sqlite3.IntegrityError as e:
+            if not duplicate_key(e):
+                raise
+            raise AlreadyExistsError(f"lease {id!r}: already exists") from None
         return Lease(id=id, labels=load_map(dump_map(labels_)), created_at=to_datetime(now))
 
     async def delete(self, id: str, *, sync: bool = False) -> None:
         ns = namespaces.required()
+        deleted = False
+
+        def count(rows: int) -> None:
+            nonlocal deleted
+            deleted = rows > 0
+            if deleted:
+                self.hooks.mutated(tx, dirty=True)
+
         async with self.db.update() as tx:
-            n = await tx.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, id))
-            if n == 0:
-                raise NotFoundError(f"lease {id!r}: not found")
-            # lease_resources go with it (ON DELETE CASCADE)
-            self.hooks.mutated(tx, dirty=True)
+            # lease_resources go with it (ON DELETE CASCADE). Run with the COMMIT (one call into
+            # the database's worker); a lease that was not there leaves an empty commit behind.
+            tx.execute_later("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, id), count)
+        if not deleted:
+            raise NotFoundError(f"lease {id!r}: not found")
         if sync and self.collect is not None:
             await asyncio.shield(self.collect())
 

@@ -38,7 +38,7 @@ class Metadata:
     ) -> None:
         self.db = db
         self.hooks = Hooks(publisher)
-        self.namespaces = SqlNamespaceStore(db)
+        self.namespaces = SqlNamespaceStore(db, self.hooks)
         self.containers = SqlContainerStore(db, self.hooks)
         self.images = SqlImageStore(db, self.hooks)
         self.leases = SqlLeaseManager(db, self.hooks)
@@ -73,16 +73,30 @@ class Metadata:
         return await self.collector.collect()
 
     async def _sweep_backends(self, stats: Stats) -> None:
-        if self.content is not None:
-            try:
-                stats.blobs_removed, stats.ingests_aborted = await content_mod.garbage_collect(self.content)
-            except Exception as e:
-                log.warning("content garbage collection failed: %s", e, exc_info=True)
-        for name, sn in self.snapshotters.items():
-            try:
-                stats.snapshots_removed[name] = await sn.garbage_collect()
-            except Exception as e:
-                log.warning("snapshot garbage collection of %s failed: %s", name, e, exc_info=True)
+        # Only the backends that lost a record (or may hold a leftover) since their last
+        # sweep; one whose sweep fails or is cancelled stays dirty for the next collection.
+        content, dirty = self.hooks.take_dirty()
+        pending = set(dirty) & set(self.snapshotters)
+        try:
+            if content and self.content is not None:
+                try:
+                    blobs, ingests = await content_mod.garbage_collect(self.content)
+                    stats.blobs_removed, stats.ingests_aborted = blobs, ingests
+                    content = False
+                except Exception as e:
+                    log.warning("content garbage collection failed: %s", e, exc_info=True)
+            for name, sn in self.snapshotters.items():
+                if name not in pending:
+                    continue
+                try:
+                    stats.snapshots_removed[name] = await sn.garbage_collect()
+                    pending.discard(name)
+                except Exception as e:
+                    log.warning("snapshot garbage collection of %s failed: %s", name, e, exc_info=True)
+        finally:
+            self.hooks.backend_dirty(content=content and self.content is not None)
+            for name in pending:
+                self.hooks.backend_dirty(snapshotter=name)
 
     async def close(self) -> None:
         await self.db.close()

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from arun import identifiers, labels
 from arun.errdefs import AlreadyExistsError, FailedPreconditionError, NotFoundError
 from arun.metadata.db import Database, Tx
+
+if TYPE_CHECKING:
+    from arun.metadata.common import Hooks
 
 
 async def ensure(tx: Tx, namespace: str) -> None:
@@ -31,8 +35,9 @@ _HOLDERS = (
 
 
 class SqlNamespaceStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hooks: Hooks | None = None) -> None:
         self.db = db
+        self.hooks = hooks
 
     async def create(self, name: str, labels_: dict[str, str] | None = None) -> None:
         identifiers.validate(name)
@@ -114,5 +119,8 @@ class SqlNamespaceStore:
             # Leases and ingests hold nothing by themselves once the namespace is empty.
             await tx.execute("DELETE FROM lease_resources WHERE namespace = ?", (name,))
             await tx.execute("DELETE FROM leases WHERE namespace = ?", (name,))
-            await tx.execute("DELETE FROM ingests WHERE namespace = ?", (name,))
+            dropped = await tx.execute("DELETE FROM ingests WHERE namespace = ?", (name,))
+            if dropped and self.hooks is not None:
+                # Their backend ingests are garbage collection's to abort.
+                self.hooks.backend_dirty_on_commit(tx, content=True)
             await tx.execute("DELETE FROM namespaces WHERE name = ?", (name,))

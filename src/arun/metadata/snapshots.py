@@ -10,13 +10,14 @@ garbage collection once no namespace refers to it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from arun import namespaces
+from arun import leasectx, namespaces
 from arun.api.containerd.events import snapshot_pb2
 from arun.core.mount import Mount
 from arun.core.snapshots import Cleaner, Info, Kind, Snapshotter, Usage
@@ -88,6 +89,10 @@ def _overlay(binfo: Info, row: sqlite3.Row) -> Info:
 
 
 _SELECT = "SELECT key, backend_key, parent, labels, created_at, updated_at FROM snapshots"
+_INSERT = (
+    "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, created_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass
@@ -106,6 +111,22 @@ class NamespacedSnapshotter:
         self.backend = backend
         self.hooks = hooks or Hooks()
         self.lock = RWLock()
+        # Swept at the first collection: a crash may have left backend snapshots behind.
+        self.hooks.backend_dirty(snapshotter=name)
+        self._type = leases.snapshot_type(name)
+        self._mounts: dict[tuple[str, str], tuple[Mount, ...]] = {}
+        self._mounts_gen = 0
+        self.hooks.on_snapshot_removed(self._forget_mounts)
+
+    @contextlib.asynccontextmanager
+    async def _dirty_on_failure(self) -> AsyncIterator[None]:
+        """Mark this backend dirty if the block fails: a backend change may have happened
+        (or the commit may have landed) without the record that refers to it."""
+        try:
+            yield
+        except BaseException:
+            self.hooks.backend_dirty(snapshotter=self.name)
+            raise
 
     async def _row(self, tx: Tx, ns: str, key: str) -> sqlite3.Row | None:
         return await tx.fetchone(
@@ -171,7 +192,35 @@ class NamespacedSnapshotter:
         return await self.backend.usage(await self._resolve(key))
 
     async def mounts(self, key: str) -> list[Mount]:
-        return await self.backend.mounts(await self._resolve(key))
+        ns = namespaces.required()
+        cached = self._mounts.get((ns, key))
+        if cached is not None:
+            return list(cached)
+        gen = self._mounts_gen
+        mounts = await self.backend.mounts(await self._resolve(key))
+        self._remember_mounts(ns, key, mounts, gen)
+        return mounts
+
+    # A snapshot's mounts follow from its backend snapshot's id, kind and parents, none of
+    # which change while its record lives (a commit replaces the record; backend keys are
+    # never reused): they are kept per namespace and key, filled by Prepare/View and Mounts,
+    # and dropped whenever a record of this snapshotter is removed (Remove, Commit, garbage
+    # collection: ``Hooks.snapshot_removed``, before and right after the removal commits). A
+    # read that raced a drop is not kept.
+    MOUNTS_CACHE_SIZE = 256
+
+    def _remember_mounts(self, ns: str, key: str, mounts: list[Mount], gen: int) -> None:
+        if gen != self._mounts_gen:
+            return
+        cache = self._mounts
+        if len(cache) >= self.MOUNTS_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[(ns, key)] = tuple(mounts)
+
+    def _forget_mounts(self, ns: str, snapshotter: str, key: str) -> None:
+        if snapshotter == self.name:
+            self._mounts.pop((ns, key), None)
+            self._mounts_gen += 1
 
     async def prepare(
         self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
@@ -193,61 +242,93 @@ class NamespacedSnapshotter:
         base = clean_map(labels_)
         validate_labels(base)
         target = base.get(LABEL_SNAPSHOT_REF, "")
-        async with self.lock.shared():
-            conflict: str | None = None
-            async with self.db.update() as tx:
-                await ensure(tx, ns)
-                if target and await self._row(tx, ns, target) is not None:
-                    await leases.attach(tx, ns, leases.snapshot_type(self.name), target)
-                    conflict = f"target snapshot {target!r}: already exists"
-                elif await self._row(tx, ns, key) is not None:
-                    await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
-                    conflict = f"snapshot {key!r}: already exists"
-                else:
-                    bparent = ""
-                    if parent:
-                        prow = await self._row(tx, ns, parent)
-                        if prow is None:
-                            raise NotFoundError(f"parent snapshot {parent} does not exist")
-                        bparent = prow["backend_key"]
-                    bkey = backend_key(ns, await next_sequence(tx, f"snapshots/{self.name}"), key)
-            if conflict is not None:
-                raise AlreadyExistsError(conflict)
+        create = self.backend.view if readonly else self.backend.prepare
+        # One write transaction around the backend's work, as containerd's bolt transaction:
+        # the checks, the key's sequence number, the backend snapshot and then its record. A
+        # backend snapshot whose record did not commit is removed here, or (if that fails too)
+        # left to garbage collection; its backend key is never reused either way, since the
+        # sequence only moves on with a record that refers to it.
+        conflict: str | None = None
+        created: str | None = None
+        committed = False
 
-            create = self.backend.view if readonly else self.backend.prepare
-            mounts = await create(bkey, bparent, labels=inherited(base))
+        def done() -> None:
+            nonlocal committed
+            committed = True
+
+        async with self.lock.shared():
             try:
                 async with self.db.update() as tx:
-                    if await self._row(tx, ns, key) is not None:
-                        raise AlreadyExistsError(f"snapshot {key!r}: already exists")
-                    if parent:
-                        prow = await self._row(tx, ns, parent)
-                        if prow is None:
-                            raise NotFoundError(f"parent snapshot {parent} does not exist")
-                        if prow["backend_key"] != bparent:
-                            raise InvalidArgumentError(f"mismatched parent {parent} from target {target}")
-                    await leases.attach(tx, ns, leases.snapshot_type(self.name), key)
-                    now = time.time_ns()
-                    await tx.execute(
-                        "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, "
-                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (ns, self.name, key, bkey, parent, dump_map(base), now, now),
-                    )
-                    if not readonly:
-                        self.hooks.publish(
-                            tx,
-                            ns,
-                            "/snapshot/prepare",
-                            snapshot_pb2.SnapshotPrepare(key=key, parent=parent, snapshotter=self.name),
+                    await ensure(tx, ns)
+                    # The target, key and parent rows and whether this context's lease exists,
+                    # in one statement (the lease's row has a NULL key; lease ids are never empty).
+                    lease = leasectx.current() or ""
+                    rows = {
+                        r["key"]: r["backend_key"]
+                        for r in await tx.fetchall(
+                            "SELECT key, backend_key FROM snapshots "
+                            "WHERE namespace = ? AND snapshotter = ? AND key IN (?, ?, ?) "
+                            "UNION ALL SELECT NULL, id FROM leases WHERE namespace = ? AND id = ?",
+                            (ns, self.name, target, key, parent, ns, lease),
                         )
-                    self.hooks.mutated(tx)
+                    }
+                    leased = None in rows
+                    if target and target in rows:
+                        await leases.attach(tx, ns, self._type, target, lease_exists=leased)
+                        conflict = f"target snapshot {target!r}: already exists"
+                    elif key in rows:
+                        await leases.attach(tx, ns, self._type, key, lease_exists=leased)
+                        conflict = f"snapshot {key!r}: already exists"
+                    else:
+                        bparent = ""
+                        if parent:
+                            if parent not in rows:
+                                raise NotFoundError(f"parent snapshot {parent} does not exist")
+                            bparent = rows[parent]
+                        # Before the backend's work: a missing lease fails with nothing created.
+                        await leases.attach(tx, ns, self._type, key, lease_exists=leased)
+                        bkey = backend_key(ns, await next_sequence(tx, f"snapshots/{self.name}"), key)
+                        try:
+                            mounts = await create(bkey, bparent, labels=inherited(base))
+                        except BaseException:
+                            # A backend that failed (or was cancelled) half-way may have left something.
+                            self.hooks.backend_dirty(snapshotter=self.name)
+                            raise
+                        created = bkey
+                        gen = self._mounts_gen
+                        now = time.time_ns()
+                        # Runs with the COMMIT; the key was checked under this write transaction.
+                        tx.execute_later(
+                            _INSERT,
+                            (ns, self.name, key, bkey, parent, dump_map(base), now, now),
+                        )
+                        if not readonly:
+                            self.hooks.publish(
+                                tx,
+                                ns,
+                                "/snapshot/prepare",
+                                snapshot_pb2.SnapshotPrepare(key=key, parent=parent, snapshotter=self.name),
+                            )
+                        self.hooks.mutated(tx)
+                        tx.on_commit(done)
             except BaseException:
-                try:
-                    await self.backend.remove(bkey)
-                except Exception as e:
-                    log.error("failed to clean up unreferenced snapshot %r of %s: %s", bkey, self.name, e)
+                if created is not None and not committed:
+                    await self._remove_unreferenced(created)
                 raise
+        if conflict is not None:
+            raise AlreadyExistsError(conflict)
+        self._remember_mounts(ns, key, mounts, gen)
         return mounts
+
+    async def _remove_unreferenced(self, bkey: str) -> None:
+        """Remove a backend snapshot whose record never committed (or leave it to GC)."""
+        try:
+            await self.backend.remove(bkey)
+        except BaseException as e:
+            self.hooks.backend_dirty(snapshotter=self.name)
+            if not isinstance(e, Exception):
+                raise
+            log.error("failed to clean up unreferenced snapshot %r of %s: %s", bkey, self.name, e)
 
     async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
         ns = namespaces.required()
@@ -256,7 +337,7 @@ class NamespacedSnapshotter:
         base = clean_map(labels)
         validate_labels(base)
         conflict = False
-        async with self.lock.shared(), self.db.update() as tx:
+        async with self.lock.shared(), self._dirty_on_failure(), self.db.update() as tx:
             await leases.attach(tx, ns, leases.snapshot_type(self.name), name)
             if await self._row(tx, ns, name) is not None:
                 conflict = True
@@ -274,12 +355,12 @@ class NamespacedSnapshotter:
                     (ns, self.name, key),
                 )
                 await tx.execute(
-                    "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    _INSERT,
                     (ns, self.name, name, name_key, parent, dump_map(base), now, now),
                 )
                 await leases.detach(tx, ns, leases.snapshot_type(self.name), key)
                 # The backend commit is the last step: if it fails the transaction rolls back.
+                self.hooks.snapshot_removed(tx, ns, self.name, key)
                 await self.backend.commit(name_key, row["backend_key"], labels=inherited(base))
                 self.hooks.publish(
                     tx,
@@ -302,6 +383,7 @@ class NamespacedSnapshotter:
                 (ns, self.name, key),
             ):
                 raise FailedPreconditionError("cannot remove snapshot with child")
+            self.hooks.snapshot_removed(tx, ns, self.name, key)
             await tx.execute(
                 "DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
                 (ns, self.name, key),
@@ -310,6 +392,8 @@ class NamespacedSnapshotter:
             self.hooks.publish(
                 tx, ns, "/snapshot/remove", snapshot_pb2.SnapshotRemove(key=key, snapshotter=self.name)
             )
+            # The backend snapshot is garbage collection's to remove.
+            self.hooks.backend_dirty_on_commit(tx, snapshotter=self.name)
             self.hooks.mutated(tx, dirty=True)
 
     async def walk(self, *filters: str) -> AsyncIterator[Info]:

@@ -221,3 +221,57 @@ async def test_isolated_policy(db: Database, backend: LocalStore) -> None:
         await w.write(b"abc")
         await w.commit(3, d)
         assert (await store.info(d)).size == 3
+
+
+async def record(store: SqlContentStore, dgst: str, size: int, **labels: str) -> None:
+    """Record a blob the backend already holds in the current namespace."""
+    w = await store.writer("again", total=size, expected=dgst)
+    await w.commit(size, dgst, labels=labels)
+
+
+async def test_info_is_never_stale_nor_shared(store: SqlContentStore) -> None:
+    """``info`` reuses the Info it made of a cached row: every change must show, in its
+    namespace only, and a caller changing what it got changes nothing for the next."""
+    data = b"memo bytes"
+    with namespaces.use("one"):
+        dgst = await put(store, data, a="1")
+        first = await store.info(dgst)
+        first.labels["mine"] = "x"
+        first.size = 0
+        again = await store.info(dgst)
+        assert (again.size, again.labels) == (len(data), {"a": "1"})
+        assert again is not first and again.labels is not first.labels
+        assert await store.size(dgst) == len(data)
+        await store.update(Info(dgst, 0, first.created_at, first.updated_at, {"a": "2"}), ["labels.a"])
+        updated = await store.info(dgst)
+        assert updated.labels == {"a": "2"} and updated.updated_at >= again.updated_at
+    with namespaces.use("two"):
+        with pytest.raises(NotFoundError):
+            await store.info(dgst)
+        with pytest.raises(NotFoundError):
+            await store.size(dgst)
+        await record(store, dgst, len(data), b="3")
+        assert (await store.info(dgst)).labels == {"b": "3"}
+    with namespaces.use("one"):
+        assert (await store.info(dgst)).labels == {"a": "2"}
+        await store.delete(dgst)
+        with pytest.raises(NotFoundError):
+            await store.info(dgst)
+        with pytest.raises(NotFoundError):
+            await store.size(dgst)
+        with pytest.raises(InvalidArgumentError):
+            await store.size("sha256:XYZ")
+        await record(
+            store, dgst, len(data), c="4"
+        )  # recorded again: new labels, not the ones memoised before
+        assert (await store.info(dgst)).labels == {"c": "4"}
+    with namespaces.use("two"):
+        assert (await store.info(dgst)).labels == {"b": "3"}
+
+
+async def test_info_memo_is_bounded(store: SqlContentStore, ns: str) -> None:
+    from arun.metadata import content as contentmod
+
+    for i in range(contentmod.INFO_MEMO_SIZE + 10):
+        await store.info(await put(store, b"blob %d" % i))
+    assert len(store._infos) == contentmod.INFO_MEMO_SIZE

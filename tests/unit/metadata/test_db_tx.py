@@ -324,6 +324,9 @@ async def test_a_read_that_raced_a_write_is_not_cached(database: Database, monke
         return row
 
     monkeypatch.setattr(dbmod, "_lookup", slow_lookup)
+    # Only a read through the reader's worker can race a write (an inline read runs on the loop,
+    # where writes end): the path a lookup takes when the inline read is refused.
+    monkeypatch.setattr(database, "_inline", None)
     task = asyncio.create_task(database.lookup(LABELS, ("a",)))
     await asyncio.to_thread(read.wait, 10)
     await set_labels(database, "a", '{"k": "v"}')
@@ -333,6 +336,61 @@ async def test_a_read_that_raced_a_write_is_not_cached(database: Database, monke
     monkeypatch.setattr(dbmod, "_lookup", real)
     row = await database.lookup(LABELS, ("a",))
     assert row is not None and row["labels"] == '{"k": "v"}'
+
+
+async def test_lookups_the_cache_cannot_answer_run_on_the_loop(database: Database, monkeypatch: Any) -> None:
+    await create(database, "a", '{"k": "v"}')
+    threads: list[int] = []
+    real = dbmod._lookup
+
+    def recording(sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> Any:
+        threads.append(threading.get_ident())
+        return real(sql, params, raw)
+
+    monkeypatch.setattr(dbmod, "_lookup", recording)
+    join = "SELECT n.labels FROM namespaces n LEFT JOIN leases l ON l.namespace = n.name WHERE n.name = ?"
+    row = await database.lookup(LABELS, ("a",))  # a miss, then cached
+    assert row is not None and row["labels"] == '{"k": "v"}'
+    assert (await database.lookup(join, ("a",)))["labels"] == '{"k": "v"}'  # type: ignore[index]
+    assert threads == [threading.get_ident()] * 2
+    # The inline connection keeps no read transaction (and so no old snapshot) open between reads.
+    assert database._inline is not None and not database._inline.in_transaction
+    await set_labels(database, "a", '{"k": "w"}')
+    assert (await database.lookup(LABELS, ("a",)))["labels"] == '{"k": "w"}'  # type: ignore[index]
+    assert (await database.lookup(join, ("a",)))["labels"] == '{"k": "w"}'  # type: ignore[index]
+    # The inline connection cannot write (so nothing writes around the cache's invalidation).
+    with pytest.raises(sqlite3.OperationalError):
+        database._inline.execute("DELETE FROM namespaces")
+
+
+async def test_a_lookup_refused_as_busy_reads_through_the_worker(
+    database: Database, monkeypatch: Any
+) -> None:
+    await create(database, "a", '{"k": "v"}')
+    real = dbmod._lookup
+    threads: list[int] = []
+
+    def busy_inline(sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> Any:
+        if raw is database._inline:
+            e = sqlite3.OperationalError("database is locked")
+            e.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise e
+        threads.append(threading.get_ident())
+        return real(sql, params, raw)
+
+    monkeypatch.setattr(dbmod, "_lookup", busy_inline)
+    row = await database.lookup(LABELS, ("a",))
+    assert row is not None and row["labels"] == '{"k": "v"}'
+    assert len(threads) == 1 and threads[0] != threading.get_ident()  # the reader's worker
+    await set_labels(database, "a", '{"k": "w"}')
+    assert (await database.lookup(LABELS, ("a",)))["labels"] == '{"k": "w"}'  # type: ignore[index]
+
+    def broken_inline(sql: str, params: tuple[Any, ...], raw: sqlite3.Connection) -> Any:
+        raise sqlite3.OperationalError("no such table: nothing")
+
+    monkeypatch.setattr(dbmod, "_lookup", broken_inline)  # other errors are not retried
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await database.lookup("SELECT 1 FROM namespaces WHERE name = ?", ("zz",))
 
 
 async def test_the_cache_is_bounded(database: Database) -> None:

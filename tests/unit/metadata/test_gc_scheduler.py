@@ -127,3 +127,70 @@ async def test_without_task_collects_inline(collector: CountingCollector) -> Non
     assert collector.runs == 1
     s.mutation(True)  # not started: nothing scheduled, nothing raised
     await s.close()
+
+
+async def test_after_the_first_collection_deletions_wait_for_the_next_tick(
+    collector: CountingCollector,
+) -> None:
+    # A tiny pause threshold: ticks ~50 s apart.
+    s = scheduler(collector, pause_threshold=0.0001)
+    s.start()
+    try:
+        await wait_for(lambda: collector.runs == 1)
+        s._earliest = 0.0  # the pause threshold alone would allow a collection now
+        s.mutation(True)
+        await asyncio.sleep(0.05)
+        assert collector.runs == 1  # not right after the deletion
+        # an explicit request still runs at once, and takes the pending deletion with it
+        await s.schedule_and_wait()
+        assert collector.runs == 2
+        assert not s._due()
+    finally:
+        await s.close()
+
+
+async def test_ticks_collect_only_when_something_was_deleted(collector: CountingCollector) -> None:
+    # pause_threshold 0.5: a tick every few milliseconds.
+    s = scheduler(collector, pause_threshold=0.5)
+    s.start()
+    try:
+        await wait_for(lambda: collector.runs == 1)
+        for _ in range(5):
+            s.mutation(False)
+        await asyncio.sleep(0.1)  # many ticks, nothing deleted
+        assert collector.runs == 1
+        s.mutation(True)
+        await wait_for(lambda: collector.runs == 2)
+        await asyncio.sleep(0.05)
+        assert collector.runs == 2
+    finally:
+        await s.close()
+
+
+async def test_mutation_threshold_is_checked_at_ticks(collector: CountingCollector) -> None:
+    s = scheduler(collector, pause_threshold=0.5, mutation_threshold=3)
+    s.start()
+    try:
+        await wait_for(lambda: collector.runs == 1)
+        s.mutation(False)
+        s.mutation(False)
+        await asyncio.sleep(0.05)
+        assert collector.runs == 1
+        s.mutation(False)
+        await wait_for(lambda: collector.runs == 2)
+    finally:
+        await s.close()
+
+
+async def test_deletion_threshold_collects_at_once(collector: CountingCollector) -> None:
+    s = scheduler(collector, pause_threshold=0.0001, deletion_threshold=2)
+    s.start()
+    try:
+        await wait_for(lambda: collector.runs == 1)
+        s.mutation(True)
+        await asyncio.sleep(0.05)
+        assert collector.runs == 1
+        s.mutation(True)
+        await wait_for(lambda: collector.runs == 2)
+    finally:
+        await s.close()

@@ -98,6 +98,45 @@ async def test_content_read_ranges(meta: Metadata) -> None:
         await read(len(data) + 1, 0)
     with namespaces.use("elsewhere"), pytest.raises(NotFoundError):
         await read(0, 0)
+    with pytest.raises(NotFoundError):
+        _ = [c async for c in local.read(digest_bytes(b"never written"))]
+
+
+async def test_content_read_servicer_validates_before_sending(meta: Metadata) -> None:
+    from arun.api.containerd.services.content.v1 import content_pb2
+    from arun.services.content.grpc import ContentServicer
+
+    class Stream:
+        def __init__(self, req: object) -> None:
+            self.req = req
+            self.sent: list[content_pb2.ReadContentResponse] = []
+
+        async def recv_message(self) -> object:
+            return self.req
+
+        async def send_message(self, msg: content_pb2.ReadContentResponse) -> None:
+            self.sent.append(msg)
+
+    local = ContentLocal(meta.content_store())
+    data = b"small blob"
+    dgst = digest_bytes(data)
+    w = await local.writer("r", total=len(data))
+    await w.write(data)
+    await w.commit(len(data), dgst)
+    servicer = ContentServicer(local)
+    for bad, error in (("sha256:XYZ", InvalidArgumentError), ("", InvalidArgumentError)):
+        stream = Stream(content_pb2.ReadContentRequest(digest=bad))
+        with pytest.raises(error):
+            await servicer.Read(stream)
+        assert stream.sent == []
+    stream = Stream(content_pb2.ReadContentRequest(digest=dgst))
+    await servicer.Read(stream)
+    assert [(m.offset, m.data) for m in stream.sent] == [(0, data)]  # a small blob: one message
+    with namespaces.use("elsewhere"):
+        stream = Stream(content_pb2.ReadContentRequest(digest=dgst))
+        with pytest.raises(NotFoundError):
+            await servicer.Read(stream)
+        assert stream.sent == []
 
 
 def test_snapshotter_lookup(meta: Metadata) -> None:

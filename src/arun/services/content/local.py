@@ -33,15 +33,15 @@ class ContentLocal:
 
     async def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[tuple[int, bytes]]:
         """``(offset, data)`` chunks of ``size`` bytes from ``offset`` (all that is left if ``size`` <= 0)."""
-        info = await self.store.info(digest)
+        length = await self.store.size(digest)  # validates the digest; NotFound if not visible here
         offset = max(offset, 0)
-        if offset > info.size:
-            raise OutOfRangeError(f"read past object length {info.size} bytes")
-        if size <= 0 or offset + size > info.size:
-            size = info.size - offset
-        # Visible in this namespace (the info above): straight to the blob, without the second
+        if offset > length:
+            raise OutOfRangeError(f"read past object length {length} bytes")
+        if size <= 0 or offset + size > length:
+            size = length - offset
+        # Visible in this namespace (the size above): straight to the blob, without the second
         # lookup ``store.reader_at`` would make.
-        ra = await self.store.backend.reader_at(Descriptor("", digest, info.size))
+        ra = await self.store.backend.reader_at(Descriptor("", digest, length))
         try:
             end = offset + size
             while offset < end:

@@ -1,0 +1,150 @@
+"""tools/grpcfast/ab_create.py plus (branch mutpath): the daemon CPU of a whole create + rm cycle
+(garbage collection included, wherever it lands) and, from the daemons' logs, the median
+``duration_ms`` per method of the requests logged at the chosen level (``info``: the mutating
+ones).
+
+    git -C /work/main archive main src | tar -x -C /tmp/mp-base
+    PYTHONPATH=src python tools/mutpath/ab_create.py /tmp/mp-base/src src --rounds 12 --creates 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from arun.benchmarks import shim_bench as sb
+from arun.benchmarks.reference import stop
+from arun.testing.ociarchive import Entry, build_archive
+from arun.testing.ociarchive import busybox_rootfs as layer
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of all threads of ``pid`` so far (ns, from schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+PIDS: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def daemon(base: Path, src: str, level: str) -> Iterator[Path]:
+    sock = base / "arun.sock"
+    log = base / "arun.log"
+    argv = [sys.executable, "-m", "arun", "daemon", "--root", str(base / "root")]
+    argv += ["--state", str(base / "state"), "--address", str(sock), "-l", level]
+    env = {**os.environ, "PYTHONPATH": src}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    PIDS[sock] = proc.pid
+    try:
+        sb._wait_socket(sock, proc, log)
+        yield sock
+    finally:
+        stop(proc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("srcs", nargs="+")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--creates", type=int, default=10, help="ctr containers create per round and daemon")
+    ap.add_argument("-g", "--grpcbench", help="Go client: sequential unary calls, prints p50 p90 in µs")
+    ap.add_argument("--calls", type=int, default=500)
+    ap.add_argument("--method", default="/containerd.services.version.v1.Version/Version")
+    ap.add_argument("--log-level", default="info")
+    ap.add_argument("--hold", action="store_true")
+    args = ap.parse_args()
+    names = [chr(ord("A") + i) for i in range(len(args.srcs))]
+    with sb.workdir() as base, contextlib.ExitStack() as stack:
+        archive = base / "image.tar"
+        build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
+        socks = {}
+        for name, src in zip(names, args.srcs, strict=True):
+            (base / name).mkdir()
+            src = os.path.abspath(src)
+            socks[name] = stack.enter_context(daemon(base / name, src, args.log_level))
+        ns = "gf-" + uuid.uuid4().hex[:6]
+        for s in socks.values():
+            sb._ctr(s, ns, "images", "import", str(archive))
+        if args.hold:
+            print(json.dumps({"socks": {k: str(v) for k, v in socks.items()}, "ns": ns}), flush=True)
+            sys.stdin.read()
+            return
+        create: dict[str, list[float]] = {n: [] for n in names}
+        create_cpu: dict[str, list[float]] = {n: [] for n in names}
+        cycle_cpu: dict[str, list[float]] = {n: [] for n in names}
+        calls: dict[str, list[float]] = {n: [] for n in names}
+        calls_cpu: dict[str, list[float]] = {n: [] for n in names}
+        counter = 0
+        for r in range(args.rounds + 1):  # round 0 warms up
+            for name, s in socks.items():
+                pid = PIDS[s]
+                if args.grpcbench:
+                    c0 = cpu_ns(pid)
+                    got = subprocess.run(
+                        [args.grpcbench, "-a", str(s), "-n", str(args.calls), "-m", args.method, "-ns", ns],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout.split()
+                    if r:
+                        calls[name].append(float(got[0]))
+                        calls_cpu[name].append((cpu_ns(pid) - c0) / 1000 / (args.calls + 50))
+                for _ in range(args.creates):
+                    counter += 1
+                    c0 = cpu_ns(pid)
+                    t0 = time.perf_counter()
+                    sb._ctr(s, ns, "containers", "create", sb.IMAGE, f"c{counter}", "sleep", "1")
+                    if r:
+                        create[name].append((time.perf_counter() - t0) * 1000)
+                        create_cpu[name].append((cpu_ns(pid) - c0) / 1e6)
+                    sb._ctr(s, ns, "containers", "rm", f"c{counter}")
+                    if r:
+                        cycle_cpu[name].append((cpu_ns(pid) - c0) / 1e6)
+
+        def med(xs: list[float], digits: int) -> float | None:
+            return round(statistics.median(xs), digits) if xs else None
+
+        out = {
+            n: {
+                "create_p50_ms": med(create[n], 1),
+                "daemon_cpu_ms_per_create": med(create_cpu[n], 2),
+                "daemon_cpu_ms_per_create_and_rm_mean": round(statistics.mean(cycle_cpu[n]), 2),
+                "daemon_cpu_ms_per_create_and_rm_p50": med(cycle_cpu[n], 2),
+                "unary_p50_us_median_of_rounds": med(calls[n], 0),
+                "daemon_cpu_us_per_unary": med(calls_cpu[n], 1),
+            }
+            for n in names
+        }
+        import re
+
+        for n in names:
+            per: dict[str, list[float]] = {}
+            for line in (base / n / "arun.log").read_text().splitlines():
+                if "request done" in line:
+                    m = re.search(r"duration_ms=([0-9.]+).*method=(\S+)", line)
+                    if m:
+                        per.setdefault(
+                            m.group(2).split("/")[-2].split(".")[-1] + "/" + m.group(2).split("/")[-1], []
+                        ).append(float(m.group(1)))
+            out[n]["handler_ms"] = {
+                k: (round(statistics.median(v), 3), len(v)) for k, v in sorted(per.items()) if len(v) > 20
+            }
+        print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
