@@ -163,6 +163,8 @@ def paths(root: Path, state: Path, namespace: str, id: str) -> tuple[Path, Path]
 
 def _userns_root_gid(spec: bytes) -> int:
     """The host gid of gid 0 in the spec's user namespace (0 without one)."""
+    if b"gidMappings" not in spec:
+        return 0  # most specs: no need to parse a few KiB of JSON on the Create path
     try:
         doc = json.loads(spec)
         maps = (doc.get("linux") or {}).get("gidMappings") or []

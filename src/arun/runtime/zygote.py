@@ -122,8 +122,16 @@ class Zygote_:
 
     def replenish(self) -> None:
         self.reap()
+        sweep_warm_dirs()
         while len(self.spares) < self.want:
-            self.spares.append(self.fork_spare())
+            spare = self.fork_spare()
+            # Until it gets a task, a spare (setting itself up, warming up, waiting) runs only on
+            # a CPU nothing else wants; ``send`` puts it back under SCHED_OTHER. Only when that
+            # is sure to be allowed (root): a shim left under SCHED_IDLE would crawl on a busy host.
+            if os.geteuid() == 0:
+                with contextlib.suppress(OSError):
+                    os.sched_setscheduler(spare.pid, os.SCHED_IDLE, os.sched_param(0))
+            self.spares.append(spare)
 
     def reap(self) -> None:
         """Forget a template that died (the next spare comes from the zygote and a new one)."""
@@ -131,24 +139,41 @@ class Zygote_:
             self.template.sock.close()
             self.template = None
 
-    def launch(self, spare: _Spare, activation: dict[str, Any], listener_fd: int) -> int:
+    def launch(self, spare: _Spare, activation: dict[str, Any], listener_fd: int, sent: bool = False) -> int:
         """Hand ``listener_fd`` and the shim's parameters to ``spare`` (to another one, should
-        it have died); the shim's pid."""
+        it have died); the shim's pid. ``sent``: :meth:`send` already gave them to ``spare``."""
         payload = json.dumps(activation).encode()
         for _ in range(3):
-            try:
-                socket.send_fds(spare.sock, [payload], [listener_fd])
-                # The spare acknowledges once it holds the listener: a spare that died after
-                # we picked it must not take the socket with it.
-                spare.sock.settimeout(ACK_TIMEOUT)
-                ok = spare.sock.recv(8) == b"ok"
-            except OSError:
-                ok = False
+            if not sent:
+                sent = self.send(spare, payload, listener_fd)
+            # The spare acknowledges once it holds the listener: a spare that died after we
+            # picked it must not take the socket with it.
+            ok = sent and self.confirmed(spare)
             spare.sock.close()
             if ok:
                 return spare.pid
-            spare = self.take_spare()  # that one is gone (killed): another
+            spare, sent = self.take_spare(), False  # that one is gone (killed): another
         raise RuntimeError("no spare shim could be started")
+
+    @staticmethod
+    def send(spare: _Spare, payload: bytes, listener_fd: int) -> bool:
+        """Give ``spare`` its parameters and listener (it acknowledges: :meth:`confirmed`),
+        under the normal scheduling policy again (a spare warms up under ``SCHED_IDLE``)."""
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
+        try:
+            socket.send_fds(spare.sock, [payload], [listener_fd])
+        except OSError:
+            return False
+        return True
+
+    @staticmethod
+    def confirmed(spare: _Spare) -> bool:
+        try:
+            spare.sock.settimeout(ACK_TIMEOUT)
+            return spare.sock.recv(8) == b"ok"
+        except OSError:
+            return False
 
     def close(self) -> None:
         for spare in self.spares:
@@ -157,6 +182,31 @@ class Zygote_:
         if self.template is not None:
             self.template.close()
             self.template = None
+
+
+def sweep_warm_dirs() -> None:
+    """Remove the warm-up directories (``arun.shim.server._warm_spare``) of spares that are
+    gone: one killed while warming up could not remove its own."""
+    import shutil
+    import tempfile
+
+    from arun.shim.server import WARM_DIR_PREFIX
+
+    base = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(WARM_DIR_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(WARM_DIR_PREFIX) :]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        except OSError:
+            pass  # alive (another user's)
 
 
 def _fork_detached() -> tuple[int, socket.socket]:
@@ -369,9 +419,9 @@ def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Cal
     """Do what ``containerd-shim-arun-v1 … start`` does with a ``BootstrapParams``, with a spare
     instead of an exec: the reply, and what is left to do once it has been sent.
 
-    Only finding the address and binding the socket come before the reply: connections
-    queue on a bound socket until the shim accepts them, so the spare is set going, and the
-    bundle files written, after the daemon has its answer."""
+    Finding the address, binding the socket and handing it to a spare come before the reply
+    (connections queue on a bound socket until the shim accepts them); waiting for the spare's
+    acknowledgement and writing the bundle files come after it."""
     from arun.shim import manager, wire
 
     started = time.monotonic()
@@ -398,6 +448,22 @@ def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Cal
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             raise
+    activation: dict[str, Any] = {}
+    sent = False
+    if listener is not None and spare is not None:
+        # The spare gets its task before the daemon gets the reply: the shim's coming up is
+        # what a Create waits for, while the daemon only connects meanwhile (the connection
+        # queues on the bound socket). Its acknowledgement is awaited after the reply.
+        try:
+            activation = _activation(request, namespace, id, bundle, socket_dir)
+            sent = state.send(spare, json.dumps(activation).encode(), listener.fileno())
+        except BaseException:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if not sent:
+                state.spares.insert(0, spare)  # untouched: it serves the next request
+            raise
     reply = {
         "output": base64.b64encode(wire.bootstrap_result(address, 3)).decode(),
         "pid": spare.pid if spare is not None else 0,
@@ -406,29 +472,8 @@ def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Cal
 
     def after() -> None:
         if listener is not None and spare is not None:
-            runc = None
-            if request.get("options"):
-                any_ = wire.AnyMessage.decode(base64.b64decode(request["options"]))
-                runc = wire.RuncOptions.from_any(any_)
-            p = manager.StartParams(
-                namespace=namespace,
-                id=id,
-                grpc_address=request["grpc_address"],
-                ttrpc_address=request["ttrpc_address"],
-                socket_dir=socket_dir,
-                debug=bool(request.get("debug")),
-                runc=runc,
-                bootstrap=True,
-            )
-            activation = {
-                "namespace": namespace,
-                "id": id,
-                "bundle": bundle,
-                "debug": p.debug,
-            }
-            activation.update(_environment_changes(manager.server_environment(p, dict(os.environ))))
             try:
-                pid = state.launch(spare, activation, listener.fileno())
+                pid = state.launch(spare, activation, listener.fileno(), sent=sent)
             finally:
                 listener.close()
             _write_files([(os.path.join(bundle, "shim.pid"), str(pid))])
@@ -438,6 +483,32 @@ def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Cal
         _write_files(files)
 
     return reply, after
+
+
+def _activation(
+    request: dict[str, Any], namespace: str, id: str, bundle: str, socket_dir: str
+) -> dict[str, Any]:
+    """What a spare is told to become the shim of a task: the task and the changes to its
+    environment (the one ``start`` would give the shim it launches)."""
+    from arun.shim import manager, wire
+
+    runc = None
+    if request.get("options"):
+        any_ = wire.AnyMessage.decode(base64.b64decode(request["options"]))
+        runc = wire.RuncOptions.from_any(any_)
+    p = manager.StartParams(
+        namespace=namespace,
+        id=id,
+        grpc_address=request["grpc_address"],
+        ttrpc_address=request["ttrpc_address"],
+        socket_dir=socket_dir,
+        debug=bool(request.get("debug")),
+        runc=runc,
+        bootstrap=True,
+    )
+    activation: dict[str, Any] = {"namespace": namespace, "id": id, "bundle": bundle, "debug": p.debug}
+    activation.update(_environment_changes(manager.server_environment(p, dict(os.environ))))
+    return activation
 
 
 def _environment_changes(env: dict[str, str]) -> dict[str, Any]:

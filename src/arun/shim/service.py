@@ -588,12 +588,23 @@ class TaskAPI:
     """``containerd.task.v{2,3}.Task`` handlers over a :class:`Shim`; ``pb`` is that version's
     generated ``shim_pb2`` module."""
 
-    def __init__(self, shim: Shim, pb: Any) -> None:
-        self.shim = shim
+    def __init__(self, shim: Shim | None, pb: Any) -> None:
+        # None: registered on a server before the shim exists (a zygote's spare prepares its
+        # server while it waits for a task); :meth:`bind` sets it once the task is known.
+        self._shim = shim
         self.pb = pb
         from google.protobuf import empty_pb2
 
         self._empty = empty_pb2.Empty
+
+    def bind(self, shim: Shim) -> None:
+        self._shim = shim
+
+    @property
+    def shim(self) -> Shim:
+        if self._shim is None:
+            raise errdefs.UnavailableError("the shim does not serve a task yet")
+        return self._shim
 
     @property
     def service_name(self) -> str:

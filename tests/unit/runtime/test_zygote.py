@@ -121,6 +121,8 @@ async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> No
             # Detached: not a child of the zygote (nor of us), its own session.
             assert pid != zygote.pid and _ppid(pid) not in (zygote.pid, os.getpid())
             assert os.getsid(pid) == pid
+            # Spares wait under SCHED_IDLE (as root); a shim serving a task is back under SCHED_OTHER.
+            assert os.sched_getscheduler(pid) == os.SCHED_OTHER
             conn = await ShimConnection.connect(by_zygote, "ns", lambda: None)
             try:
                 resp = await conn.call("Connect", conn.request("Connect", id="a"))
@@ -162,6 +164,55 @@ async def test_zygote_errors_are_reported(base: Path, zygote: Zygote) -> None:
         await zygote.spawn(**bad)
     # Still serving after a failed request.
     assert zygote.ready
+
+
+async def test_bad_runtime_options_fail_the_request_and_leave_no_socket(base: Path, zygote: Zygote) -> None:
+    """The spare is told its task before the reply: runtime options it could not decode fail the
+    request itself (the daemon then falls back to the binary, which reports them), leave no
+    socket behind, and the spare serves the next request."""
+    env = env_for(base)
+    with pytest.raises(ZygoteError, match="ValueError"):
+        await zygote.spawn(**spawn_args(env, make_bundle(base, "x")), options=b"\xff\xff\xff")
+    assert not os.path.exists(env.socket_dir) or os.listdir(env.socket_dir) == []
+    good = make_bundle(base, "y")
+    log_fd = os.open(good.path / "log", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        out, pid = await zygote.spawn(**spawn_args(env, good))
+        assert pid > 0
+        await _shutdown(binary.parse_start_output(out).address)
+        assert await _gone(pid)
+    finally:
+        os.close(log_fd)
+
+
+def _a_pid_that_is_gone() -> int:
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    return child
+
+
+async def test_warm_up_dirs_of_dead_spares_are_swept(base: Path) -> None:
+    """A spare killed while warming up leaves its directory; the zygote removes it when it next
+    forks spares (the directory of a live process stays)."""
+    tmp = base / "tmp"
+    tmp.mkdir()
+    child = _a_pid_that_is_gone()
+    stale, live = tmp / f"arun-spare-{child}", tmp / f"arun-spare-{os.getpid()}"
+    for d in (stale, live):
+        (d / "b").mkdir(parents=True)
+    env = env_for(base)
+    z = Zygote(env={**env.environment(""), "TMPDIR": str(tmp)})
+    await z.start()
+    try:
+        for _ in range(500):
+            if not stale.exists():
+                break
+            await asyncio.sleep(0.02)
+        assert not stale.exists() and live.exists()
+    finally:
+        await z.close()
 
 
 async def test_manager_falls_back_to_the_binary(base: Path) -> None:

@@ -54,7 +54,7 @@ SCRIPT = textwrap.dedent(
 
 
 def _run_in_a_bundle(
-    tmp_path: Path, script: str, timeout: float
+    tmp_path: Path, script: str, timeout: float, **extra_env: str
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """Run ``script BUNDLE SOCKET`` in a fresh Python; its result and what it logged into the
     bundle's log FIFO."""
@@ -62,7 +62,7 @@ def _run_in_a_bundle(
     bundle.mkdir()
     os.mkfifo(bundle / "log")
     log_r = os.open(bundle / "log", os.O_RDONLY | os.O_NONBLOCK)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **extra_env)
     try:
         res = subprocess.run(
             [sys.executable, "-c", script, str(bundle), str(tmp_path / "s.sock")],
@@ -226,3 +226,74 @@ def test_a_prepared_spare_serves_once_activated(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.split("\n")[:4] == ["eof 0", "term 0", "connect True True", "exit 0 False"]
     assert '"msg": "shim z2 serving on' in logged
+
+
+WARMED = textwrap.dedent(
+    """
+    import asyncio, os, socket, sys, time
+    from arun.shim import manager, server
+
+    assert server.WARM_SPARES
+    server.preload()
+    bundle, sock_path = sys.argv[1], sys.argv[2]
+
+    def spare(id, path):
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            theirs.setblocking(False)
+
+            async def activation():
+                got = await asyncio.get_running_loop().sock_recv(theirs, 1)
+                if got != b"g":
+                    return None
+                params = server.ServeParams(namespace="warm-test", id=id, bundle=bundle)
+                return params, manager.listen(path).detach()
+
+            os._exit(server.serve_prepared(activation))
+        theirs.close()
+        return pid, ours
+
+    async def drive(id, path, pid):
+        from arun.errdefs import grpc as errgrpc
+        from arun.ttrpc import Client, ServiceStub
+        from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
+
+        client = await Client.connect(path, timeout=10, from_status=errgrpc.from_code)
+        task = ServiceStub(client, "containerd.task.v3.Task")
+        c = await task.Connect(v3.ConnectRequest(id=id))
+        await task.Shutdown(v3.ShutdownRequest(id=id))
+        await client.close()
+        return c.shim_pid == pid
+
+    # activated at once (its warm-up is cut short), and after its warm-up has had time to run
+    for id, delay in (("w1", 0.0), ("w2", 3.0)):
+        path = f"{sock_path}.{id}"
+        pid, ours = spare(id, path)
+        time.sleep(delay)
+        ours.sendall(b"g")
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        served = asyncio.run(drive(id, path, pid))
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        print(id, served, status, os.path.exists(path), sorted(os.listdir(os.environ["TMPDIR"])))
+        ours.close()
+    """
+)
+
+
+def test_a_warming_spare_serves_and_leaves_nothing(tmp_path: Path) -> None:
+    """A spare's warm-up (a private shim session while it waits) gives way to its task whether
+    or not it has finished: the shim serves, logs into the bundle's FIFO (the warm-up's logging
+    sink is gone) and leaves no temporary directory behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    res, logged = _run_in_a_bundle(tmp_path, WARMED, 120, TMPDIR=str(tmp), ARUN_SPARE_WARM="1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["w1 True 0 False []", "w2 True 0 False []"]
+    for id in ("w1", "w2"):
+        assert f'"msg": "shim {id} serving on' in logged
+        assert f'"msg": "shim {id} shutting down' in logged
+    assert "rehearsal" not in logged

@@ -233,6 +233,40 @@ async def test_failed_create_leaves_nothing(env: Env) -> None:
     await env.create("c1b")
 
 
+def _create_request(env: Env, id: str, stdout: str) -> v2.CreateTaskRequest:
+    req = v2.CreateTaskRequest(id=id, bundle=env.bundle(id), stdout=stdout)
+    req.rootfs.add(type="bind", source=str(env.tmp), options=["rbind", "ro"])
+    return req
+
+
+async def test_stdio_that_cannot_be_opened_takes_back_what_runc_created(env: Env) -> None:
+    # The client's FIFOs are opened while `runc create` runs: when that fails and runc did
+    # create the container, it is deleted again and nothing is left.
+    missing = str(env.tmp / "no-such-dir" / "stdout")
+    with pytest.raises(FileNotFoundError):
+        await env.api.Create(_create_request(env, "c1", missing))
+    assert env.runc.names() == ["create", "delete"]
+    assert env.runc.calls[1].args == {"force": True}
+    assert env.mounter.mounted == [] and env.shim.containers == {}
+    assert await env.topics() == []
+
+
+async def test_a_runc_failure_is_reported_before_a_stdio_failure(env: Env) -> None:
+    env.runc.fail["create"] = errdefs.UnknownError("runc create failed: boom")
+    missing = str(env.tmp / "no-such-dir" / "stdout")
+    with pytest.raises(errdefs.UnknownError, match="boom"):
+        await env.api.Create(_create_request(env, "c1", missing))
+    assert env.runc.names() == ["create"]
+    assert env.mounter.mounted == [] and env.shim.containers == {}
+
+
+async def test_stdout_file_is_written_once_created(env: Env) -> None:
+    out = env.tmp / "logs" / "out.log"
+    pid = int((await env.api.Create(_create_request(env, "c1", f"file://{out}"))).pid)
+    assert pid and out.exists()
+    assert env.runc.calls[0].args["stdio"][1] is not None  # runc got the pipe's write end
+
+
 async def test_failed_mount_leaves_nothing(env: Env) -> None:
     env.mounter.fail_on = str(env.tmp)
     with pytest.raises(errdefs.InvalidArgumentError):

@@ -97,8 +97,8 @@ class Init:
                 socket = ConsoleSocket.create()
             else:
                 self.io = ProcessIO.create(self.stdio, self.io_uid, self.io_gid)
-            try:
-                await self.runc.create(
+            creating = asyncio.ensure_future(
+                self.runc.create(
                     self.id,
                     self.bundle,
                     pid_file=pid_file,
@@ -107,14 +107,21 @@ class Init:
                     no_pivot=self.no_pivot,
                     no_new_keyring=self.no_new_keyring,
                 )
+            )
+            try:
+                if self.io is not None:
+                    await self._open_io_meanwhile(creating)
+                else:
+                    await creating
             finally:
+                if not creating.done():
+                    creating.cancel()
+                    await asyncio.gather(creating, return_exceptions=True)
                 if self.io is not None:
                     self.io.close_runc_side()
             if socket is not None:
                 self.console = Console(await socket.receive_master())
                 await self.console.start(self.stdio)
-            elif self.io is not None:
-                await self.io.start()
             self.pid = read_pid_file(pid_file)
         except BaseException:
             self._close_io()
@@ -122,6 +129,24 @@ class Init:
         finally:
             if socket is not None:
                 socket.close()
+
+    async def _open_io_meanwhile(self, creating: asyncio.Future[None]) -> None:
+        """Open the client's side of stdio (its FIFOs) and start copying while ``runc create``
+        runs — the order the Go shim has it in, after runc, only overlapped: a runc failure is
+        the error reported (and the copies are closed); a failure to open stdio after runc
+        succeeded is reported, with the container runc made deleted again."""
+        assert self.io is not None
+        await asyncio.sleep(0)  # runc is spawned in its task's first step
+        io_error: BaseException | None = None
+        try:
+            await self.io.start()
+        except Exception as exc:
+            io_error = exc
+        await creating  # runc's error, when it failed, is the one raised
+        if io_error is not None:
+            with contextlib.suppress(Exception):
+                await self.runc.delete(self.id, force=True)
+            raise io_error
 
     # -- operations (state-checked) --------------------------------------------------------------
 
