@@ -87,6 +87,7 @@ def main() -> None:
         create_cpu: dict[str, list[float]] = {n: [] for n in names}
         calls: dict[str, list[float]] = {n: [] for n in names}
         calls_cpu: dict[str, list[float]] = {n: [] for n in names}
+        cycle_cpu: dict[str, list[float]] = {n: [] for n in names}
         counter = 0
         for r in range(args.rounds + 1):  # round 0 warms up
             for name, s in socks.items():
@@ -111,6 +112,8 @@ def main() -> None:
                         create[name].append((time.perf_counter() - t0) * 1000)
                         create_cpu[name].append((cpu_ns(pid) - c0) / 1e6)
                     sb._ctr(s, ns, "containers", "rm", f"c{counter}")
+                    if r:
+                        cycle_cpu[name].append((cpu_ns(pid) - c0) / 1e6)
 
         def med(xs: list[float], digits: int) -> float | None:
             return round(statistics.median(xs), digits) if xs else None
@@ -119,6 +122,10 @@ def main() -> None:
             n: {
                 "create_p50_ms": med(create[n], 1),
                 "daemon_cpu_ms_per_create": med(create_cpu[n], 2),
+                # the whole create + rm, with the garbage collection wherever it lands
+                "daemon_cpu_ms_per_create_and_rm_mean": round(statistics.mean(cycle_cpu[n]), 2)
+                if cycle_cpu[n]
+                else None,
                 "unary_p50_us_median_of_rounds": med(calls[n], 0),
                 "daemon_cpu_us_per_unary": med(calls_cpu[n], 1),
             }
