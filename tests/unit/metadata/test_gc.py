@@ -24,6 +24,7 @@ from arun.metadata.db import Database
 from arun.metadata.meta import Metadata
 from arun.testing.events import RecordingPublisher
 from arun.testing.snapshotter import MemorySnapshotter
+from tests.unit.metadata.blobs import put
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 FUTURE = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -45,15 +46,6 @@ def backend_sn(meta: Metadata) -> MemorySnapshotter:
     b = meta.snapshotter("fake").backend
     assert isinstance(b, MemorySnapshotter)
     return b
-
-
-async def put(meta: Metadata, data: bytes, **labels: str) -> str:
-    cs = meta.content_store()
-    dgst = digest_bytes(data)
-    w = await cs.writer(f"ref-{dgst}", total=len(data))
-    await w.write(data)
-    await w.commit(len(data), dgst, labels=labels)
-    return dgst
 
 
 async def present(meta: Metadata) -> set[str]:

@@ -24,6 +24,7 @@ from arun.metadata.db import Database
 from arun.metadata.gc import Scheduler, SchedulerConfig, Stats, gc_labels
 from arun.metadata.meta import Metadata
 from arun.testing.snapshotter import MemorySnapshotter
+from tests.unit.metadata.blobs import put
 
 SPEC = typeurl.Any("spec", b"{}")
 
@@ -90,15 +91,6 @@ def sn_backend(meta: Metadata, name: str = "a") -> FlakySnapshotter:
 
 def walks(meta: Metadata) -> tuple[int, int, int]:
     return cs_backend(meta).walks, sn_backend(meta, "a").walks, sn_backend(meta, "b").walks
-
-
-async def put(meta: Metadata, data: bytes, **labels: str) -> str:
-    cs = meta.content_store()
-    dgst = digest_bytes(data)
-    w = await cs.writer(f"ref-{dgst}", total=len(data))
-    await w.write(data)
-    await w.commit(len(data), dgst, labels=labels)
-    return dgst
 
 
 async def on_disk(meta: Metadata) -> set[str]:
