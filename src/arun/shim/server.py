@@ -252,8 +252,10 @@ async def _serve_prepared(activation: Activation) -> None:
 
 REHEARSAL_CALLS = 12  # > CPython 3.11's warm-up delay (8) before it specializes a function
 
-# Whether a waiting spare runs a short shim session of its own (``_warm_spare``); 0 turns it off.
-WARM_SPARES = os.environ.get("ARUN_SPARE_WARM", "1") != "0"
+# Whether a waiting spare runs a short shim session of its own (``_warm_spare``): ARUN_SPARE_WARM=1.
+# Off by default: it takes ~6 ms off Tasks.Create but each waiting spare holds ~0.7 MiB more
+# (shim_bench, 20 pods settled: PSS per pod 0.51x the Go shim's with it, 0.48x without).
+WARM_SPARES = os.environ.get("ARUN_SPARE_WARM", "0") == "1"
 # The warm-up's directory, in the temp dir: this prefix and the spare's pid.
 WARM_DIR_PREFIX = "arun-spare-"
 
