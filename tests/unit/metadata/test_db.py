@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,7 @@ from arun.metadata.db import Database
 from arun.metadata.namespaces import SqlNamespaceStore, ensure
 
 
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    d = Database(tmp_path / "meta.db")
-    await d.open()
-    yield d
-    await d.close()
-
-
-async def test_schema_is_migrated_and_wal(database: Database, tmp_path: Path) -> None:
+async def test_schema_is_migrated_and_wal(db: Database, tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "meta.db")
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(dbmod.migrations())
@@ -43,20 +34,20 @@ async def test_reopen_keeps_data_and_does_not_remigrate(tmp_path: Path) -> None:
         await d.close()
 
 
-async def test_rollback_on_error_and_commit_callbacks(database: Database) -> None:
+async def test_rollback_on_error_and_commit_callbacks(db: Database) -> None:
     called: list[str] = []
     with pytest.raises(RuntimeError):
-        async with database.update() as tx:
+        async with db.update() as tx:
             await ensure(tx, "gone")
             tx.on_commit(lambda: called.append("no"))
             raise RuntimeError("x")
     assert called == []
-    assert await SqlNamespaceStore(database).list() == []
+    assert await SqlNamespaceStore(db).list() == []
 
-    async with database.update() as tx:
+    async with db.update() as tx:
         await ensure(tx, "kept")
         # a nested call joins the same transaction and sees the uncommitted row
-        async with database.update() as inner:
+        async with db.update() as inner:
             assert inner is tx
             assert await inner.fetchone("SELECT 1 FROM namespaces WHERE name='kept'")
         tx.on_commit(lambda: called.append("yes"))
@@ -64,29 +55,29 @@ async def test_rollback_on_error_and_commit_callbacks(database: Database) -> Non
     assert called == ["yes"]
 
 
-async def test_views_do_not_see_uncommitted_writes(database: Database) -> None:
+async def test_views_do_not_see_uncommitted_writes(db: Database) -> None:
     started = asyncio.Event()
     release = asyncio.Event()
 
     async def writer() -> None:
-        async with database.update() as tx:
+        async with db.update() as tx:
             await ensure(tx, "pending")
             started.set()
             await release.wait()
 
     task = asyncio.create_task(writer())
     await started.wait()
-    assert await SqlNamespaceStore(database).list() == []
+    assert await SqlNamespaceStore(db).list() == []
     release.set()
     await task
-    assert await SqlNamespaceStore(database).list() == ["pending"]
+    assert await SqlNamespaceStore(db).list() == ["pending"]
 
 
-async def test_cancelled_writer_rolls_back_and_releases(database: Database) -> None:
+async def test_cancelled_writer_rolls_back_and_releases(db: Database) -> None:
     started = asyncio.Event()
 
     async def writer() -> None:
-        async with database.update() as tx:
+        async with db.update() as tx:
             await ensure(tx, "cancelled")
             started.set()
             await asyncio.sleep(3600)
@@ -96,12 +87,12 @@ async def test_cancelled_writer_rolls_back_and_releases(database: Database) -> N
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await SqlNamespaceStore(database).create("after")
-    assert await SqlNamespaceStore(database).list() == ["after"]
+    await SqlNamespaceStore(db).create("after")
+    assert await SqlNamespaceStore(db).list() == ["after"]
 
 
-async def test_namespace_store(database: Database) -> None:
-    store = SqlNamespaceStore(database)
+async def test_namespace_store(db: Database) -> None:
+    store = SqlNamespaceStore(db)
     await store.create("a", {"x": "1"})
     with pytest.raises(AlreadyExistsError):
         await store.create("a")
@@ -115,7 +106,7 @@ async def test_namespace_store(database: Database) -> None:
     with pytest.raises(NotFoundError):
         await store.delete("b")
 
-    async with database.update() as tx:
+    async with db.update() as tx:
         await tx.execute(
             "INSERT INTO images (namespace, name, target_media_type, target_digest, target_size,"
             " created_at, updated_at) VALUES ('a', 'img', 'm', 'sha256:00', 1, 0, 0)"
@@ -126,7 +117,7 @@ async def test_namespace_store(database: Database) -> None:
         )
     with pytest.raises(FailedPreconditionError, match="images, snapshots on 'overlayfs' snapshotter"):
         await store.delete("a")
-    async with database.update() as tx:
+    async with db.update() as tx:
         await tx.execute("DELETE FROM images")
         await tx.execute("DELETE FROM snapshots")
     await store.delete("a")
