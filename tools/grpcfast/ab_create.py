@@ -21,20 +21,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from ab_unary import cpu_ns
+
 from arun.benchmarks import shim_bench as sb
 from arun.benchmarks.reference import stop
 from arun.testing.ociarchive import Entry, build_archive
 from arun.testing.ociarchive import busybox_rootfs as layer
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of all threads of ``pid`` so far (ns, from schedstat)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total
-
 
 PIDS: dict[Path, int] = {}
 
@@ -56,6 +48,27 @@ def daemon(base: Path, src: str, level: str) -> Iterator[Path]:
         stop(proc)
 
 
+@contextlib.contextmanager
+def daemons_with_image(
+    base: Path, srcs: list[str], level: str, prefix: str
+) -> Iterator[tuple[dict[str, Path], str]]:
+    """A private daemon per source tree in ``base/A``, ``base/B``, … (its log: ``arun.log`` there),
+    the benchmark image imported into the same fresh namespace ``<prefix>-XXXXXX`` of each;
+    yields (sockets by name, namespace)."""
+    archive = base / "image.tar"
+    build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
+    ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    with contextlib.ExitStack() as stack:
+        socks: dict[str, Path] = {}
+        for i, src in enumerate(srcs):
+            name = chr(ord("A") + i)
+            (base / name).mkdir()
+            socks[name] = stack.enter_context(daemon(base / name, os.path.abspath(src), level))
+        for sock in socks.values():
+            sb._ctr(sock, ns, "images", "import", str(archive))
+        yield socks, ns
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("srcs", nargs="+")
@@ -67,18 +80,8 @@ def main() -> None:
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--hold", action="store_true")
     args = ap.parse_args()
-    names = [chr(ord("A") + i) for i in range(len(args.srcs))]
-    with sb.workdir() as base, contextlib.ExitStack() as stack:
-        archive = base / "image.tar"
-        build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
-        socks = {}
-        for name, src in zip(names, args.srcs, strict=True):
-            (base / name).mkdir()
-            src = os.path.abspath(src)
-            socks[name] = stack.enter_context(daemon(base / name, src, args.log_level))
-        ns = "gf-" + uuid.uuid4().hex[:6]
-        for s in socks.values():
-            sb._ctr(s, ns, "images", "import", str(archive))
+    with sb.workdir() as base, daemons_with_image(base, args.srcs, args.log_level, "gf") as (socks, ns):
+        names = list(socks)
         if args.hold:
             print(json.dumps({"socks": {k: str(v) for k, v in socks.items()}, "ns": ns}), flush=True)
             sys.stdin.read()

@@ -10,12 +10,9 @@ log lines (the handler, reply included, as the middleware times it).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import re
 import statistics
 import sys
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grpcfast"))
@@ -23,8 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grpcfast"))
 import ab_create
 
 from arun.benchmarks import shim_bench as sb
-from arun.testing.ociarchive import Entry, build_archive
-from arun.testing.ociarchive import busybox_rootfs as layer
 
 _DONE = re.compile(r'msg="request done".*duration_ms=([\d.]+).*namespace=(\S+).*method=(\S+)')
 
@@ -44,17 +39,8 @@ def main() -> None:
     ap.add_argument("srcs", nargs="+")
     ap.add_argument("--rounds", type=int, default=40)
     args = ap.parse_args()
-    names = [chr(ord("A") + i) for i in range(len(args.srcs))]
-    with sb.workdir() as base, contextlib.ExitStack() as stack:
-        archive = base / "image.tar"
-        build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
-        socks = {}
-        for name, src in zip(names, args.srcs, strict=True):
-            (base / name).mkdir()
-            socks[name] = stack.enter_context(ab_create.daemon(base / name, os.path.abspath(src), "debug"))
-        ns = "rd-" + uuid.uuid4().hex[:6]
-        for s in socks.values():
-            sb._ctr(s, ns, "images", "import", str(archive))
+    with sb.workdir() as base, ab_create.daemons_with_image(base, args.srcs, "debug", "rd") as (socks, ns):
+        names = list(socks)
         for i in range(args.rounds):
             for s in socks.values():
                 sb._ctr(s, ns, "containers", "create", sb.IMAGE, f"c{i}", "sleep", "1")

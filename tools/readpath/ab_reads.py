@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
-import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grpcfast"))
@@ -36,8 +33,6 @@ from arun.api.containerd.services.namespaces.v1 import namespace_grpc, namespace
 from arun.api.containerd.services.snapshots.v1 import snapshots_grpc, snapshots_pb2
 from arun.api.containerd.services.version.v1 import version_grpc
 from arun.benchmarks import shim_bench as sb
-from arun.testing.ociarchive import Entry, build_archive
-from arun.testing.ociarchive import busybox_rootfs as layer
 
 
 def chain_id(diff_ids: list[str]) -> str:
@@ -128,19 +123,10 @@ def main() -> None:
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--hold", action="store_true", help="print pids, then loop many rounds")
     args = ap.parse_args()
-    names = [chr(ord("A") + i) for i in range(len(args.srcs))]
-    with sb.workdir() as base, contextlib.ExitStack() as stack:
-        archive = base / "image.tar"
-        build_archive(archive, sb.IMAGE, [[*layer(), Entry("bin/sleep", "symlink", b"busybox")]])
-        socks = {}
-        for name, src in zip(names, args.srcs, strict=True):
-            (base / name).mkdir()
-            socks[name] = stack.enter_context(
-                ab_create.daemon(base / name, os.path.abspath(src), args.log_level)
-            )
-        ns = "rp-" + uuid.uuid4().hex[:6]
-        for s in socks.values():
-            sb._ctr(s, ns, "images", "import", str(archive))
+    with (
+        sb.workdir() as base,
+        ab_create.daemons_with_image(base, args.srcs, args.log_level, "rp") as (socks, ns),
+    ):
         pids = {k: ab_create.PIDS[s] for k, s in socks.items()}
         if args.hold:
             print(json.dumps({"pids": pids}), flush=True)

@@ -8,7 +8,6 @@ daemon, variant a then b (order alternating), each measured by N unary calls of 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,13 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grpcfast"))
 
-def cpu_ns(pid: int) -> int:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total
+from ab_unary import cpu_ns
 
 
 def main() -> None:
