@@ -142,7 +142,34 @@ def _start_and_sigterm(tmp_path: Path, short: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-PREPARED = textwrap.dedent(
+# A shim-in-waiting for the scripts below: its loop runs before it knows its task; a "g" on the
+# returned socket activates it as shim ``id`` serving on ``path``, an end-of-file lets it go.
+FORK_SPARE = textwrap.dedent(
+    """
+    import asyncio, os, socket
+    from arun.shim import manager, server
+
+    def fork_spare(namespace, id, bundle, path):
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            theirs.setblocking(False)
+
+            async def activation():
+                got = await asyncio.get_running_loop().sock_recv(theirs, 1)
+                if got != b"g":
+                    return None
+                params = server.ServeParams(namespace=namespace, id=id, bundle=bundle)
+                return params, manager.listen(path).detach()
+
+            os._exit(server.serve_prepared(activation))
+        theirs.close()
+        return pid, ours
+    """
+)
+
+PREPARED = FORK_SPARE + textwrap.dedent(
     """
     import asyncio, os, signal, socket, sys, time
     from arun.shim import manager, server
@@ -151,25 +178,7 @@ PREPARED = textwrap.dedent(
     bundle, sock_path = sys.argv[1], sys.argv[2]
 
     def spare():
-        # A shim-in-waiting: its loop runs before it knows its task; a "g" activates it.
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            theirs.setblocking(False)
-
-            async def activation():
-                loop = asyncio.get_running_loop()
-                got = await loop.sock_recv(theirs, 1)
-                if got != b"g":
-                    return None
-                listener = manager.listen(sock_path)
-                params = server.ServeParams(namespace="zygote-test", id="z2", bundle=bundle)
-                return params, listener.detach()
-
-            os._exit(server.serve_prepared(activation))
-        theirs.close()
-        return pid, ours
+        return fork_spare("zygote-test", "z2", bundle, sock_path)
 
     def status(pid):
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
@@ -228,7 +237,7 @@ def test_a_prepared_spare_serves_once_activated(tmp_path: Path) -> None:
     assert '"msg": "shim z2 serving on' in logged
 
 
-WARMED = textwrap.dedent(
+WARMED = FORK_SPARE + textwrap.dedent(
     """
     import asyncio, os, socket, sys, time
     from arun.shim import manager, server
@@ -238,22 +247,7 @@ WARMED = textwrap.dedent(
     bundle, sock_path = sys.argv[1], sys.argv[2]
 
     def spare(id, path):
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            theirs.setblocking(False)
-
-            async def activation():
-                got = await asyncio.get_running_loop().sock_recv(theirs, 1)
-                if got != b"g":
-                    return None
-                params = server.ServeParams(namespace="warm-test", id=id, bundle=bundle)
-                return params, manager.listen(path).detach()
-
-            os._exit(server.serve_prepared(activation))
-        theirs.close()
-        return pid, ours
+        return fork_spare("warm-test", id, bundle, path)
 
     async def drive(id, path, pid):
         from arun.errdefs import grpc as errgrpc
