@@ -59,8 +59,6 @@ _COPY_CHUNK = 1 << 20
 
 _SELECT = "SELECT digest, size, labels, created_at, updated_at FROM content"
 _BY_KEY = f"{_SELECT} WHERE namespace = ? AND digest = ?"
-# How many converted rows ``info`` keeps (one per blob it was last asked about).
-INFO_MEMO_SIZE = 256
 
 
 def adapt_info(info: Info) -> Adaptor:
@@ -107,39 +105,24 @@ class SqlContentStore:
         self.shared = shared
         # Held shared while a backend object is created ahead of its record; exclusive by GC.
         self.lock = RWLock()
-        # (namespace, digest) -> the row ``info`` last converted and what it made of it. A row
-        # ``Database.lookup`` serves from its cache is the very same object until a write drops
-        # it, so an identical row means an identical Info (a fresh row is converted anew).
-        self._infos: dict[tuple[str, str], tuple[sqlite3.Row, Info]] = {}
 
     # ------------------------------------------------------------------ Manager
 
-    async def _row(self, digest: str) -> tuple[str, sqlite3.Row]:
+    async def _row(self, digest: str) -> sqlite3.Row:
         validate_digest(digest)
         ns = namespaces.required()
         row = await self.db.lookup(_BY_KEY, (ns, digest))
         if row is None:
             raise NotFoundError(f"content digest {digest}: not found")
-        return ns, row
+        return row
 
     async def info(self, digest: str) -> Info:
-        ns, row = await self._row(digest)
-        key = (ns, digest)
-        memo = self._infos.get(key)
-        if memo is not None and memo[0] is row:
-            info = memo[1]
-        else:
-            info = _info(row)
-            self._infos.pop(key, None)
-            self._infos[key] = (row, info)
-            if len(self._infos) > INFO_MEMO_SIZE:
-                del self._infos[next(iter(self._infos))]
-        # A copy: the caller may change it.
-        return Info(info.digest, info.size, info.created_at, info.updated_at, dict(info.labels))
+        row = await self._row(digest)
+        return _info(row)
 
     async def size(self, digest: str) -> int:
         """The size of a blob visible in this namespace (``info(digest).size``)."""
-        _, row = await self._row(digest)
+        row = await self._row(digest)
         size: int = row["size"]
         return size
 

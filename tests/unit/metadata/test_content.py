@@ -230,8 +230,8 @@ async def record(store: SqlContentStore, dgst: str, size: int, **labels: str) ->
 
 
 async def test_info_is_never_stale_nor_shared(store: SqlContentStore) -> None:
-    """``info`` reuses the Info it made of a cached row: every change must show, in its
-    namespace only, and a caller changing what it got changes nothing for the next."""
+    """Every change shows in ``info``, in its namespace only, and a caller changing what it
+    got changes nothing for the next (the row it is made from may be a cached one)."""
     data = b"memo bytes"
     with namespaces.use("one"):
         dgst = await put(store, data, a="1")
@@ -261,17 +261,7 @@ async def test_info_is_never_stale_nor_shared(store: SqlContentStore) -> None:
             await store.size(dgst)
         with pytest.raises(InvalidArgumentError):
             await store.size("sha256:XYZ")
-        await record(
-            store, dgst, len(data), c="4"
-        )  # recorded again: new labels, not the ones memoised before
+        await record(store, dgst, len(data), c="4")  # recorded again: new labels, not the ones seen before
         assert (await store.info(dgst)).labels == {"c": "4"}
     with namespaces.use("two"):
         assert (await store.info(dgst)).labels == {"b": "3"}
-
-
-async def test_info_memo_is_bounded(store: SqlContentStore, ns: str) -> None:
-    from arun.metadata import content as contentmod
-
-    for i in range(contentmod.INFO_MEMO_SIZE + 10):
-        await store.info(await put(store, b"blob %d" % i))
-    assert len(store._infos) == contentmod.INFO_MEMO_SIZE
