@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,8 +34,18 @@ from arun.plugin.context import PluginSet
 from arun.plugin.grpc import GRPCService, Servable, is_fallback
 from arun.plugin.types import PluginType
 from arun.server import catalog, coalesce, h2trace, middleware, sockets
+from arun.server.http2.protocol import LeanH2Protocol
 
 log = logging.getLogger(__name__)
+
+# Which HTTP/2 connection grpclib's server runs on: ours (arun.server.http2, the default) or, with
+# ARUN_GRPC_H2=h2, h2's H2Connection as grpclib ships it (for A/B measurements and as a way back).
+H2_ENV = "ARUN_GRPC_H2"
+
+
+def lean_h2() -> bool:
+    """Whether new servers use arun's own HTTP/2 connection (see ``H2_ENV``)."""
+    return os.environ.get(H2_ENV, "") != "h2"
 
 
 class ServiceTable:
@@ -144,9 +155,12 @@ class _Server(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+        self._lean = lean_h2()
 
     def _protocol_factory(self) -> H2Protocol:
         proto = super()._protocol_factory()
+        if self._lean:
+            proto = LeanH2Protocol(proto.handler, proto.config, proto.h2_config)
         self._protocols.add(proto)
         # One socket write per loop turn instead of one per frame group (see coalesce).
         return coalesce.Coalescing(proto)  # type: ignore[return-value]
@@ -183,7 +197,10 @@ class GRPCServer:
         self._server = server
         self.path = p
         self._inode = sockets.secure(p, uid, gid)
-        log.info("serving gRPC", extra={"address": str(p), "methods": len(self.routes)})
+        log.info(
+            "serving gRPC",
+            extra={"address": str(p), "methods": len(self.routes), "http2": "arun" if server._lean else "h2"},
+        )
 
     def stop_accepting(self) -> None:
         """Remove the socket file (no new connections) and refuse new requests on open ones."""
