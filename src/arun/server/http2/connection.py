@@ -299,8 +299,15 @@ class ServerConnection:
     # --- what grpclib calls -------------------------------------------------------------------
 
     def initiate_connection(self) -> None:
-        """Queue our connection preface: a SETTINGS frame with all our settings."""
-        self._emit_settings(self.local_settings.as_dict())
+        """Queue our connection preface: a SETTINGS frame with all our settings.
+
+        They are in force from the start (the client may not exceed the RFC defaults before it
+        saw them either way), and are queued as pending too, so that the client's first ACK is
+        matched with this frame and not with a later one.
+        """
+        settings = self.local_settings.as_dict()
+        self._pending_settings.append(settings)
+        self._emit_settings(settings)
 
     def update_settings(self, new_settings: dict[SettingCodes | int, int]) -> None:
         """Send new values of our settings; they apply when the client acknowledges them."""
@@ -744,7 +751,7 @@ class ServerConnection:
     def _apply_acknowledged_settings(self) -> SettingsAcknowledged:
         acknowledged = SettingsAcknowledged()
         if not self._pending_settings:
-            return acknowledged  # our first SETTINGS frame was in force from the start
+            return acknowledged  # an ACK for nothing we sent: nothing to apply
         local = self.local_settings
         for code, value in self._pending_settings.popleft().items():
             name = _LOCAL_FIELDS.get(code)
