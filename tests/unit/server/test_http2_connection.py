@@ -151,7 +151,12 @@ def test_request_response_and_trailers() -> None:
     assert server.streams[sid].open and not server.streams[sid].closed
     answer(server, sid)
     got = to_client(server, client)
-    assert [type(e) for e in got] == [ev.ResponseReceived, ev.DataReceived, ev.TrailersReceived, ev.StreamEnded]
+    assert [type(e) for e in got] == [
+        ev.ResponseReceived,
+        ev.DataReceived,
+        ev.TrailersReceived,
+        ev.StreamEnded,
+    ]
     assert dict(got[0].headers)[":status"] == "200"
     assert got[1].data == b"\0\0\0\0\x05abcde"
     assert dict(got[2].headers)["grpc-status"] == "0"
@@ -442,7 +447,10 @@ CONNECTION_ERRORS: dict[str, tuple[bytes, ErrorCodes]] = {
     "MAX_FRAME_SIZE too small": (frame(4, 0, 0, struct.pack(">HL", 5, 16383)), ErrorCodes.PROTOCOL_ERROR),
     "MAX_FRAME_SIZE too large": (frame(4, 0, 0, struct.pack(">HL", 5, 2**24)), ErrorCodes.PROTOCOL_ERROR),
     "WINDOW_UPDATE of 0 on the connection": (frame(8, 0, 0, b"\0" * 4), ErrorCodes.PROTOCOL_ERROR),
-    "connection window beyond 2^31-1": (frame(8, 0, 0, struct.pack(">L", 2**31 - 1)), ErrorCodes.FLOW_CONTROL_ERROR),
+    "connection window beyond 2^31-1": (
+        frame(8, 0, 0, struct.pack(">L", 2**31 - 1)),
+        ErrorCodes.FLOW_CONTROL_ERROR,
+    ),
     "WINDOW_UPDATE of 3 octets": (frame(8, 0, 0, b"\0" * 3), ErrorCodes.FRAME_SIZE_ERROR),
     "WINDOW_UPDATE on an idle stream": (frame(8, 0, 99, struct.pack(">L", 1)), ErrorCodes.PROTOCOL_ERROR),
     "RST_STREAM on stream 0": (frame(3, 0, 0, b"\0" * 4), ErrorCodes.PROTOCOL_ERROR),
@@ -450,8 +458,14 @@ CONNECTION_ERRORS: dict[str, tuple[bytes, ErrorCodes]] = {
     "RST_STREAM of 5 octets": (frame(3, 0, 1, b"\0" * 5), ErrorCodes.FRAME_SIZE_ERROR),
     "PUSH_PROMISE": (frame(5, 0x4, 1, b"\0\0\0\x02\x82"), ErrorCodes.PROTOCOL_ERROR),
     "CONTINUATION without HEADERS": (frame(9, 0x4, 1, b"\x82"), ErrorCodes.PROTOCOL_ERROR),
-    "HEADERS interrupted by PING": (frame(1, 0, 1, b"\x83") + frame(6, 0, 0, b"x" * 8), ErrorCodes.PROTOCOL_ERROR),
-    "CONTINUATION of another stream": (frame(1, 0, 1, b"\x83") + frame(9, 4, 3, b"\x86"), ErrorCodes.PROTOCOL_ERROR),
+    "HEADERS interrupted by PING": (
+        frame(1, 0, 1, b"\x83") + frame(6, 0, 0, b"x" * 8),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "CONTINUATION of another stream": (
+        frame(1, 0, 1, b"\x83") + frame(9, 4, 3, b"\x86"),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
     "endless CONTINUATION": (frame(1, 0, 1, b"\x83") + frame(9, 0, 1) * 100, ErrorCodes.ENHANCE_YOUR_CALM),
     "header block too large": (
         frame(1, 0, 1, b"\0" * 16384) + frame(9, 0, 1, b"\0" * 16384) * 8,
@@ -537,8 +551,20 @@ def test_stream_errors_reset_the_stream_and_the_connection_lives() -> None:
     cases: list[tuple[str, bool, Any, ErrorCodes, bool]] = [
         # name, stream ended by the client first, frame maker, code, grpclib told (StreamReset)
         ("DATA after END_STREAM", True, lambda s: frame(0, 0, s, b"x"), ErrorCodes.STREAM_CLOSED, True),
-        ("trailers without END_STREAM", False, lambda s: frame(1, 0x4, s, b"\x82"), ErrorCodes.PROTOCOL_ERROR, True),
-        ("HEADERS after END_STREAM", True, lambda s: frame(1, 0x5, s, b"\x82"), ErrorCodes.STREAM_CLOSED, True),
+        (
+            "trailers without END_STREAM",
+            False,
+            lambda s: frame(1, 0x4, s, b"\x82"),
+            ErrorCodes.PROTOCOL_ERROR,
+            True,
+        ),
+        (
+            "HEADERS after END_STREAM",
+            True,
+            lambda s: frame(1, 0x5, s, b"\x82"),
+            ErrorCodes.STREAM_CLOSED,
+            True,
+        ),
         ("WINDOW_UPDATE of 0", False, lambda s: frame(8, 0, s, b"\0" * 4), ErrorCodes.PROTOCOL_ERROR, True),
         (
             "stream window beyond 2^31-1",
@@ -547,8 +573,20 @@ def test_stream_errors_reset_the_stream_and_the_connection_lives() -> None:
             ErrorCodes.FLOW_CONTROL_ERROR,
             True,
         ),
-        ("PRIORITY of 4 octets", False, lambda s: frame(2, 0, s, b"\0" * 4), ErrorCodes.FRAME_SIZE_ERROR, True),
-        ("PRIORITY on itself", False, lambda s: frame(2, 0, s, struct.pack(">LB", s, 1)), ErrorCodes.PROTOCOL_ERROR, True),
+        (
+            "PRIORITY of 4 octets",
+            False,
+            lambda s: frame(2, 0, s, b"\0" * 4),
+            ErrorCodes.FRAME_SIZE_ERROR,
+            True,
+        ),
+        (
+            "PRIORITY on itself",
+            False,
+            lambda s: frame(2, 0, s, struct.pack(">LB", s, 1)),
+            ErrorCodes.PROTOCOL_ERROR,
+            True,
+        ),
     ]
     for name, ended, make, code, told in cases:
         sid = open_stream(server, client, end=ended)
@@ -612,7 +650,10 @@ def test_non_ascii_header_resets_only_its_stream() -> None:
 def test_unknown_frames_and_priority_are_ignored() -> None:
     server, client = pair()
     sid = open_stream(server, client)
-    assert server.receive_data(frame(0xFA, 0xFF, 0, b"whatever") + frame(2, 0, sid, struct.pack(">LB", 0, 9))) == []
+    assert (
+        server.receive_data(frame(0xFA, 0xFF, 0, b"whatever") + frame(2, 0, sid, struct.pack(">LB", 0, 9)))
+        == []
+    )
     assert server.receive_data(frame(2, 0, 77, struct.pack(">LB", 0, 9))) == []  # an idle stream
     assert server.data_to_send() == b""
 
@@ -635,7 +676,7 @@ def test_state_stays_bounded() -> None:
 
 
 def test_chunked_input_gives_the_same_events() -> None:
-    server, client = pair()
+    _, client = pair()
     client.ping(b"12345678")
     sids = [request(client, body=bytes([i]) * 10000) for i in range(3)]
     data = client.data_to_send()
@@ -692,7 +733,9 @@ def test_fuzz_random_frames_after_a_valid_preface(chunks: list[bytes]) -> None:
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=8), st.integers(1, 64))
+@given(
+    st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=8), st.integers(1, 64)
+)
 def test_fuzz_mutated_conversation(mutations: list[tuple[int, int]], chunk: int) -> None:
     data = bytearray(VALID)
     for at, value in mutations:
