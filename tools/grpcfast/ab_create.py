@@ -5,6 +5,8 @@ client, ``-g BINARY``) against two private arun daemons, one per source tree; pr
     PYTHONPATH=src python tools/grpcfast/ab_create.py /tmp/base/src src --rounds 10 --creates 10
 
 ``--hold`` keeps the daemons up and prints their sockets and pids (for py-spy) until stdin closes.
+A tree given as ``NAME=VALUE@PATH`` runs its daemon with that environment variable set (one tree,
+two variants: ``ARUN_GRPC_H2=h2@src src``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ def daemon(base: Path, src: str, level: str) -> Iterator[Path]:
     log = base / "arun.log"
     argv = [sys.executable, "-m", "arun", "daemon", "--root", str(base / "root")]
     argv += ["--state", str(base / "state"), "--address", str(sock), "-l", level]
-    env = {**os.environ, "PYTHONPATH": src}
+    env = {**os.environ}
+    if "@" in src:
+        setting, src = src.split("@", 1)
+        key, _, value = setting.partition("=")
+        env[key] = value
+    env["PYTHONPATH"] = src
     with open(log, "wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     PIDS[sock] = proc.pid
@@ -63,7 +70,8 @@ def daemons_with_image(
         for i, src in enumerate(srcs):
             name = chr(ord("A") + i)
             (base / name).mkdir()
-            socks[name] = stack.enter_context(daemon(base / name, os.path.abspath(src), level))
+            setting, at, path = src.rpartition("@")
+            socks[name] = stack.enter_context(daemon(base / name, setting + at + os.path.abspath(path), level))
         for sock in socks.values():
             sb._ctr(sock, ns, "images", "import", str(archive))
         yield socks, ns
