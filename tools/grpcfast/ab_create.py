@@ -71,7 +71,8 @@ def daemons_with_image(
             name = chr(ord("A") + i)
             (base / name).mkdir()
             setting, at, path = src.rpartition("@")
-            socks[name] = stack.enter_context(daemon(base / name, setting + at + os.path.abspath(path), level))
+            tree = setting + at + os.path.abspath(path)
+            socks[name] = stack.enter_context(daemon(base / name, tree, level))
         for sock in socks.values():
             sb._ctr(sock, ns, "images", "import", str(archive))
         yield socks, ns

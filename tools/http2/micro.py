@@ -118,8 +118,9 @@ def main() -> None:
     p.add_argument("kinds", nargs="+", choices=["h2", "arun"])
     a = p.parse_args()
     for kind in a.kinds:
-        r, s = run(kind, a.calls, a.null_hpack and kind == "arun")
-        print(f"{kind:5} receive {r:6.1f} us  send {s:6.1f} us" + ("  (null HPACK)" if a.null_hpack and kind == "arun" else ""))
+        null = a.null_hpack and kind == "arun"
+        r, s = run(kind, a.calls, null)
+        print(f"{kind:5} receive {r:6.1f} us  send {s:6.1f} us" + ("  (null HPACK)" if null else ""))
 
 
 if __name__ == "__main__":
