@@ -272,7 +272,7 @@ class ServerConnection:
         self._recv_max = DEFAULT_WINDOW
         self._recv_unacked = 0
 
-        self._decoder = Decoder(4096, max_header_list_size)
+        self._decoder = Decoder(max_table_size=4096, max_header_list_size=max_header_list_size)
         self._encoder = Encoder()
         # A compressed block is never much larger than the header list it encodes.
         self._max_header_block = 2 * max_header_list_size
