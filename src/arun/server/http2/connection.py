@@ -301,9 +301,10 @@ class ServerConnection:
     def initiate_connection(self) -> None:
         """Queue our connection preface: a SETTINGS frame with all our settings.
 
-        They are in force from the start (the client may not exceed the RFC defaults before it
-        saw them either way), and are queued as pending too, so that the client's first ACK is
-        matched with this frame and not with a later one.
+        They are in force from the start, as with h2 (a client that opens more than
+        SETTINGS_MAX_CONCURRENT_STREAMS streams before it read them gets some refused), and are
+        queued as pending too, so that the client's first ACK is matched with this frame and not
+        with a later one.
         """
         settings = self.local_settings.as_dict()
         self._pending_settings.append(settings)
