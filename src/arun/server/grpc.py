@@ -9,6 +9,8 @@ service") — always as a proper gRPC response with a content-type, which is
 what grpc-go clients (crictl, kubelet, ctr) need to read the status.
 
 Every handler is wrapped by ``middleware.wrap`` (context, logging, errors).
+grpclib's server runs on arun's own HTTP/2 connection (``arun.server.http2``); with
+``ARUN_GRPC_H2=h2`` in the environment it runs on h2's ``H2Connection`` as grpclib ships it.
 Shutdown has stages the daemon drives across all its servers:
 ``stop_accepting()``, ``drain(grace)``, ``close()``.
 """
