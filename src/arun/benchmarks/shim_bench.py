@@ -553,7 +553,7 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
         if "start" in only:
             out["start"] = await bench_start(args.runs)
         if "pss" in only:
-            out["pss"] = await bench_pss(args.pods)
+            out["pss"] = await bench_pss(args.pods, args.settle)
         if "run" in only:
             out["run"] = await asyncio.to_thread(bench_run, args.runs)
     finally:
@@ -567,6 +567,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--pods", type=int, default=20)
     ap.add_argument("--only", default="", help="comma-separated: start, pss, run")
+    ap.add_argument(
+        "--settle", type=float, default=240.0, help="pss: most seconds to wait for memory to settle"
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0 or shutil.which("runc") is None:
         print("shim_bench needs root and runc; skipped")
