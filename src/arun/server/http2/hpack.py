@@ -95,6 +95,7 @@ STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = (
 )
 _DYNAMIC_BASE = len(STATIC_TABLE) + 1  # index of the newest dynamic-table entry (62)
 ENTRY_OVERHEAD = 32  # RFC 7541 4.1: an entry's size is len(name) + len(value) + 32
+_STATIC_SIZES = (0, *(len(name) + len(value) + ENTRY_OVERHEAD for name, value in STATIC_TABLE))
 
 # RFC 7541 Appendix B: the length in bits of the Huffman code of each symbol 0..255 and of EOS
 # (256). The code is canonical (codes of one length are consecutive, in symbol order, and each
@@ -262,6 +263,7 @@ class Decoder:
         self.max_header_list_size = max_header_list_size
         # Entry 0 is never a valid index; 1..61 the static table; 62.. the dynamic table, newest first.
         self._entries: list[tuple[bytes, bytes]] = [(b"", b""), *STATIC_TABLE]
+        self._sizes = list(_STATIC_SIZES)  # each entry's size, to count the header list's
         self._size = 0  # the dynamic table's size (RFC 7541 4.1)
         self._max_size = max_table_size  # the size the peer's encoder last chose
         self._allowed = max_table_size
@@ -300,6 +302,7 @@ class Decoder:
         if type(block) is not bytes:
             block = bytes(block)
         entries = self._entries
+        sizes = self._sizes
         count = len(entries)
         end = len(block)
         pos = 0
@@ -320,8 +323,12 @@ class Decoder:
                     index, pos = _continue_integer(block, pos, index)
                 if not 0 < index < count:
                     raise HPACKError(f"invalid header table index {index}")
-                field = entries[index]
-            elif first & 0x40:  # literal with incremental indexing (6.2.1)
+                append(entries[index])
+                list_size += sizes[index]
+                if list_size > limit:
+                    raise HPACKError(f"header list larger than {limit} bytes")
+                continue
+            if first & 0x40:  # literal with incremental indexing (6.2.1)
                 index = first & 0x3F
                 if index == 0x3F:
                     index, pos = _continue_integer(block, pos, index)
@@ -367,20 +374,22 @@ class Decoder:
 
     def _evict(self, size: int) -> None:
         """Drop the oldest entries until the table's size is at most ``size``."""
-        entries = self._entries
+        entries, sizes = self._entries, self._sizes
         while self._size > size:
-            name, value = entries.pop()
-            self._size -= len(name) + len(value) + ENTRY_OVERHEAD
+            entries.pop()
+            self._size -= sizes.pop()
 
     def _insert(self, field: tuple[bytes, bytes]) -> None:
         """Add a field as the newest entry, evicting as needed (RFC 7541 4.4)."""
         size = len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
         if size > self._max_size:
             del self._entries[_DYNAMIC_BASE:]  # an entry larger than the table empties it
+            del self._sizes[_DYNAMIC_BASE:]
             self._size = 0
             return
         self._evict(self._max_size - size)
         self._entries.insert(_DYNAMIC_BASE, field)
+        self._sizes.insert(_DYNAMIC_BASE, size)
         self._size += size
 
 
