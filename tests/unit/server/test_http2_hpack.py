@@ -299,6 +299,12 @@ def test_encoder_cache_is_bounded() -> None:
     for i in range(3 * Encoder.CACHE_LIMIT):
         assert Decoder().decode(encoder.encode([("x-request", str(i))])) == [(b"x-request", str(i).encode())]
         assert len(encoder._cache) <= Encoder.CACHE_LIMIT
+    encoder._cache.clear()
+    long_message = ("grpc-message", "e" * Encoder.CACHED_FIELD_MAX)
+    assert Decoder().decode(encoder.encode([long_message])) == [
+        (b"grpc-message", b"e" * Encoder.CACHED_FIELD_MAX)
+    ]
+    assert encoder._cache == {}
 
 
 # Differential tests against the hpack library.

@@ -439,6 +439,7 @@ class Encoder:
     """
 
     CACHE_LIMIT = 1024  # distinct (name, value) pairs kept; the cache is dropped when full
+    CACHED_FIELD_MAX = 512  # longer encodings (a long grpc-message, say) are not kept
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str | bytes, str | bytes], bytes] = {}
@@ -471,7 +472,8 @@ class Encoder:
                 encoded = encode_integer(index, 4, 0x00) + _encode_string(raw_value)
             else:
                 encoded = b"\x00" + _encode_string(raw_name) + _encode_string(raw_value)
-        if len(self._cache) >= self.CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[(name, value)] = encoded
+        if len(encoded) <= self.CACHED_FIELD_MAX:
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[(name, value)] = encoded
         return encoded
