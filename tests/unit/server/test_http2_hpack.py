@@ -233,6 +233,10 @@ def test_size_updates_at_block_start_resize_and_evict() -> None:
     assert decoder.decode(b"\x20") == []
     assert decoder.dynamic_table == []
     assert decoder.table_size == 0
+    # An update that empties the table, then an index that pointed into it before.
+    decoder.decode(encode_integer(4096, 5, 0x20) + b"\x40\x01a\x01b")
+    with pytest.raises(HPACKError):
+        decoder.decode(b"\x20\xbe")
     # An entry larger than the whole table empties it and is not an error (RFC 7541 4.4).
     decoder.decode(encode_integer(40, 5, 0x20))
     assert decoder.decode(b"\x40\x01a\x01b") == [(b"a", b"b")]
@@ -255,6 +259,31 @@ def test_lowering_the_allowed_size_requires_an_update_at_the_next_block() -> Non
     decoder.max_allowed_table_size = 8192
     assert decoder.decode(b"\x82") == [(b":method", b"GET")]
     assert decoder.decode(encode_integer(8192, 5, 0x20)) == []
+
+
+def test_a_repeated_block_follows_the_table() -> None:
+    decoder = Decoder()
+    decoder.decode(b"\x40\x01a\x01b")  # a: b at 62
+    assert decoder.decode(b"\x82\xbe") == [(b":method", b"GET"), (b"a", b"b")]
+    fields = decoder.decode(b"\x82\xbe")  # remembered now
+    assert fields == [(b":method", b"GET"), (b"a", b"b")]
+    fields.append((b"x", b"y"))  # the caller owns what it gets
+    assert decoder.decode(b"\x82\xbe") == [(b":method", b"GET"), (b"a", b"b")]
+    decoder.decode(b"\x40\x01c\x01d")  # c: d at 62, a: b at 63
+    assert decoder.decode(b"\x82\xbe") == [(b":method", b"GET"), (b"c", b"d")]
+    decoder.decode(b"\x00\x01e\x01f")  # without indexing: the table is as it was
+    assert decoder.decode(b"\x82\xbe") == [(b":method", b"GET"), (b"c", b"d")]
+    decoder.max_header_list_size = 70
+    with pytest.raises(HPACKError):
+        decoder.decode(b"\x82\xbe")
+    decoder.max_header_list_size = 65536
+    assert decoder.decode(b"\x82\xbe") == [(b":method", b"GET"), (b"c", b"d")]
+    decoder.max_allowed_table_size = 100
+    with pytest.raises(HPACKError):
+        decoder.decode(b"\x82\xbe")  # the size update the lower limit requires is missing
+    assert decoder.decode(b"\x3f\x01") == []  # size 32: c: d (34) is evicted
+    with pytest.raises(HPACKError):
+        decoder.decode(b"\x82\xbe")
 
 
 def test_memoryview_and_bytearray_blocks() -> None:
@@ -400,3 +429,38 @@ def test_random_bytes_decode_or_raise_hpack_error_only(blocks: list[bytes], allo
             continue
         assert all(type(n) is bytes and type(v) is bytes for n, v in fields)
         assert decoder.table_size <= decoder.max_table_size <= decoder.max_allowed_table_size
+
+
+PIECES = [
+    b"\x82",
+    b"\x86",
+    b"\xbe",
+    b"\xbf",
+    b"\xc0",
+    b"\x40\x01a\x01b",
+    b"\x41\x82\x1f\x83",
+    b"\x7e\x00",
+    b"\x00\x81\xff\x01v",
+    b"\x10\x01x\x00",
+    b"\x0f\x10\x02ab",
+    b"\x20",
+    b"\x3f\x21",
+    b"\x3f\xe1\x1f",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(PIECES), max_size=4).map(b"".join), min_size=1, max_size=12))
+def test_agrees_with_the_hpack_library_on_block_sequences(blocks: list[bytes]) -> None:
+    """Blocks built from valid and invalid pieces, often repeated: the same fields as the library
+    (its tables evolve alike) until the first block either side rejects, which both reject."""
+    ours = Decoder()
+    reference = hpack.Decoder()
+    for block in blocks:
+        try:
+            expected = [tuple(f) for f in reference.decode(block, raw=True)]
+        except hpack.HPACKError:
+            with pytest.raises(HPACKError):
+                ours.decode(block)
+            return
+        assert ours.decode(block) == expected

@@ -95,6 +95,8 @@ STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = (
 )
 _DYNAMIC_BASE = len(STATIC_TABLE) + 1  # index of the newest dynamic-table entry (62)
 ENTRY_OVERHEAD = 32  # RFC 7541 4.1: an entry's size is len(name) + len(value) + 32
+_KNOWN_BLOCKS = 32  # Decoder: at most this many remembered blocks ...
+_KNOWN_BLOCK_MAX = 64  # ... of at most this many bytes each
 _STATIC_SIZES = (0, *(len(name) + len(value) + ENTRY_OVERHEAD for name, value in STATIC_TABLE))
 
 # RFC 7541 Appendix B: the length in bits of the Huffman code of each symbol 0..255 and of EOS
@@ -268,6 +270,10 @@ class Decoder:
         self._max_size = max_table_size  # the size the peer's encoder last chose
         self._allowed = max_table_size
         self._update_required = False
+        # Short blocks decoded since the dynamic table last changed that did not change it
+        # either, with their header list sizes: decoding one again gives the same fields. A
+        # client that indexes everything (grpc-go) sends the same few blocks call after call.
+        self._known: dict[bytes, tuple[list[tuple[bytes, bytes]], int]] = {}
 
     @property
     def max_allowed_table_size(self) -> int:
@@ -301,19 +307,23 @@ class Decoder:
         """The header fields of one complete header block, in order, as raw byte pairs."""
         if type(block) is not bytes:
             block = bytes(block)
-        entries = self._entries
-        sizes = self._sizes
-        count = len(entries)
+        known = self._known.get(block)
+        if known is not None and known[1] <= self.max_header_list_size and not self._update_required:
+            return known[0].copy()
         end = len(block)
         pos = 0
         while pos < end and block[pos] & 0xE0 == 0x20:
             pos = self._size_update(block, pos)
+        entries = self._entries
+        sizes = self._sizes
+        count = len(entries)  # after the size updates, which may have evicted entries
         if self._update_required:
             raise HPACKError("header block lacks the dynamic table size update the new limit requires")
         headers: list[tuple[bytes, bytes]] = []
         append = headers.append
         list_size = 0
         limit = self.max_header_list_size
+        unchanged = pos == 0  # no size update so far, nor an insertion
         while pos < end:
             first = block[pos]
             pos += 1
@@ -335,6 +345,7 @@ class Decoder:
                 field, pos = self._literal(block, pos, index)
                 self._insert(field)
                 count = len(entries)
+                unchanged = False
             elif first & 0x20:
                 raise HPACKError("dynamic table size update after a header field")
             else:  # literal without indexing (6.2.2) or never indexed (6.2.3)
@@ -346,6 +357,10 @@ class Decoder:
             if list_size > limit:
                 raise HPACKError(f"header list larger than {limit} bytes")
             append(field)
+        if unchanged and end <= _KNOWN_BLOCK_MAX:
+            if len(self._known) >= _KNOWN_BLOCKS:
+                self._known.clear()
+            self._known[block] = (headers.copy(), list_size)
         return headers
 
     def _literal(self, block: bytes, pos: int, index: int) -> tuple[tuple[bytes, bytes], int]:
@@ -369,6 +384,7 @@ class Decoder:
             raise HPACKError(f"dynamic table size {size} above the allowed {self._allowed}")
         self._max_size = size
         self._update_required = False
+        self._known.clear()
         self._evict(size)
         return pos
 
@@ -381,6 +397,7 @@ class Decoder:
 
     def _insert(self, field: tuple[bytes, bytes]) -> None:
         """Add a field as the newest entry, evicting as needed (RFC 7541 4.4)."""
+        self._known.clear()
         size = len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
         if size > self._max_size:
             del self._entries[_DYNAMIC_BASE:]  # an entry larger than the table empties it
