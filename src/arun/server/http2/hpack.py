@@ -15,7 +15,9 @@ few bytes Huffman saves on a unix socket are not worth a second code path).
 
 Speed matters here (every gRPC call decodes one block and encodes two): the decoder indexes the
 ``bytes`` block directly (ints), keeps static and dynamic entries in one list so an index is one
-list lookup, and decodes Huffman four bits at a time through a table built once at import.
+list lookup, remembers the few short blocks that did not change the dynamic table (while it stays
+as it is, they decode to the same fields), and decodes Huffman four bits at a time through a
+table built once at import.
 """
 
 from __future__ import annotations
