@@ -197,9 +197,11 @@ def test_ctr_import_of_a_hostile_layer_is_refused(daemon: Daemon, tmp_path: Path
         assert "invalid argument" in r.stderr and "invalid tar entry" in r.stderr, r.stderr
         assert sorted(os.listdir(victim)) == before
         assert (victim / "sentinel").read_text() == "untouched\n"
-        # only the good bottom layer was committed; the failed extraction left no snapshot
+        # only the good bottom layer was committed; the failed extraction left no snapshot. The
+        # bottom one was held only by ctr's lease, which ended with ctr: the GC may have taken
+        # it already (it runs at its next interval tick, as containerd's does).
         kinds = {row[0]: row[-1] for row in rows(daemon.ctr("snapshots", "ls").stdout)}
-        assert kinds == {img.chain_ids[0]: "Committed"}, kinds
+        assert kinds in ({img.chain_ids[0]: "Committed"}, {}), kinds
         # ctr created the image record before unpacking (as with containerd); removing it and
         # collecting leaves nothing behind
         daemon.ctr("images", "rm", "--sync", IMAGE, check=False)

@@ -34,13 +34,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from arun import namespaces
 from arun.benchmarks.reference import containerd_config, stop
 from arun.core.runtime import RUNTIME_ARUN, RUNTIME_RUNC, CreateOpts
+from arun.runtime.binary import ShimEnv
 from arun.runtime.bundle import Bundle
 from arun.runtime.manager import ShimManager, TaskManager, shim_env
 from arun.runtime.shim import ShimConnection, ShimGoneError
@@ -258,6 +259,24 @@ async def _settle(measure: Any, merging: bool, limit: float) -> tuple[dict[str, 
         await asyncio.sleep(2.0)
 
 
+@contextlib.asynccontextmanager
+async def _events_sink(address: str) -> AsyncIterator[None]:
+    """The daemon's ttrpc socket as the shims see it, for shims started without a daemon: it
+    takes the task events they forward, and drops them (nobody subscribes). Without it both
+    kinds of shim keep retrying, and logging, events nobody receives while they are measured."""
+    from arun.events.exchange import Exchange
+    from arun.services.events.ttrpc import EventsTTRPC
+    from arun.ttrpc import Server
+
+    server = Server()
+    EventsTTRPC(Exchange()).register_ttrpc(server)
+    await server.serve_unix(address)
+    try:
+        yield
+    finally:
+        await server.shutdown(0)
+
+
 async def bench_pss(pods: int, settle: float = 240.0) -> dict[str, Any]:
     """PSS per pod right after the pods started and once it has settled. arun's shims run
     with the daemon's defaults: the zygote marks its memory mergeable and the kernel's
@@ -269,48 +288,8 @@ async def bench_pss(pods: int, settle: float = 240.0) -> dict[str, Any]:
     with workdir() as base:
         rootfs = busybox_rootfs(base / "rootfs")
         env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
-        for name, runtime in (("arun (zygote)", RUNTIME_ARUN), ("containerd-shim-runc-v2", RUNTIME_RUNC)):
-            shims = ShimManager(env, use_zygote=True, merge_memory=True)
-            shims.start_zygote()
-            await shims.wait_zygote()
-            ns = "bench-" + uuid.uuid4().hex[:8]
-            tm = TaskManager(base / "root", base / "state", shims)
-            try:
-                shim_pids = await _pods(tm, runtime, ns, pods, rootfs)
-                helpers = []
-                if runtime == RUNTIME_ARUN and shims.zygote is not None:
-                    helpers = [shims.zygote.pid, *_spares_of(shims.zygote.pid, env.ttrpc_address)]
-
-                def measure(shim_pids: list[int] = shim_pids, helpers: list[int] = helpers) -> dict[str, Any]:
-                    per_shim = [pss_kib(p) for p in set(shim_pids)]
-                    helper_kib = sum(pss_kib(p) for p in helpers)
-                    return {
-                        "shims": len(per_shim),
-                        "pss_per_shim_kib": round(statistics.mean(per_shim)),
-                        "zygote_and_spares_kib": helper_kib,
-                        "pss_per_pod_kib": round((sum(per_shim) + helper_kib) / pods),
-                    }
-
-                await asyncio.sleep(1.0)  # settle (GC, lazily loaded pages)
-                at_start = measure()
-                cpu0 = _ksmd_cpu_seconds()
-                mergeable = runtime == RUNTIME_ARUN and merging
-                settled, seconds = await _settle(measure, mergeable, settle)
-                cpu1 = _ksmd_cpu_seconds()
-                # What keeping the pages merged costs from then on (ksmd keeps scanning).
-                await asyncio.sleep(10.0)
-                steady = (_ksmd_cpu_seconds() - cpu1) / 10.0
-                results[name] = {
-                    **settled,
-                    "pss_per_pod_kib_at_start": at_start["pss_per_pod_kib"],
-                    "settled_after_s": round(seconds, 1),
-                    "ksmd_cpu_s_to_settle": round(cpu1 - cpu0, 2),
-                    "ksmd_cpu_pct_settled": round(100 * steady, 1),
-                }
-            finally:
-                await _teardown(tm, ns)
-                await tm.close()
-                await shims.close()
+        async with _events_sink(env.ttrpc_address):
+            await _pss_series(env, base, rootfs, pods, settle, merging, results)
     results["ksm"] = "on" if merging else "unavailable"
     if "arun (zygote)" in results and "containerd-shim-runc-v2" in results:
         a, g = results["arun (zygote)"], results["containerd-shim-runc-v2"]
@@ -319,6 +298,54 @@ async def bench_pss(pods: int, settle: float = 240.0) -> dict[str, Any]:
             a["pss_per_pod_kib_at_start"] / g["pss_per_pod_kib_at_start"], 2
         )
     return results
+
+
+async def _pss_series(
+    env: ShimEnv, base: Path, rootfs: Path, pods: int, settle: float, merging: bool, results: dict[str, Any]
+) -> None:
+    """``pods`` pods of each kind of shim, one kind after the other, into ``results``."""
+    for name, runtime in (("arun (zygote)", RUNTIME_ARUN), ("containerd-shim-runc-v2", RUNTIME_RUNC)):
+        shims = ShimManager(env, use_zygote=True, merge_memory=True)
+        shims.start_zygote()
+        await shims.wait_zygote()
+        ns = "bench-" + uuid.uuid4().hex[:8]
+        tm = TaskManager(base / "root", base / "state", shims)
+        try:
+            shim_pids = await _pods(tm, runtime, ns, pods, rootfs)
+            helpers = []
+            if runtime == RUNTIME_ARUN and shims.zygote is not None:
+                helpers = [shims.zygote.pid, *_spares_of(shims.zygote.pid, env.ttrpc_address)]
+
+            def measure(shim_pids: list[int] = shim_pids, helpers: list[int] = helpers) -> dict[str, Any]:
+                per_shim = [pss_kib(p) for p in set(shim_pids)]
+                helper_kib = sum(pss_kib(p) for p in helpers)
+                return {
+                    "shims": len(per_shim),
+                    "pss_per_shim_kib": round(statistics.mean(per_shim)),
+                    "zygote_and_spares_kib": helper_kib,
+                    "pss_per_pod_kib": round((sum(per_shim) + helper_kib) / pods),
+                }
+
+            await asyncio.sleep(1.0)  # settle (GC, lazily loaded pages)
+            at_start = measure()
+            cpu0 = _ksmd_cpu_seconds()
+            mergeable = runtime == RUNTIME_ARUN and merging
+            settled, seconds = await _settle(measure, mergeable, settle)
+            cpu1 = _ksmd_cpu_seconds()
+            # What keeping the pages merged costs from then on (ksmd keeps scanning).
+            await asyncio.sleep(10.0)
+            steady = (_ksmd_cpu_seconds() - cpu1) / 10.0
+            results[name] = {
+                **settled,
+                "pss_per_pod_kib_at_start": at_start["pss_per_pod_kib"],
+                "settled_after_s": round(seconds, 1),
+                "ksmd_cpu_s_to_settle": round(cpu1 - cpu0, 2),
+                "ksmd_cpu_pct_settled": round(100 * steady, 1),
+            }
+        finally:
+            await _teardown(tm, ns)
+            await tm.close()
+            await shims.close()
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -526,7 +553,7 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
         if "start" in only:
             out["start"] = await bench_start(args.runs)
         if "pss" in only:
-            out["pss"] = await bench_pss(args.pods)
+            out["pss"] = await bench_pss(args.pods, args.settle)
         if "run" in only:
             out["run"] = await asyncio.to_thread(bench_run, args.runs)
     finally:
@@ -540,6 +567,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--pods", type=int, default=20)
     ap.add_argument("--only", default="", help="comma-separated: start, pss, run")
+    ap.add_argument(
+        "--settle", type=float, default=240.0, help="pss: most seconds to wait for memory to settle"
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0 or shutil.which("runc") is None:
         print("shim_bench needs root and runc; skipped")

@@ -122,10 +122,9 @@ class Zygote_:
 
     def replenish(self) -> None:
         self.reap()
-        sweep_warm_dirs()
         while len(self.spares) < self.want:
             spare = self.fork_spare()
-            # Until it gets a task, a spare (setting itself up, warming up, waiting) runs only on
+            # Until it gets a task, a spare (setting itself up, waiting) runs only on
             # a CPU nothing else wants; ``send`` puts it back under SCHED_OTHER. Only when that
             # is sure to be allowed (root): a shim left under SCHED_IDLE would crawl on a busy host.
             if os.geteuid() == 0:
@@ -182,31 +181,6 @@ class Zygote_:
         if self.template is not None:
             self.template.close()
             self.template = None
-
-
-def sweep_warm_dirs() -> None:
-    """Remove the warm-up directories (``arun.shim.server._warm_spare``) of spares that are
-    gone: one killed while warming up could not remove its own."""
-    import shutil
-    import tempfile
-
-    from arun.shim.server import WARM_DIR_PREFIX
-
-    base = tempfile.gettempdir()
-    try:
-        names = [n for n in os.listdir(base) if n.startswith(WARM_DIR_PREFIX)]
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(WARM_DIR_PREFIX) :]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-        except OSError:
-            pass  # alive (another user's)
 
 
 def _fork_detached() -> tuple[int, socket.socket]:
@@ -537,7 +511,7 @@ def _write_files(files: list[tuple[str, str]]) -> None:
 
 def _replenish_when_idle(sock: socket.socket, state: Zygote_) -> None:
     """Fork the spares used up, but not while the shim just started is coming up: forking (and
-    a new spare warming up) takes CPU the new shim and its ``runc create`` need right now.
+    a new spare setting itself up) takes CPU the new shim and its ``runc create`` need right now.
     With a spare left, wait until the daemon has been quiet for REPLENISH_DELAY (or sends the
     next request, which that spare serves); with none left, replenish at once."""
     if state.spares and REPLENISH_DELAY > 0:

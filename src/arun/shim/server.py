@@ -224,12 +224,9 @@ async def _serve_prepared(activation: Activation) -> None:
     ready = _prepare()
     waiting = asyncio.ensure_future(activation())
     stopped = asyncio.ensure_future(ready.stop.wait())
-    warming = asyncio.ensure_future(_warm_spare(ready)) if WARM_SPARES else None
     try:
         await asyncio.wait((waiting, stopped), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if warming is not None and not warming.done():
-            warming.cancel()  # the task comes first; the warm-up cleans up as it unwinds
         # ``stopped`` is not waited for: its cancellation completes on the loop's next turn,
         # while the task is being served (a wait here would delay the first request).
         stopped.cancel()
@@ -252,13 +249,6 @@ async def _serve_prepared(activation: Activation) -> None:
 
 REHEARSAL_CALLS = 12  # > CPython 3.11's warm-up delay (8) before it specializes a function
 
-# Whether a waiting spare runs a short shim session of its own (``_warm_spare``): ARUN_SPARE_WARM=1.
-# Off by default: it takes ~6 ms off Tasks.Create but each waiting spare holds ~0.7 MiB more
-# (shim_bench, 20 pods settled: PSS per pod 0.51x the Go shim's with it, 0.48x without).
-WARM_SPARES = os.environ.get("ARUN_SPARE_WARM", "0") == "1"
-# The warm-up's directory, in the temp dir: this prefix and the spare's pid.
-WARM_DIR_PREFIX = "arun-spare-"
-
 
 def idle_priority(on: bool, pid: int = 0) -> bool:
     """Put process ``pid`` (0: this one) under ``SCHED_IDLE`` — it runs only on a CPU nothing
@@ -268,110 +258,6 @@ def idle_priority(on: bool, pid: int = 0) -> bool:
     except (OSError, AttributeError):
         return False
     return True
-
-
-async def _warm_spare(ready: _Ready) -> None:
-    """A spare, while it waits for its task: one shim session (a server on a private socket,
-    a client's ``Connect``, a failing ``State``, a ``Create`` that fails in the runtime, logging
-    into a sink) with its own server and a throw-away ``Shim`` on the spare's reaper.
-
-    A spare shares its pages with the template it was forked from; the first write to one
-    (every reference count that changes) copies it. The template's rehearsal made those paths
-    warm, but each shim still copies the pages they touch, ~1-2 ms per step (accepting a
-    connection, the first log line, the first request), all of it after the task came — while
-    a Create waits. Done here, the copies are made while nobody waits; they are the pages the
-    real session would have copied anyway. A spare forked to replenish the zygote's stock runs
-    under ``SCHED_IDLE`` until it gets its task (``arun.runtime.zygote``), so that warming up
-    does not slow down a machine busy with other starts. Best effort; cancelled (and cleaned
-    up) when the task comes first."""
-    import io
-    import shutil
-    import tempfile
-
-    from arun import errdefs
-    from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
-    from arun.errdefs import grpc as errgrpc
-    from arun.shim import manager
-    from arun.shim.events import NAMESPACE_HEADER, EventQueue
-    from arun.shim.mount import SysMounter
-    from arun.shim.service import RuntimeOptions, Shim, TaskAPI
-    from arun.ttrpc import Client, Server, ServiceStub, require_same_user
-
-    false = shutil.which("false")
-    # Named after this process: a spare killed while warming up leaves it behind, and the zygote
-    # removes the ones of processes that are gone (``arun.runtime.zygote.sweep_warm_dirs``).
-    base = os.path.join(tempfile.gettempdir(), f"{WARM_DIR_PREFIX}{os.getpid()}")
-    shutil.rmtree(base, ignore_errors=True)  # a process of the same pid died warming up
-    os.mkdir(base, 0o700)
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    sink = logging.StreamHandler(io.StringIO())
-    sink.setFormatter(_JSONFormatter())
-    for h in saved[0]:
-        root.removeHandler(h)
-    root.addHandler(sink)
-    root.setLevel(logging.INFO)
-    server: Server | None = None
-    shim: Shim | None = None
-    events: EventQueue | None = None
-    client: Client | None = None
-    try:
-        server = Server(to_status=_to_status, peer_check=require_same_user)
-        events = EventQueue(None, "rehearsal")
-        shim = Shim(
-            namespace="rehearsal",
-            reaper=ready.reaper,
-            events=events,
-            mounter=SysMounter(),
-            defaults=RuntimeOptions(binary_name=false or ""),
-        )
-        api = TaskAPI(shim, v3)
-        server.register(api.service_name, api)
-        bundle = os.path.join(base, "b")
-        os.mkdir(bundle)
-        fd = os.open(os.path.join(bundle, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, b"{}")
-        finally:
-            os.close(fd)
-        path = os.path.join(base, "s")
-        listener = manager.listen(path)
-        if listener is None:
-            return
-        await server.serve_socket(socket.socket(fileno=listener.detach()))
-        log.info("shim %s serving on %s (namespace %s)", "rehearsal", path, "rehearsal")
-        client = await Client.connect(
-            path, timeout=5, from_status=errgrpc.from_code, metadata=lambda: [(NAMESPACE_HEADER, "rehearsal")]
-        )
-        task = ServiceStub(client, "containerd.task.v3.Task")
-        await task.Connect(v3.ConnectRequest(id="rehearsal"))
-        with contextlib.suppress(errdefs.NotFoundError):
-            await task.State(v3.StateRequest(id="nothing"))
-        if false:
-            with contextlib.suppress(errdefs.ArunError):
-                await task.Create(v3.CreateTaskRequest(id="rehearsal", bundle=bundle))
-    except Exception:  # a warm-up that fails costs time, nothing else
-        pass
-    finally:
-        try:
-            with contextlib.suppress(Exception):
-                if client is not None:
-                    await client.close()
-                if server is not None:
-                    await server.shutdown(0)
-                if events is not None:
-                    await events.close(0)
-        finally:
-            if shim is not None:
-                shim.close()
-            # Put the logging back, unless the shim has set up its own meanwhile (its task came
-            # while this was unwinding).
-            if sink in root.handlers:
-                root.removeHandler(sink)
-                for h in saved[0]:
-                    root.addHandler(h)
-                root.setLevel(saved[1])
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def rehearse() -> None:

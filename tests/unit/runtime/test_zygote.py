@@ -185,36 +185,6 @@ async def test_bad_runtime_options_fail_the_request_and_leave_no_socket(base: Pa
         os.close(log_fd)
 
 
-def _a_pid_that_is_gone() -> int:
-    child = os.fork()
-    if child == 0:
-        os._exit(0)
-    os.waitpid(child, 0)
-    return child
-
-
-async def test_warm_up_dirs_of_dead_spares_are_swept(base: Path) -> None:
-    """A spare killed while warming up leaves its directory; the zygote removes it when it next
-    forks spares (the directory of a live process stays)."""
-    tmp = base / "tmp"
-    tmp.mkdir()
-    child = _a_pid_that_is_gone()
-    stale, live = tmp / f"arun-spare-{child}", tmp / f"arun-spare-{os.getpid()}"
-    for d in (stale, live):
-        (d / "b").mkdir(parents=True)
-    env = env_for(base)
-    z = Zygote(env={**env.environment(""), "TMPDIR": str(tmp)})
-    await z.start()
-    try:
-        for _ in range(500):
-            if not stale.exists():
-                break
-            await asyncio.sleep(0.02)
-        assert not stale.exists() and live.exists()
-    finally:
-        await z.close()
-
-
 async def test_manager_falls_back_to_the_binary(base: Path) -> None:
     env = env_for(base)
     shims = ShimManager(env)
