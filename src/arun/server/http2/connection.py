@@ -67,7 +67,7 @@ from h2.events import (
 from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError, StreamClosedError
 from h2.settings import ChangedSetting, SettingCodes
 
-from arun.server.http2._hpacklib import Decoder, Encoder, HPACKError
+from arun.server.http2.hpack import Decoder, Encoder, HPACKError
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
