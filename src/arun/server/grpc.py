@@ -187,10 +187,11 @@ class GRPCServer:
     async def start(self, path: str | Path, *, uid: int = 0, gid: int = 0) -> None:
         """Listen on ``path``: refused if a live daemon holds it, a stale socket file is replaced."""
         p = Path(path)
-        # h2 computes a repr of every received frame for a trace log nobody reads (see h2trace).
-        h2trace.install()
         await sockets.prepare(p)
         server = _Server([_Table(self.routes)])
+        if not server._lean:
+            # h2 computes a repr of every received frame for a trace log nobody reads (see h2trace).
+            h2trace.install()
         # grpclib copies the handlers into a plain dict; put the never-missing table back.
         if not isinstance(getattr(server, "_mapping", None), dict):
             raise RuntimeError("grpclib Server has no _mapping: update the unknown-method fallback")

@@ -12,7 +12,7 @@ import h2.connection
 import pytest
 
 from arun.server import h2trace
-from arun.server.grpc import GRPCServer, ServiceTable
+from arun.server.grpc import H2_ENV, GRPCServer, ServiceTable
 
 
 class Recorder:
@@ -79,12 +79,28 @@ def test_pinned_version_is_the_installed_one() -> None:
 
 
 async def test_server_start_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On h2's connection (ARUN_GRPC_H2=h2), the server's start installs the lazy repr."""
+    monkeypatch.setenv(H2_ENV, "h2")
     monkeypatch.delitem(h2.connection.__dict__, "repr", raising=False)
     path = Path("/tmp") / f"arun-test-{uuid.uuid4().hex[:12]}.sock"
     srv = GRPCServer(ServiceTable())
     await srv.start(path)
     try:
         assert h2.connection.__dict__.get("repr") is h2trace.LazyRepr
+    finally:
+        await srv.close()
+        path.unlink(missing_ok=True)
+
+
+async def test_server_on_its_own_connection_leaves_h2_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default server does not run h2's connection, so nothing of h2 is patched."""
+    monkeypatch.delenv(H2_ENV, raising=False)
+    monkeypatch.delitem(h2.connection.__dict__, "repr", raising=False)
+    path = Path("/tmp") / f"arun-test-{uuid.uuid4().hex[:12]}.sock"
+    srv = GRPCServer(ServiceTable())
+    await srv.start(path)
+    try:
+        assert "repr" not in h2.connection.__dict__
     finally:
         await srv.close()
         path.unlink(missing_ok=True)
