@@ -13,10 +13,11 @@ there, and ``_receive_frame`` is the only code in that module that calls ``repr`
 the record, so a logger that does print it prints the same text. h2's files are untouched.
 
 This leans on how h2 4.4.1 is written, so h2 is pinned in pyproject.toml and ``install()``
-checks, at the start of a server that runs on h2's connection (``ARUN_GRPC_H2=h2``; by default
-grpclib's server runs on ``arun.server.http2`` and h2 is left alone), the version and that ``_receive_frame`` is still the only user of a
-global ``repr`` in ``h2.connection``; with anything else it logs a warning and leaves h2 alone
-(slower, not wrong). A test fails when the pin and the installed h2 differ.
+checks the version and that ``_receive_frame`` is still the only user of a global ``repr`` in
+``h2.connection``; with anything else it logs a warning and leaves h2 alone (slower, not wrong).
+A test fails when the pin and the installed h2 differ. A server installs it at its start only when
+it runs on h2's connection (``ARUN_GRPC_H2=h2``); by default grpclib's server runs on
+``arun.server.http2`` and h2 is left alone.
 """
 
 from __future__ import annotations
