@@ -66,7 +66,7 @@ def pss_kib(pid: int) -> int:
 
 
 def _spares_of(zygote_pid: int, ttrpc_address: str) -> list[int]:
-    """The zygote's helpers: its template and waiting spares, forked from it (its command line,
+    """The zygote's helpers: its waiting spares, forked from it (its command line,
     not renamed to arun-shim) and with its environment (this daemon's ttrpc address, not
     another's)."""
     out = []

@@ -1,4 +1,4 @@
-"""The zygote: a pre-imported template process that forks arun shims.
+"""The zygote: a pre-imported process that forks arun shims.
 
 A fresh Python costs ~150 ms and ~20 MB to start; a fork of a process that has
 already imported the shim costs a few milliseconds, and its pages stay shared
@@ -6,32 +6,33 @@ copy-on-write with every other shim forked from it (``gc.freeze()`` keeps the
 collector from writing to, and so un-sharing, the imported objects).
 
 The daemon starts the zygote as ``python -m arun.runtime.zygote <fd>`` with one end
-of a ``SOCK_SEQPACKET`` socketpair as ``<fd>``. The zygote stays single-threaded,
-never runs an event loop, and answers one request at a time. A request carries what
-the shim's ``start`` command would read from a ``BootstrapParams`` on its stdin (the
-task's namespace and id, the daemon's addresses, the socket directory, the runtime
-options) and its bundle; the reply is what ``start`` would print. The two ways are the
-same from the outside: the same socket path (grouping by the sandbox annotation
-included: a live shim of the pod is reused), the same files in the bundle
-(``shim.pid``, ``address``, the ``s`` link), the same ``BootstrapResult``.
+of a ``SOCK_SEQPACKET`` socketpair as ``<fd>``. Once warm (``warm()``) the zygote does
+nothing but fork: a byte in, a *spare* out — forked through an intermediate child that
+exits at once (so the spare is re-parented to init or the nearest subreaper, never a
+child of the zygote or of the daemon), in a session of its own, waiting on a socketpair
+with its event loop, reaper and ttrpc server already running
+(``arun.shim.server.serve_prepared``); the zygote sends back its pid and the other end
+of that socketpair (``SCM_RIGHTS``). Any page the zygote wrote between two forks would
+stop being shared with the spares forked after, so it runs no other code.
 
-Shims are forked ahead of time: the zygote keeps a few *spares*, each forked
-through an intermediate child that exits at once (so the spare is re-parented to
-init or the nearest subreaper, never a child of the zygote or of the daemon) and in
-a session of its own, waiting on a socketpair with its event loop, reaper and ttrpc
-server already running (``arun.shim.server.serve_prepared``). A start binds the shim's
-socket and hands it to a spare (``SCM_RIGHTS``) with its parameters; the spare becomes
-the shim of that task (its stdio, log and task service), and the zygote forks
-replacements once the daemon has been quiet for ``REPLENISH_DELAY`` (at once when no
-spare is left), so that the fork does not compete with the shim just started.
+Starts are handled in the daemon (:class:`Zygote`), which holds the spares. A start
+carries what the shim's ``start`` command would read from a ``BootstrapParams`` on its
+stdin (the task's namespace and id, the daemon's addresses, the socket directory, the
+runtime options) and its bundle, and gives what ``start`` would print. The two ways are
+the same from the outside: the same socket path (grouping by the sandbox annotation
+included: a live shim of the pod is reused), the same files in the bundle (``shim.pid``,
+``address``, the ``s`` link), the same ``BootstrapResult``. The daemon binds the shim's
+socket and hands it to a spare with its parameters; the spare becomes the shim of that
+task (its stdio, log and task service). The spares used up are forked again once starts
+have paused for ``REPLENISH_DELAY`` (at once when none is left), so that the fork does
+not compete with the shim just started.
 
-When the daemon goes away the zygote reads end-of-file and exits; the shims it
-forked live on.
+When the daemon goes away the zygote and the waiting spares read end-of-file and exit;
+the shims live on.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -39,7 +40,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,132 +61,12 @@ REQUEST_TIMEOUT = 10.0
 REPLENISH_DELAY = float(os.environ.get("ARUN_ZYGOTE_REPLENISH_DELAY", "0.25"))
 
 
-# -- the zygote process --------------------------------------------------------------------------
-
-
-def _write_atomic(path: str, data: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-class _Spare:
-    """A pre-forked shim waiting for its parameters: already detached (forked through an
-    intermediate that exited, so re-parented; a session of its own), it turns into a shim the
-    moment it receives its listener, so a start costs a message, not a fork."""
-
-    def __init__(self, pid: int, sock: socket.socket) -> None:
-        self.pid = pid
-        self.sock = sock
-
-    def alive(self) -> bool:
-        """Still waiting (a spare that died closed its end of the socket)."""
-        try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-
-
-class Zygote_:
-    """The zygote process's state: its spares and the template that forks them."""
-
-    def __init__(self, spares: int, template: bool = True) -> None:
-        self.want = max(1, spares)
-        self.spares: list[_Spare] = []
-        self.use_template = template
-        self.template = _Template.fork() if template else None
-
-    def fork_spare(self) -> _Spare:
-        """A new spare: forked by the template (its pages are the ones every shim shares), by the
-        zygote itself when the template is gone (and a new template is forked for next time)."""
-        if self.template is not None:
-            try:
-                return self.template.fork_spare()
-            except OSError:
-                self.template.close(kill=True)
-                self.template = None
-        pid, sock = _fork_detached()
-        if self.use_template:
-            self.template = _Template.fork()
-        return _Spare(pid, sock)
-
-    def take_spare(self) -> _Spare:
-        while self.spares:
-            spare = self.spares.pop(0)
-            if spare.alive():
-                return spare
-            spare.sock.close()
-        return self.fork_spare()
-
-    def replenish(self) -> None:
-        self.reap()
-        while len(self.spares) < self.want:
-            spare = self.fork_spare()
-            # Until it gets a task, a spare (setting itself up, waiting) runs only on
-            # a CPU nothing else wants; ``send`` puts it back under SCHED_OTHER. Only when that
-            # is sure to be allowed (root): a shim left under SCHED_IDLE would crawl on a busy host.
-            if os.geteuid() == 0:
-                with contextlib.suppress(OSError):
-                    os.sched_setscheduler(spare.pid, os.SCHED_IDLE, os.sched_param(0))
-            self.spares.append(spare)
-
-    def reap(self) -> None:
-        """Forget a template that died (the next spare comes from the zygote and a new one)."""
-        if self.template is not None and not self.template.alive():
-            self.template.sock.close()
-            self.template = None
-
-    def launch(self, spare: _Spare, activation: dict[str, Any], listener_fd: int, sent: bool = False) -> int:
-        """Hand ``listener_fd`` and the shim's parameters to ``spare`` (to another one, should
-        it have died); the shim's pid. ``sent``: :meth:`send` already gave them to ``spare``."""
-        payload = json.dumps(activation).encode()
-        for _ in range(3):
-            if not sent:
-                sent = self.send(spare, payload, listener_fd)
-            # The spare acknowledges once it holds the listener: a spare that died after we
-            # picked it must not take the socket with it.
-            ok = sent and self.confirmed(spare)
-            spare.sock.close()
-            if ok:
-                return spare.pid
-            spare, sent = self.take_spare(), False  # that one is gone (killed): another
-        raise RuntimeError("no spare shim could be started")
-
-    @staticmethod
-    def send(spare: _Spare, payload: bytes, listener_fd: int) -> bool:
-        """Give ``spare`` its parameters and listener (it acknowledges: :meth:`confirmed`),
-        under the normal scheduling policy again (a spare warms up under ``SCHED_IDLE``)."""
-        with contextlib.suppress(OSError):
-            os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
-        try:
-            socket.send_fds(spare.sock, [payload], [listener_fd])
-        except OSError:
-            return False
-        return True
-
-    @staticmethod
-    def confirmed(spare: _Spare) -> bool:
-        try:
-            spare.sock.settimeout(ACK_TIMEOUT)
-            return spare.sock.recv(8) == b"ok"
-        except OSError:
-            return False
-
-    def close(self) -> None:
-        for spare in self.spares:
-            spare.sock.close()  # end-of-file: the spare exits
-        self.spares.clear()
-        if self.template is not None:
-            self.template.close()
-            self.template = None
+# -- the zygote process ---------------------------------------------------------------------------
 
 
 def _fork_detached() -> tuple[int, socket.socket]:
     """Fork a spare through an intermediate that exits at once (the spare is re-parented, in a
-    session of its own): its pid and the zygote's end of its socket."""
+    session of its own): its pid and the other end of its socket (for the daemon)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     r, w = os.pipe()
     child = os.fork()
@@ -218,69 +99,9 @@ def _fork_detached() -> tuple[int, socket.socket]:
     return int(raw), ours
 
 
-class _Template:
-    """The process spares are forked from: a child of the zygote, forked right after the
-    imports, the rehearsal and ``gc.freeze()``, that does nothing but fork spares.
-
-    A page a process writes after a fork stops being shared with the children forked before.
-    The zygote itself runs code for every request (decoding it, finding the socket, writing
-    the bundle's files), so the spares it forked one after another would each keep copies
-    of the pages it touched in between; the template's loop touches a handful."""
-
-    def __init__(self, pid: int, sock: socket.socket) -> None:
-        self.pid = pid
-        self.sock = sock
-
-    @classmethod
-    def fork(cls) -> _Template | None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            pid = os.fork()
-        except OSError:
-            ours.close()
-            theirs.close()
-            return None
-        if pid == 0:
-            code = 1
-            try:
-                fd = theirs.fileno()
-                os.closerange(3, fd)  # not the daemon's socket, not the spares' sockets
-                os.closerange(fd + 1, 1 << 16)
-                code = _template_main(theirs)
-            finally:
-                os._exit(code)
-        theirs.close()
-        return cls(pid, ours)
-
-    def fork_spare(self) -> _Spare:
-        self.sock.settimeout(ACK_TIMEOUT)
-        self.sock.sendall(b"f")
-        msg, fds, _, _ = socket.recv_fds(self.sock, 64, 1)
-        if not msg or not fds:
-            for fd in fds:
-                os.close(fd)
-            raise OSError("the zygote's template could not fork a spare")
-        return _Spare(int(msg), socket.socket(fileno=fds[0]))
-
-    def alive(self) -> bool:
-        try:
-            done, _ = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        return not done
-
-    def close(self, kill: bool = False) -> None:
-        self.sock.close()  # end-of-file: the template exits
-        if kill:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, 9)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-
-
-def _template_main(sock: socket.socket) -> int:
-    """The template's loop: a byte in, a spare out (its pid, and the zygote's end of its socket);
-    end-of-file: exit."""
+def _fork_loop(sock: socket.socket) -> int:
+    """The zygote's loop once warm: a byte in, a spare out (its pid, and the daemon's end of its
+    socket); end-of-file: exit."""
     recv, send_fds, fork = sock.recv, socket.send_fds, _fork_detached
     while True:
         try:
@@ -294,7 +115,7 @@ def _template_main(sock: socket.socket) -> int:
         try:
             pid, ours = fork()
         except (OSError, RuntimeError):
-            send_fds(sock, [b""], [])
+            send_fds(sock, [b"-"], [])  # an empty message would read as end-of-file
             continue
         send_fds(sock, [str(pid).encode()], [ours.fileno()])
         ours.close()
@@ -302,10 +123,10 @@ def _template_main(sock: socket.socket) -> int:
 
 def _spare_main(sock: socket.socket) -> int:
     """Life of a spare: be a shim-in-waiting (its event loop, reaper and server already up,
-    ``server.serve_prepared``) until the zygote's go, then serve that task."""
+    ``server.serve_prepared``) until the daemon's go, then serve that task."""
     os.setsid()
     fd = sock.fileno()
-    # Nothing of the zygote's: not its socket to the daemon, not the other spares' sockets.
+    # Nothing of the zygote's: not its socket to the daemon.
     os.closerange(3, fd)
     os.closerange(fd + 1, 1 << 16)
     from arun.shim import server
@@ -387,167 +208,6 @@ def _set_name(name: bytes, cmdline: bytes = b"") -> None:
                     mem.write(cmdline[: size - 1].ljust(size, b"\0"))
     except (OSError, ValueError, IndexError):
         pass
-
-
-def handle(state: Zygote_, request: dict[str, Any]) -> tuple[dict[str, Any], Callable[[], None]]:
-    """Do what ``containerd-shim-arun-v1 … start`` does with a ``BootstrapParams``, with a spare
-    instead of an exec: the reply, and what is left to do once it has been sent.
-
-    Finding the address, binding the socket and handing it to a spare come before the reply
-    (connections queue on a bound socket until the shim accepts them); waiting for the spare's
-    acknowledgement and writing the bundle files come after it."""
-    from arun.shim import manager, wire
-
-    started = time.monotonic()
-    namespace: str = request["namespace"]
-    id: str = request["id"]
-    bundle: str = request["bundle"]
-    socket_dir: str = request.get("socket_dir") or manager.DEFAULT_SOCKET_DIR
-    if not namespace:
-        raise manager.UsageError("shim namespace cannot be empty")
-    if not id:
-        raise manager.UsageError("shim id cannot be empty")
-    group = manager.group_key(bundle, id)
-    address = manager.socket_address(request["grpc_address"], namespace, group, socket_dir)
-    path = manager.socket_path(address)
-    if len(path.encode()) > 107:
-        raise manager.UsageError(f"socket path {path!r} is longer than a unix socket address allows")
-    listener = manager.listen(path)
-    spare = None
-    if listener is not None:
-        try:
-            spare = state.take_spare()
-        except BaseException:
-            listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            raise
-    activation: dict[str, Any] = {}
-    sent = False
-    if listener is not None and spare is not None:
-        # The spare gets its task before the daemon gets the reply: the shim's coming up is
-        # what a Create waits for, while the daemon only connects meanwhile (the connection
-        # queues on the bound socket). Its acknowledgement is awaited after the reply.
-        try:
-            activation = _activation(request, namespace, id, bundle, socket_dir)
-            sent = state.send(spare, json.dumps(activation).encode(), listener.fileno())
-        except BaseException:
-            listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            if not sent:
-                state.spares.insert(0, spare)  # untouched: it serves the next request
-            raise
-    reply = {
-        "output": base64.b64encode(wire.bootstrap_result(address, 3)).decode(),
-        "pid": spare.pid if spare is not None else 0,
-        "micros": int((time.monotonic() - started) * 1e6),
-    }
-
-    def after() -> None:
-        if listener is not None and spare is not None:
-            try:
-                pid = state.launch(spare, activation, listener.fileno(), sent=sent)
-            finally:
-                listener.close()
-            _write_files([(os.path.join(bundle, "shim.pid"), str(pid))])
-        files = [(os.path.join(bundle, "address"), address)]
-        if socket_dir:
-            files.append((os.path.join(bundle, "s"), "->" + socket_dir))
-        _write_files(files)
-
-    return reply, after
-
-
-def _activation(
-    request: dict[str, Any], namespace: str, id: str, bundle: str, socket_dir: str
-) -> dict[str, Any]:
-    """What a spare is told to become the shim of a task: the task and the changes to its
-    environment (the one ``start`` would give the shim it launches)."""
-    from arun.shim import manager, wire
-
-    runc = None
-    if request.get("options"):
-        any_ = wire.AnyMessage.decode(base64.b64decode(request["options"]))
-        runc = wire.RuncOptions.from_any(any_)
-    p = manager.StartParams(
-        namespace=namespace,
-        id=id,
-        grpc_address=request["grpc_address"],
-        ttrpc_address=request["ttrpc_address"],
-        socket_dir=socket_dir,
-        debug=bool(request.get("debug")),
-        runc=runc,
-        bootstrap=True,
-    )
-    activation: dict[str, Any] = {"namespace": namespace, "id": id, "bundle": bundle, "debug": p.debug}
-    activation.update(_environment_changes(manager.server_environment(p, dict(os.environ))))
-    return activation
-
-
-def _environment_changes(env: dict[str, str]) -> dict[str, Any]:
-    """``env`` as changes to the zygote's own environment (which a spare inherited)."""
-    current = os.environ
-    return {
-        "set": {k: v for k, v in env.items() if current.get(k) != v},
-        "unset": [k for k in current if k not in env],
-    }
-
-
-def _write_files(files: list[tuple[str, str]]) -> None:
-    """What ``start`` leaves in the bundle besides the socket (``shim.pid``, ``address``, the
-    ``s`` link to the socket directory); written after the reply, off the critical path."""
-    for path, data in files:
-        try:
-            if data.startswith("->"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                os.symlink(data[2:], path)
-            else:
-                _write_atomic(path, data)
-        except OSError:
-            pass  # the bundle went away meanwhile (a failed create)
-
-
-def _replenish_when_idle(sock: socket.socket, state: Zygote_) -> None:
-    """Fork the spares used up, but not while the shim just started is coming up: forking (and
-    a new spare setting itself up) takes CPU the new shim and its ``runc create`` need right now.
-    With a spare left, wait until the daemon has been quiet for REPLENISH_DELAY (or sends the
-    next request, which that spare serves); with none left, replenish at once."""
-    if state.spares and REPLENISH_DELAY > 0:
-        import select
-
-        with contextlib.suppress(InterruptedError):
-            readable, _, _ = select.select([sock], [], [], REPLENISH_DELAY)
-            if readable:
-                return  # the next request first; replenished after it
-    state.replenish()
-
-
-def serve_requests(sock: socket.socket, state: Zygote_) -> None:
-    try:
-        while True:
-            try:
-                data = sock.recv(MAX_MESSAGE)
-            except InterruptedError:
-                continue
-            if not data:
-                return  # the daemon is gone
-            after: Callable[[], None] | None = None
-            try:
-                reply, after = handle(state, json.loads(data))
-            except Exception as exc:
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            sock.sendall(json.dumps(reply).encode())
-            # Off the critical path: the shim itself, the bundle files, the next spare.
-            if after is not None:
-                try:
-                    after()
-                except Exception as exc:
-                    sys.stderr.write(f"arun zygote: starting a shim failed: {exc!r}\n")
-            _replenish_when_idle(sock, state)
-    finally:
-        state.close()
 
 
 # Modules a shim imports only when it first needs them (runtime options, OOM and metrics,
@@ -657,21 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.setblocking(True)
     # Popped (it is ``arun.runtime.ksm.ENV``), so that it does not travel on into shims and runc.
     warm(merge=os.environ.pop("ARUN_ZYGOTE_KSM", "") == "1")
-
-    state = Zygote_(
-        int(os.environ.get("ARUN_ZYGOTE_SPARES", SPARES)),
-        template=os.environ.get("ARUN_ZYGOTE_TEMPLATE", "1") != "0",
-    )
-    state.replenish()
     try:
         sock.sendall(json.dumps({"ready": os.getpid()}).encode())
     except (BrokenPipeError, ConnectionResetError):
-        # The daemon went away while we warmed up (e.g. SIGTERM right after boot): as on EOF
-        # in serve_requests, let the spares go and leave quietly.
-        state.close()
-        return 0
-    serve_requests(sock, state)
-    return 0
+        return 0  # the daemon went away while we warmed up (SIGTERM right after boot, say)
+    return _fork_loop(sock)
 
 
 # -- the daemon's end ----------------------------------------------------------------------------
@@ -681,18 +331,85 @@ class ZygoteError(Exception):
     """The zygote is not there or failed a request (the caller falls back to the binary)."""
 
 
+def _write_files(files: list[tuple[str, str]]) -> None:
+    """What ``start`` leaves in the bundle besides the socket (``shim.pid``, ``address``, the
+    ``s`` link to the socket directory)."""
+    for path, data in files:
+        try:
+            if data.startswith("->"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                os.symlink(data[2:], path)
+            else:
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(tmp, "w") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+        except OSError:
+            pass  # the bundle went away meanwhile (a failed create)
+
+
+class _Spare:
+    """A pre-forked shim the daemon holds: already detached (forked through an intermediate
+    that exited, so re-parented; a session of its own), it turns into a shim the moment it
+    receives its listener, so a start costs a message, not a fork."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    def alive(self) -> bool:
+        """Still waiting (a spare that died closed its end of the socket)."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+
+async def _readable(sock: socket.socket) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    fd = sock.fileno()
+    loop.add_reader(fd, on_readable)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
 class Zygote:
-    """The daemon's handle on its zygote process."""
+    """The daemon's handle on its zygote: the warm process it forks spares from, and the spares.
+
+    A start is handled here, in the daemon: the shim's address, its bound listener (or the live
+    shim of its pod), a spare told its task with the listener, the bundle's files. The warm
+    process only forks; pages it writes would stop being shared with the spares it forks next."""
 
     def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
         self.python = python
         self.env = dict(os.environ if env is None else env)
+        # The environment the spares inherit: the zygote's own (which pops the KSM request).
+        self._spare_env = {k: v for k, v in self.env.items() if k != "ARUN_ZYGOTE_KSM"}
+        self.want = max(1, int(self.env.get("ARUN_ZYGOTE_SPARES", SPARES)))
         self.pid = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._lock: asyncio.Lock | None = None
+        self._lock: asyncio.Lock | None = None  # one start at a time
+        self._fork_lock: asyncio.Lock | None = None  # one exchange with the zygote at a time
+        self._spares: list[_Spare] = []
+        self._replenisher: asyncio.Task[None] | None = None
+        self._last_start = 0.0
         self._ready = False
-        # How long the zygote itself took for the last start (microseconds).
+        self._ready_for_forks = True
+        # How long the last start took in the daemon (microseconds).
         self.last_micros = 0
 
     @property
@@ -700,7 +417,7 @@ class Zygote:
         return self._ready and self._sock is not None
 
     async def start(self, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109
-        """Start the zygote and wait until it has imported the shim."""
+        """Start the zygote, wait until it has imported the shim, and fork the first spares."""
         import asyncio
         import subprocess
 
@@ -723,13 +440,15 @@ class Zygote:
             theirs.close()
         ours.setblocking(False)
         self._sock = ours
+        self._lock, self._fork_lock = asyncio.Lock(), asyncio.Lock()
         try:
             async with asyncio.timeout(timeout):
                 data = await asyncio.get_running_loop().sock_recv(ours, MAX_MESSAGE)
-            hello = json.loads(data) if data else {}
-            if "ready" not in hello:
-                raise ZygoteError("the zygote exited before it was ready")
-            self.pid = int(hello["ready"])
+                hello = json.loads(data) if data else {}
+                if "ready" not in hello:
+                    raise ZygoteError("the zygote exited before it was ready")
+                self.pid = int(hello["ready"])
+                await self._replenish()
         except BaseException:
             await self.close()
             raise
@@ -755,43 +474,204 @@ class Zygote:
         of the task's pod was reused)."""
         import asyncio
 
-        message = {
-            "namespace": namespace,
-            "id": id,
-            "bundle": bundle,
-            "grpc_address": grpc_address,
-            "ttrpc_address": ttrpc_address,
-            "socket_dir": socket_dir,
-            "debug": debug,
-            "options": base64.b64encode(options).decode() if options else "",
-        }
-        request = json.dumps(message).encode()
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        from arun.shim import manager, wire
+
+        if not self.ready or self._lock is None:
+            raise ZygoteError("the zygote is not running")
         async with self._lock:
-            sock = self._sock
-            if sock is None or not self._ready:
-                raise ZygoteError("the zygote is not running")
-            loop = asyncio.get_running_loop()
-            try:
-                async with asyncio.timeout(timeout):
-                    await loop.sock_sendall(sock, request)
-                    data = await loop.sock_recv(sock, MAX_MESSAGE)
-            except (OSError, TimeoutError) as exc:
-                await self._fail(f"zygote request failed: {exc!r}")
-                raise ZygoteError(str(exc) or type(exc).__name__) from exc
-            except asyncio.CancelledError:
-                # A reply may still come: it would answer the next request. Start over.
-                await self._fail("zygote request cancelled")
-                raise
-            if not data:
+            if not self._zygote_alive():
                 await self._fail("the zygote exited")
                 raise ZygoteError("the zygote exited")
-        reply = json.loads(data)
-        if "error" in reply:
-            raise ZygoteError(str(reply["error"]))
-        self.last_micros = int(reply.get("micros", 0))
-        return base64.b64decode(reply["output"]), int(reply.get("pid", 0))
+            started = time.monotonic()
+            socket_dir = socket_dir or manager.DEFAULT_SOCKET_DIR
+            try:
+                if not namespace:
+                    raise manager.UsageError("shim namespace cannot be empty")
+                if not id:
+                    raise manager.UsageError("shim id cannot be empty")
+                group = manager.group_key(bundle, id)
+                address = manager.socket_address(grpc_address, namespace, group, socket_dir)
+                path = manager.socket_path(address)
+                if len(path.encode()) > 107:
+                    raise manager.UsageError(
+                        f"socket path {path!r} is longer than a unix socket address allows"
+                    )
+                runc = None
+                if options:
+                    runc = wire.RuncOptions.from_any(wire.AnyMessage.decode(options))
+                p = manager.StartParams(
+                    namespace=namespace,
+                    id=id,
+                    grpc_address=grpc_address,
+                    ttrpc_address=ttrpc_address,
+                    socket_dir=socket_dir,
+                    debug=debug,
+                    runc=runc,
+                    bootstrap=True,
+                )
+                listener = manager.listen(path)
+            except (manager.UsageError, ValueError, OSError) as exc:
+                raise ZygoteError(f"{type(exc).__name__}: {exc}") from exc
+            pid = 0
+            if listener is not None:
+                activation = {"namespace": namespace, "id": id, "bundle": bundle, "debug": debug}
+                activation.update(
+                    self._environment_changes(manager.server_environment(p, dict(self._spare_env)))
+                )
+                try:
+                    async with asyncio.timeout(timeout):
+                        pid = await self._launch(json.dumps(activation).encode(), listener)
+                except BaseException as exc:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    if not self._zygote_alive() or isinstance(exc, (OSError, TimeoutError)):
+                        await self._fail(f"zygote request failed: {exc!r}")
+                        if isinstance(exc, Exception) and not isinstance(exc, ZygoteError):
+                            raise ZygoteError(str(exc) or type(exc).__name__) from exc
+                    raise
+                finally:
+                    listener.close()
+                _write_files([(os.path.join(bundle, "shim.pid"), str(pid))])
+            files = [(os.path.join(bundle, "address"), address)]
+            if socket_dir:
+                files.append((os.path.join(bundle, "s"), "->" + socket_dir))
+            _write_files(files)
+            self.last_micros = int((time.monotonic() - started) * 1e6)
+            return wire.bootstrap_result(address, 3), pid
+
+    def _environment_changes(self, env: dict[str, str]) -> dict[str, Any]:
+        """``env`` as changes to the environment a spare inherited: a few ``putenv``s in the
+        spare, not a rebuilt ``os.environ`` (which would copy far more of the shared heap)."""
+        current = self._spare_env
+        return {
+            "set": {k: v for k, v in env.items() if current.get(k) != v},
+            "unset": [k for k in current if k not in env],
+        }
+
+    async def _launch(self, payload: bytes, listener: Any) -> int:
+        """Hand ``listener`` and the shim's parameters to a spare (to another one, should it have
+        died); the shim's pid once it has acknowledged (it holds the listener then)."""
+        for _ in range(3):
+            spare = await self._take_spare()
+            try:
+                with contextlib.suppress(OSError):
+                    # A spare waits under SCHED_IDLE; a shim runs under the normal policy.
+                    os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
+                try:
+                    socket.send_fds(spare.sock, [payload], [listener.fileno()])
+                except OSError:
+                    continue  # gone meanwhile
+                if await self._acknowledged(spare):
+                    return spare.pid
+            finally:
+                spare.sock.close()
+        raise ZygoteError("no spare shim could be started")
+
+    @staticmethod
+    async def _acknowledged(spare: _Spare) -> bool:
+        import asyncio
+
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT):
+                while True:
+                    try:
+                        return spare.sock.recv(8) == b"ok"
+                    except BlockingIOError:
+                        await _readable(spare.sock)
+        except (OSError, TimeoutError):
+            return False
+
+    async def _take_spare(self) -> _Spare:
+        """A waiting spare (the first one alive), or a new one when none is left; the spares
+        used up are forked again once starts have paused (:meth:`_replenish_later`)."""
+        import asyncio
+
+        self._last_start = time.monotonic()
+        if self._replenisher is None or self._replenisher.done():
+            self._replenisher = asyncio.get_running_loop().create_task(
+                self._replenish_later(), name="shim-zygote-replenish"
+            )
+        while self._spares:
+            spare = self._spares.pop(0)
+            if spare.alive():
+                return spare
+            spare.sock.close()
+        return await self._fork_spare()
+
+    async def _replenish_later(self) -> None:
+        """Fork the spares used up, but not while the shim just started is coming up: a fork
+        (and a new spare setting itself up) takes CPU the new shim and its ``runc create`` need
+        right now. With a spare left, wait until starts have paused for REPLENISH_DELAY; with
+        none left, at once."""
+        import asyncio
+
+        while self._spares:
+            quiet = self._last_start + REPLENISH_DELAY - time.monotonic()
+            if quiet <= 0:
+                break
+            await asyncio.sleep(quiet)
+        try:
+            await self._replenish()
+        except (OSError, ZygoteError) as exc:
+            log.warning("shim zygote could not fork spares", extra={"error": str(exc)})
+
+    async def _replenish(self) -> None:
+        for spare in [s for s in self._spares if not s.alive()]:
+            spare.sock.close()
+            self._spares.remove(spare)
+        while len(self._spares) < self.want and self._sock is not None:
+            self._spares.append(await self._fork_spare())
+
+    async def _fork_spare(self) -> _Spare:
+        """Ask the zygote for a new spare: a byte out; its pid and its socket back (``-``: the
+        fork failed; end-of-file: the zygote is gone)."""
+        import asyncio
+
+        sock, lock = self._sock, self._fork_lock
+        if sock is None or lock is None or not self._ready_for_forks:
+            raise ZygoteError("the zygote is not running")
+        async with lock:
+            try:
+                sock.send(b"f")
+                while True:
+                    try:
+                        msg, fds, _, _ = socket.recv_fds(sock, 64, 1)
+                        break
+                    except BlockingIOError:
+                        await _readable(sock)
+            except asyncio.CancelledError:
+                # Its reply, still coming, would answer the next request: no more requests.
+                self._ready_for_forks = False
+                raise
+            except OSError as exc:
+                self._ready_for_forks = False
+                raise ZygoteError(f"the zygote is gone: {exc}") from exc
+        if not msg:
+            self._ready_for_forks = False
+            raise ZygoteError("the zygote exited")
+        if not fds:
+            raise ZygoteError("the zygote could not fork a spare")
+        spare = _Spare(int(msg), socket.socket(fileno=fds[0]))
+        spare.sock.setblocking(False)
+        # Until it gets a task, a spare (setting itself up, waiting) runs only on a CPU nothing
+        # else wants; :meth:`_launch` puts it back under SCHED_OTHER. Only when that is sure to
+        # be allowed (root): a shim left under SCHED_IDLE would crawl on a busy host.
+        if os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(spare.pid, os.SCHED_IDLE, os.sched_param(0))
+        return spare
+
+    def _zygote_alive(self) -> bool:
+        """The zygote still runs (its end of the socket is open) and can take requests."""
+        sock = self._sock
+        if sock is None or not self._ready_for_forks:
+            return False
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
     async def _fail(self, why: str) -> None:
         proc = self._proc
@@ -807,6 +687,14 @@ class Zygote:
         import asyncio
 
         self._ready = False
+        task, self._replenisher = self._replenisher, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        for spare in self._spares:
+            spare.sock.close()  # end-of-file: the spare exits
+        self._spares.clear()
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()  # end-of-file: the zygote exits

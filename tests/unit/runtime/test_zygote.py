@@ -192,6 +192,7 @@ async def test_manager_falls_back_to_the_binary(base: Path) -> None:
     assert await shims.wait_zygote()
     assert shims.zygote is not None
     os.kill(shims.zygote.pid, signal.SIGKILL)
+    assert await _gone(shims.zygote.pid)
     bnd = make_bundle(base, "c")
     log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
     try:
@@ -294,6 +295,7 @@ async def test_manager_starts_a_new_zygote_when_it_died(base: Path) -> None:
     assert shims.zygote is not None
     first = shims.zygote.pid
     os.kill(first, signal.SIGKILL)
+    assert await _gone(first)
     logs = []
     try:
         for name in ("c1", "c2"):
