@@ -312,17 +312,19 @@ async def _pss_series(
         tm = TaskManager(base / "root", base / "state", shims)
         try:
             shim_pids = await _pods(tm, runtime, ns, pods, rootfs)
-            helpers = []
-            if runtime == RUNTIME_ARUN and shims.zygote is not None:
-                helpers = [shims.zygote.pid, *_spares_of(shims.zygote.pid, env.ttrpc_address)]
+            zygote = shims.zygote.pid if runtime == RUNTIME_ARUN and shims.zygote is not None else 0
 
-            def measure(shim_pids: list[int] = shim_pids, helpers: list[int] = helpers) -> dict[str, Any]:
+            def measure(shim_pids: list[int] = shim_pids, zygote: int = zygote) -> dict[str, Any]:
                 per_shim = [pss_kib(p) for p in set(shim_pids)]
+                # Looked up at every measurement: the spares used up by the last starts are
+                # forked again a moment later, and must be counted then.
+                helpers = [zygote, *_spares_of(zygote, env.ttrpc_address)] if zygote else []
                 helper_kib = sum(pss_kib(p) for p in helpers)
                 return {
                     "shims": len(per_shim),
                     "pss_per_shim_kib": round(statistics.mean(per_shim)),
                     "zygote_and_spares_kib": helper_kib,
+                    "spares": len(helpers) - 1 if helpers else 0,
                     "pss_per_pod_kib": round((sum(per_shim) + helper_kib) / pods),
                 }
 
