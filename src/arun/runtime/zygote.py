@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -561,7 +562,16 @@ class Zygote:
                     socket.send_fds(spare.sock, [payload], [listener.fileno()])
                 except OSError:
                     continue  # gone meanwhile
-                if await self._acknowledged(spare):
+                acknowledged = False
+                try:
+                    acknowledged = await self._acknowledged(spare)
+                finally:
+                    if not acknowledged:
+                        # It may hold the listener yet (or get it later): a shim nobody can
+                        # reach once the start has failed. Not left to run.
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(spare.pid, signal.SIGKILL)
+                if acknowledged:
                     return spare.pid
             finally:
                 spare.sock.close()
@@ -690,8 +700,7 @@ class Zygote:
         task, self._replenisher = self._replenisher, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await asyncio.wait([task])  # its end, without taking on its cancellation
         for spare in self._spares:
             spare.sock.close()  # end-of-file: the spare exits
         self._spares.clear()

@@ -138,6 +138,32 @@ async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> No
             os.close(fd)
 
 
+async def test_a_start_needs_only_a_spare_the_daemon_holds(base: Path, zygote: Zygote) -> None:
+    """The daemon handles a start itself, with a spare it holds: the zygote process only forks
+    (stopped here, it is not needed), so its pages stay the ones every shim shares."""
+    env = env_for(base)
+    bnd = make_bundle(base, "held")
+    log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
+    os.kill(zygote.pid, signal.SIGSTOP)
+    try:
+        out, pid = await asyncio.wait_for(zygote.spawn(**spawn_args(env, bnd)), 10)
+        assert pid > 0 and _ppid(pid) != zygote.pid
+        assert (bnd.path / "shim.pid").read_text() == str(pid)
+    finally:
+        os.kill(zygote.pid, signal.SIGCONT)
+    try:
+        conn = await ShimConnection.connect(binary.parse_start_output(out), "ns", lambda: None)
+        try:
+            resp = await conn.call("Connect", conn.request("Connect", id="held"))
+            assert resp.shim_pid == pid
+        finally:
+            await conn.close()
+        await _shutdown(binary.parse_start_output(out).address)
+        assert await _gone(pid)
+    finally:
+        os.close(log_fd)
+
+
 async def test_zygote_reuses_the_pod_shim(base: Path, zygote: Zygote) -> None:
     env = env_for(base)
     pod = {"io.kubernetes.cri.sandbox-id": "pod1"}
