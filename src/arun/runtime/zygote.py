@@ -395,6 +395,8 @@ class Zygote:
     process only forks; pages it writes would stop being shared with the spares it forks next."""
 
     def __init__(self, python: str = sys.executable, env: Mapping[str, str] | None = None) -> None:
+        import asyncio
+
         self.python = python
         self.env = dict(os.environ if env is None else env)
         # The environment the spares inherit: the zygote's own (which pops the KSM request).
@@ -407,6 +409,8 @@ class Zygote:
         self._fork_lock: asyncio.Lock | None = None  # one exchange with the zygote at a time
         self._spares: list[_Spare] = []
         self._replenisher: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()  # starts waiting for their spare
+        self._used_up = asyncio.Event()  # set when a start takes the last spare
         self._last_start = 0.0
         self._ready = False
         self._ready_for_forks = True
@@ -513,16 +517,20 @@ class Zygote:
                 listener = manager.listen(path)
             except (manager.UsageError, ValueError, OSError) as exc:
                 raise ZygoteError(f"{type(exc).__name__}: {exc}") from exc
-            pid = 0
+            files = [(os.path.join(bundle, "address"), address)]
+            if socket_dir:
+                files.append((os.path.join(bundle, "s"), "->" + socket_dir))
+            spare = None
             if listener is not None:
+                environment = manager.server_environment(p, dict(self._spare_env))
                 activation = {"namespace": namespace, "id": id, "bundle": bundle, "debug": debug}
-                activation.update(
-                    self._environment_changes(manager.server_environment(p, dict(self._spare_env)))
-                )
+                activation.update(self._environment_changes(environment))
+                payload = json.dumps(activation).encode()
                 try:
                     async with asyncio.timeout(timeout):
-                        pid = await self._launch(json.dumps(activation).encode(), listener)
+                        spare = await self._hand_over(payload, listener)
                 except BaseException as exc:
+                    listener.close()
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
                     if not self._zygote_alive() or isinstance(exc, (OSError, TimeoutError)):
@@ -530,15 +538,16 @@ class Zygote:
                         if isinstance(exc, Exception) and not isinstance(exc, ZygoteError):
                             raise ZygoteError(str(exc) or type(exc).__name__) from exc
                     raise
-                finally:
-                    listener.close()
-                _write_files([(os.path.join(bundle, "shim.pid"), str(pid))])
-            files = [(os.path.join(bundle, "address"), address)]
-            if socket_dir:
-                files.append((os.path.join(bundle, "s"), "->" + socket_dir))
-            _write_files(files)
+            # The reply does not wait for the spare's acknowledgement, nor for the bundle's
+            # files: the daemon connects meanwhile (the connection queues on the bound socket).
+            task = asyncio.get_running_loop().create_task(
+                self._finish(spare, payload if spare else b"", listener, path, bundle, files),
+                name="shim-zygote-finish",
+            )
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
             self.last_micros = int((time.monotonic() - started) * 1e6)
-            return wire.bootstrap_result(address, 3), pid
+            return wire.bootstrap_result(address, 3), spare.pid if spare else 0
 
     def _environment_changes(self, env: dict[str, str]) -> dict[str, Any]:
         """``env`` as changes to the environment a spare inherited: a few ``putenv``s in the
@@ -549,33 +558,60 @@ class Zygote:
             "unset": [k for k in current if k not in env],
         }
 
-    async def _launch(self, payload: bytes, listener: Any) -> int:
-        """Hand ``listener`` and the shim's parameters to a spare (to another one, should it have
-        died); the shim's pid once it has acknowledged (it holds the listener then)."""
+    async def _hand_over(self, payload: bytes, listener: Any) -> _Spare:
+        """Give ``listener`` and the shim's parameters to a spare (to another one, should the
+        first have died): the spare it went to."""
         for _ in range(3):
             spare = await self._take_spare()
+            with contextlib.suppress(OSError):
+                # A spare waits under SCHED_IDLE; a shim runs under the normal policy.
+                os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
             try:
-                with contextlib.suppress(OSError):
-                    # A spare waits under SCHED_IDLE; a shim runs under the normal policy.
-                    os.sched_setscheduler(spare.pid, os.SCHED_OTHER, os.sched_param(0))
-                try:
-                    socket.send_fds(spare.sock, [payload], [listener.fileno()])
-                except OSError:
-                    continue  # gone meanwhile
+                socket.send_fds(spare.sock, [payload], [listener.fileno()])
+            except OSError:
+                spare.sock.close()  # gone meanwhile
+                continue
+            return spare
+        raise ZygoteError("no spare shim could be started")
+
+    async def _finish(
+        self,
+        spare: _Spare | None,
+        payload: bytes,
+        listener: Any,
+        path: str,
+        bundle: str,
+        files: list[tuple[str, str]],
+    ) -> None:
+        """After the reply: wait until the spare holds the listener (it acknowledges; one that
+        died first is replaced by another), then write the bundle's files. A spare that does not
+        acknowledge is killed: it would become a shim nobody can reach."""
+        try:
+            tries = 1
+            while spare is not None:
                 acknowledged = False
                 try:
                     acknowledged = await self._acknowledged(spare)
                 finally:
+                    spare.sock.close()
                     if not acknowledged:
-                        # It may hold the listener yet (or get it later): a shim nobody can
-                        # reach once the start has failed. Not left to run.
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(spare.pid, signal.SIGKILL)
                 if acknowledged:
-                    return spare.pid
-            finally:
-                spare.sock.close()
-        raise ZygoteError("no spare shim could be started")
+                    _write_files([(os.path.join(bundle, "shim.pid"), str(spare.pid))])
+                    break
+                if tries == 3:
+                    raise ZygoteError("no spare shim acknowledged its task")
+                tries += 1
+                spare = await self._hand_over(payload, listener)
+        except Exception as exc:
+            log.warning("shim zygote: starting a shim failed", extra={"bundle": bundle, "error": str(exc)})
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        finally:
+            if listener is not None:
+                listener.close()
+        _write_files(files)
 
     @staticmethod
     async def _acknowledged(spare: _Spare) -> bool:
@@ -603,6 +639,8 @@ class Zygote:
             )
         while self._spares:
             spare = self._spares.pop(0)
+            if not self._spares:
+                self._used_up.set()
             if spare.alive():
                 return spare
             spare.sock.close()
@@ -619,7 +657,10 @@ class Zygote:
             quiet = self._last_start + REPLENISH_DELAY - time.monotonic()
             if quiet <= 0:
                 break
-            await asyncio.sleep(quiet)
+            self._used_up.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(quiet):
+                    await self._used_up.wait()
         try:
             await self._replenish()
         except (OSError, ZygoteError) as exc:
@@ -698,9 +739,11 @@ class Zygote:
 
         self._ready = False
         task, self._replenisher = self._replenisher, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task])  # its end, without taking on its cancellation
+        tasks = [t for t in (task, *self._finishing) if t is not None and not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # their end, without taking on their cancellation
         for spare in self._spares:
             spare.sock.close()  # end-of-file: the spare exits
         self._spares.clear()

@@ -148,6 +148,10 @@ async def test_a_start_needs_only_a_spare_the_daemon_holds(base: Path, zygote: Z
     try:
         out, pid = await asyncio.wait_for(zygote.spawn(**spawn_args(env, bnd)), 10)
         assert pid > 0 and _ppid(pid) != zygote.pid
+        for _ in range(500):  # written once the spare has acknowledged, after the reply
+            if (bnd.path / "shim.pid").exists():
+                break
+            await asyncio.sleep(0.01)
         assert (bnd.path / "shim.pid").read_text() == str(pid)
     finally:
         os.kill(zygote.pid, signal.SIGCONT)
