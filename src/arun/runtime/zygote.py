@@ -361,12 +361,18 @@ class _Spare:
 
     def alive(self) -> bool:
         """Still waiting (a spare that died closed its end of the socket)."""
-        try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
+        return _peer_open(self.sock)
+
+
+def _peer_open(sock: socket.socket) -> bool:
+    """The process at the other end of ``sock`` still holds it (end-of-file once it is gone;
+    a message waiting to be read counts as open)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 async def _readable(sock: socket.socket) -> None:
@@ -399,8 +405,10 @@ class Zygote:
 
         self.python = python
         self.env = dict(os.environ if env is None else env)
+        from arun.runtime import ksm
+
         # The environment the spares inherit: the zygote's own (which pops the KSM request).
-        self._spare_env = {k: v for k, v in self.env.items() if k != "ARUN_ZYGOTE_KSM"}
+        self._spare_env = {k: v for k, v in self.env.items() if k != ksm.ENV}
         self.want = max(1, int(self.env.get("ARUN_ZYGOTE_SPARES", SPARES)))
         self.pid = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -715,14 +723,7 @@ class Zygote:
     def _zygote_alive(self) -> bool:
         """The zygote still runs (its end of the socket is open) and can take requests."""
         sock = self._sock
-        if sock is None or not self._ready_for_forks:
-            return False
-        try:
-            return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
+        return sock is not None and self._ready_for_forks and _peer_open(sock)
 
     async def _fail(self, why: str) -> None:
         proc = self._proc
