@@ -15,6 +15,7 @@ so ``parent.child.x = 1`` works as with protobuf and a mere read adds nothing to
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Any, ClassVar, NamedTuple
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -35,10 +36,23 @@ class DecodeError(ValueError):
     """Bytes that are not a valid encoding of the message."""
 
 
+def decode_errors() -> tuple[type[Exception], ...]:
+    """What ``FromString`` may raise for bad bytes: ours, and protobuf's once it is loaded (the
+    daemon hands ttrpc generated classes; the shim never loads protobuf)."""
+    pb = sys.modules.get("google.protobuf.message")
+    return (DecodeError, pb.DecodeError) if pb is not None else (DecodeError,)
+
+
+def full_name(cls: type[Any]) -> str:
+    """The protobuf full name of a lite or a generated message class."""
+    name = getattr(cls, "FULL_NAME", "")
+    return name if name else str(cls.DESCRIPTOR.full_name)
+
+
 class Field(NamedTuple):
     number: int
     name: str
-    kind: str  # a protobuf scalar type name, or "message"
+    kind: str  # a protobuf scalar type name, "message", or "map" (``message`` is then the entry class)
     repeated: bool = False
     message: Any = None  # the Message subclass of a "message" field
     presence: bool = False  # proto3 ``optional``: encoded when set, even to the default
@@ -137,6 +151,9 @@ class Message:
         if f.repeated:
             v[name] = []
             return v[name]
+        if f.kind == "map":
+            v[name] = {}
+            return v[name]
         if f.kind == "message":
             lazy: dict[str, Message] = object.__getattribute__(self, "_lazy")
             if name not in lazy:
@@ -150,6 +167,8 @@ class Message:
             raise AttributeError(f"{type(self).FULL_NAME or type(self).__name__} has no field {name!r}")
         if f.repeated:
             value = list(value)
+        elif f.kind == "map":
+            value = dict(value)
         self._lazy.pop(name, None)
         self._v[name] = value
 
@@ -162,7 +181,7 @@ class Message:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.SerializeToString() == other.SerializeToString()  # type: ignore[attr-defined]
+        return self.SerializeToString() == other.SerializeToString()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -191,7 +210,10 @@ class Message:
                 continue
             else:
                 continue
-            if f.repeated:
+            if f.kind == "map":
+                for key, item in value.items():
+                    _field(out, f, f.message(key=key, value=item), always=True)
+            elif f.repeated:
                 if not value:
                     continue
                 if f.kind in _VARINT_KINDS or f.kind in _FIXED:
@@ -206,6 +228,13 @@ class Message:
                         _field(out, f, item)
             elif f.kind == "message" or f.presence or value != _default(f):
                 _field(out, f, value)
+
+    def _encode_all(self) -> bytes:
+        """A map entry: key and value are written even when they are the defaults."""
+        out = bytearray()
+        for f in type(self).FIELDS:
+            _field(out, f, getattr(self, f.name))
+        return bytes(out)
 
     # -- decoding
 
@@ -248,7 +277,12 @@ class Message:
             f = by_number.get(number)
             if f is None:
                 continue  # unknown fields are dropped
-            if f.repeated:
+            if f.kind == "map":
+                if wire != LEN or not isinstance(raw, bytes):
+                    raise DecodeError(f"field {f.name!r}: wire type {wire} for a map")
+                entry = f.message.FromString(raw)
+                v.setdefault(f.name, {})[entry.key] = entry.value
+            elif f.repeated:
                 items = v.setdefault(f.name, [])
                 if wire == LEN and (f.kind in _VARINT_KINDS or f.kind in _FIXED):
                     assert isinstance(raw, bytes)
@@ -275,7 +309,7 @@ def _scalar(out: bytearray, kind: str, value: Any) -> None:
         _put_varint(out, _to_varint(kind, value))
 
 
-def _field(out: bytearray, f: Field, value: Any) -> None:
+def _field(out: bytearray, f: Field, value: Any, always: bool = False) -> None:
     kind = f.kind
     if kind in _VARINT_KINDS:
         _put_varint(out, f.number << 3 | VARINT)
@@ -287,8 +321,8 @@ def _field(out: bytearray, f: Field, value: Any) -> None:
     else:
         if kind == "string":
             body = value.encode("utf-8")
-        elif kind == "message":
-            body = value.SerializeToString()
+        elif kind == "message" or kind == "map":
+            body = value._encode_all() if always else value.SerializeToString()
         else:
             body = bytes(value)
         _put_varint(out, f.number << 3 | LEN)
