@@ -129,6 +129,30 @@ def render(sources: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = S
     lines += ["", "BY_NAME: dict[str, type[Message]] = {"]
     lines += [f"    {d.full_name!r}: {class_name(d)}," for d in msgs]
     lines += ["}", ""]
+    packages: dict[str, list[Descriptor]] = {}
+    for d in msgs:
+        if d.containing_type is None:
+            packages.setdefault(d.file.package, []).append(d)
+    lines += ["", "# package → {message name: class}", "PACKAGES: dict[str, dict[str, type[Message]]] = {"]
+    for package, ds in packages.items():
+        lines.append(f"    {package!r}: {{")
+        lines += [f"        {d.name!r}: {class_name(d)}," for d in ds]
+        lines.append("    },")
+    lines += ["}", ""]
+    services = [
+        importlib.import_module(m).DESCRIPTOR.services_by_name[s] for m, names, _ in sources for s in names
+    ]
+    if services:
+        lines += ["", "# service full name → {method: (request class, response class)}"]
+        lines.append("SERVICES: dict[str, dict[str, tuple[type[Message], type[Message]]]] = {")
+        for sd in services:
+            lines.append(f"    {sd.full_name!r}: {{")
+            lines += [
+                f"        {m.name!r}: ({class_name(m.input_type)}, {class_name(m.output_type)}),"
+                for m in sd.methods
+            ]
+            lines.append("    },")
+        lines += ["}", ""]
     return "\n".join(lines)
 
 

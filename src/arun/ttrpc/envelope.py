@@ -61,3 +61,19 @@ BY_NAME: dict[str, type[Message]] = {
     'google.rpc.Status': google_rpc_Status,
     'ttrpc.Response': ttrpc_Response,
 }
+
+
+# package → {message name: class}
+PACKAGES: dict[str, dict[str, type[Message]]] = {
+    'ttrpc': {
+        'KeyValue': ttrpc_KeyValue,
+        'Request': ttrpc_Request,
+        'Response': ttrpc_Response,
+    },
+    'google.protobuf': {
+        'Any': google_protobuf_Any,
+    },
+    'google.rpc': {
+        'Status': google_rpc_Status,
+    },
+}

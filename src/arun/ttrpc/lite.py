@@ -114,6 +114,25 @@ def _from_varint(kind: str, raw: int) -> object:
     return raw - (1 << 32) if raw >> 31 else raw
 
 
+class Repeated(list[Any]):
+    """A repeated message field: a list with protobuf's ``add(**fields)``."""
+
+    __slots__ = ("_cls",)
+
+    def __init__(self, cls: type[Message], items: Any = ()) -> None:
+        super().__init__(items)
+        self._cls = cls
+
+    def add(self, **kwargs: Any) -> Any:
+        item = self._cls(**kwargs)
+        self.append(item)
+        return item
+
+
+def _list(f: Field, items: Any = ()) -> list[Any]:
+    return Repeated(f.message, items) if f.kind == "message" else list(items)
+
+
 class Message:
     """Base of the table-declared messages; subclasses set ``FULL_NAME`` and ``FIELDS``."""
 
@@ -149,7 +168,7 @@ class Message:
         if f is None:
             raise AttributeError(f"{type(self).FULL_NAME or type(self).__name__} has no field {name!r}")
         if f.repeated:
-            v[name] = []
+            v[name] = _list(f)
             return v[name]
         if f.kind == "map":
             v[name] = {}
@@ -166,7 +185,7 @@ class Message:
         if f is None:
             raise AttributeError(f"{type(self).FULL_NAME or type(self).__name__} has no field {name!r}")
         if f.repeated:
-            value = list(value)
+            value = _list(f, value)
         elif f.kind == "map":
             value = dict(value)
         self._lazy.pop(name, None)
@@ -283,7 +302,7 @@ class Message:
                 entry = f.message.FromString(raw)
                 v.setdefault(f.name, {})[entry.key] = entry.value
             elif f.repeated:
-                items = v.setdefault(f.name, [])
+                items = v[f.name] if f.name in v else v.setdefault(f.name, _list(f))
                 if wire == LEN and (f.kind in _VARINT_KINDS or f.kind in _FIXED):
                     assert isinstance(raw, bytes)
                     items.extend(_unpack(f.kind, raw))
