@@ -136,7 +136,7 @@ def _list(f: Field, items: Any = ()) -> list[Any]:
 class Message:
     """Base of the table-declared messages; subclasses set ``FULL_NAME`` and ``FIELDS``."""
 
-    __slots__ = ("_lazy", "_v")
+    __slots__ = ("_lazy", "_present", "_v")
     FULL_NAME: ClassVar[str] = ""
     FIELDS: ClassVar[tuple[Field, ...]] = ()
     _BY_NAME: ClassVar[dict[str, Field]] = {}
@@ -156,6 +156,7 @@ class Message:
     def __init__(self, **kwargs: Any) -> None:
         object.__setattr__(self, "_v", {})
         object.__setattr__(self, "_lazy", {})
+        object.__setattr__(self, "_present", False)
         for name, value in kwargs.items():
             if value is not None:
                 setattr(self, name, value)
@@ -191,10 +192,16 @@ class Message:
         self._lazy.pop(name, None)
         self._v[name] = value
 
+    def SetInParent(self) -> None:
+        """Nothing to do: a message read from its parent stays there; it is encoded when
+        non-empty, or when this was called on it (it is then set explicitly)."""
+        object.__setattr__(self, "_present", True)
+
     def HasField(self, name: str) -> bool:
         f = type(self)._BY_NAME[name]
         if f.kind == "message":
-            return name in self._v or (name in self._lazy and bool(self._lazy[name].SerializeToString()))
+            sub = self._lazy.get(name)
+            return name in self._v or (sub is not None and (sub._present or bool(sub.SerializeToString())))
         return name in self._v
 
     def __eq__(self, other: object) -> bool:
@@ -222,7 +229,7 @@ class Message:
                 value = v[f.name]
             elif f.name in lazy:
                 value = lazy[f.name].SerializeToString()
-                if value:
+                if value or lazy[f.name]._present:
                     _put_varint(out, f.number << 3 | LEN)
                     _put_varint(out, len(value))
                     out += value

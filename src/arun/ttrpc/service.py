@@ -146,10 +146,13 @@ class ServiceStub:
     streaming methods return a stream object (see :meth:`arun.ttrpc.client.Client.stream`).
     """
 
-    def __init__(self, client: MethodBinder, service: ServiceDescriptor | str) -> None:
-        desc = service_descriptor(service)
-        self.service_name: str = desc.full_name
-        self.methods: dict[str, Method] = methods_of(desc)
+    def __init__(self, client: MethodBinder, service: ServiceDescriptor | ServiceTable | str) -> None:
+        if isinstance(service, ServiceTable):
+            self.service_name: str = service.name
+            self.methods: dict[str, Method] = service.bound_methods()
+        else:
+            desc = service_descriptor(service)
+            self.service_name, self.methods = desc.full_name, methods_of(desc)
         for name, method in self.methods.items():
             setattr(self, name, client.bind_method(method))
 

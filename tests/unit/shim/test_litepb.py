@@ -130,6 +130,8 @@ def test_defaults_nested_access_and_negative_varints() -> None:
     assert req.id == "" and req.terminal is False and req.rootfs == [] and not req.HasField("options")
     assert req.options.type_url == ""  # a read adds nothing
     assert req.SerializeToString() == b""
+    req.options.SetInParent()
+    assert req.HasField("options") and req.SerializeToString() == b"\x52\x00"
     req.options.value = b"x"
     assert req.HasField("options")
     assert req.SerializeToString() == b"\x52\x03\x12\x01x"
