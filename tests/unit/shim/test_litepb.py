@@ -159,3 +159,13 @@ def test_codec_imports_no_protobuf() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_zygote_warm_image_imports_no_protobuf() -> None:
+    code = (
+        "from arun.runtime import zygote; zygote.warm(); import sys;"
+        " print(sorted(m for m in sys.modules if m.startswith('google') or 'pb2' in m))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), ARUN_ZYGOTE_REHEARSAL="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
