@@ -224,12 +224,7 @@ _LAZY = (
     "arun.shim.process.init",
     "arun.shim.process.exec",
     "arun.errdefs.grpc",
-    "google.protobuf.empty_pb2",
-    "arun.api.containerd.types.runc.options.oci_pb2",
-    "arun.api.containerd.runtime.linux.runctypes.runc_pb2",
-    "arun.api.containerd.services.ttrpc.events.v1.events_pb2",
-    "arun.api.cgroups.v1.metrics_pb2",
-    "arun.api.cgroups.v2.metrics_pb2",
+    "arun.shim.litepb",
 )
 
 

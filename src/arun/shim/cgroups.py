@@ -111,9 +111,9 @@ class CgroupV1:
         return d is not None and os.path.isdir(d)
 
     def stats(self) -> Any:
-        from arun.api.cgroups.v1 import metrics_pb2 as v1
+        from arun.shim import litepb
 
-        m = v1.Metrics()
+        m = litepb.io_containerd_cgroups_v1_Metrics()
         pids = self.paths.get("pids")
         if pids and os.path.isdir(pids):
             m.pids.current = _uint(_read(f"{pids}/pids.current"))
@@ -277,10 +277,10 @@ class CgroupV2:
         return os.path.isdir(self.dir)
 
     def stats(self) -> Any:
-        from arun.api.cgroups.v2 import metrics_pb2 as v2
+        from arun.shim import litepb
 
         d = self.dir
-        m = v2.Metrics()
+        m = litepb.io_containerd_cgroups_v2_Metrics()
         m.pids.current = _uint(_read(f"{d}/pids.current"))
         m.pids.limit = _uint(_read(f"{d}/pids.max"))
         cpu = _kv(_read(f"{d}/cpu.stat"))
@@ -297,8 +297,8 @@ class CgroupV2:
             setattr(m.cpu, name, cpu.get(name, 0))
         _psi(_read(f"{d}/cpu.pressure"), m.cpu.psi)
         mem = _kv(_read(f"{d}/memory.stat"))
-        for field in m.memory.DESCRIPTOR.fields:
-            if field.name in mem and field.type == field.TYPE_UINT64:
+        for field in m.memory.FIELDS:
+            if field.name in mem and field.kind == "uint64":
                 setattr(m.memory, field.name, mem[field.name])
         m.memory.usage = _uint(_read(f"{d}/memory.current"))
         m.memory.usage_limit = _limit(_read(f"{d}/memory.max"))

@@ -19,9 +19,11 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
-from google.protobuf.message import Message
+from arun.ttrpc.lite import full_name
+
+Message = Any  # a lite message (arun.shim.litepb) or a generated one
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ TOPICS: dict[str, str] = {
 
 
 def topic_of(event: Message) -> str:
-    name = event.DESCRIPTOR.full_name
+    name = full_name(type(event))
     try:
         return TOPICS[name]
     except KeyError:
@@ -54,14 +56,14 @@ def topic_of(event: Message) -> str:
 
 def envelope(namespace: str, topic: str, event: Message, timestamp_ns: int) -> bytes:
     """A serialized ForwardRequest for ``event``."""
-    from arun.api.containerd.services.ttrpc.events.v1 import events_pb2
+    from arun.shim import litepb
 
-    req = events_pb2.ForwardRequest()
+    req = litepb.containerd_services_events_ttrpc_v1_ForwardRequest()
     env = req.envelope
     env.timestamp.seconds, env.timestamp.nanos = divmod(timestamp_ns, 1_000_000_000)
     env.namespace = namespace
     env.topic = topic
-    env.event.type_url = event.DESCRIPTOR.full_name
+    env.event.type_url = full_name(type(event))
     env.event.value = event.SerializeToString()
     data: bytes = req.SerializeToString()
     return data

@@ -95,8 +95,6 @@ def preload() -> None:
     import gc
 
     trim_imports()
-    import arun.api.containerd.runtime.task.v2.shim_pb2
-    import arun.api.containerd.runtime.task.v3.shim_pb2
     import arun.shim.service
     import arun.ttrpc  # noqa: F401
 
@@ -306,14 +304,14 @@ def rehearse() -> None:
 async def _rehearsal(base: str) -> None:
     import asyncio
     import shutil
+    from types import SimpleNamespace
 
     from arun import errdefs
-    from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
-    from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
     from arun.errdefs import grpc as errgrpc
-    from arun.shim import manager
+    from arun.shim import litepb, manager
     from arun.shim.events import NAMESPACE_HEADER
     from arun.ttrpc import Client, ServiceStub
+    from arun.ttrpc.service import ServiceTable
 
     path = os.path.join(base, "s")
     listener = manager.listen(path)
@@ -334,8 +332,10 @@ async def _rehearsal(base: str) -> None:
             metadata=lambda: [(NAMESPACE_HEADER, "rehearsal")],
         )
         try:
+            v2 = SimpleNamespace(**litepb.PACKAGES["containerd.task.v2"])
+            v3 = SimpleNamespace(**litepb.PACKAGES["containerd.task.v3"])
             for pb, name in ((v2, "containerd.task.v2.Task"), (v3, "containerd.task.v3.Task")):
-                task = ServiceStub(client, name)
+                task = ServiceStub(client, ServiceTable(name, litepb.SERVICES[name]))
                 for _ in range(REHEARSAL_CALLS):
                     await task.Connect(pb.ConnectRequest(id="rehearsal"))
                     with contextlib.suppress(errdefs.NotFoundError):
@@ -343,7 +343,8 @@ async def _rehearsal(base: str) -> None:
                     if false and pb is v3:  # one version: both share the handlers' code
                         with contextlib.suppress(errdefs.ArunError):
                             await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
-            await ServiceStub(client, "containerd.task.v3.Task").Shutdown(v3.ShutdownRequest(id="rehearsal"))
+            v3_table = ServiceTable("containerd.task.v3.Task", litepb.SERVICES["containerd.task.v3.Task"])
+            await ServiceStub(client, v3_table).Shutdown(v3.ShutdownRequest(id="rehearsal"))
         finally:
             await client.close()
         await asyncio.wait_for(server, 10)
@@ -380,8 +381,6 @@ def _prepare(*, rehearsal: bool = False) -> _Ready:
     """The task-independent part of a shim's start, on the running loop."""
     import asyncio
 
-    from arun.api.containerd.runtime.task.v2 import shim_pb2 as v2
-    from arun.api.containerd.runtime.task.v3 import shim_pb2 as v3
     from arun.shim.reaper import Reaper
     from arun.shim.service import TaskAPI
     from arun.ttrpc import Server, require_same_user
@@ -395,9 +394,9 @@ def _prepare(*, rehearsal: bool = False) -> _Ready:
     reaper = Reaper()
     reaper.install(loop, subreaper=not rehearsal)
     server = Server(to_status=_to_status, peer_check=require_same_user)
-    apis = [TaskAPI(None, pb) for pb in (v2, v3)]
+    apis = [TaskAPI(None, name) for name in ("containerd.task.v2.Task", "containerd.task.v3.Task")]
     for api in apis:
-        server.register(api.service_name, api)
+        server.register(api.table, api)
     return _Ready(stop, reaper, server, apis)
 
 

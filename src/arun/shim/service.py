@@ -24,12 +24,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from arun import errdefs, identifiers
-from arun.api.containerd.events import task_pb2 as events_pb2
-from arun.api.containerd.types.task import task_pb2 as types_pb2
 from arun.shim import cgroups as cg
+from arun.shim import litepb
 from arun.shim.events import EventQueue
 from arun.shim.mount import Mount, Mounter, mount_all
 from arun.shim.process.exec import ExecProcess
@@ -39,6 +39,8 @@ from arun.shim.process.states import Status
 from arun.shim.reaper import Exit, Reaper
 from arun.shim.runc import Runc, RuncCli
 from arun.shim.util import DEFAULT_RUNC_ROOT
+from arun.ttrpc.lite import full_name
+from arun.ttrpc.service import ServiceTable
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,18 @@ OPTIONS_FILE = "options.json"
 # Go's zero time.Time as a protobuf Timestamp: what a runc shim reports for "not exited".
 _ZERO_TIME_SECONDS = -62135596800
 
+# The task messages are the lite codec's (arun.shim.litepb): no protobuf in the shim's image.
+events_pb2 = SimpleNamespace(**litepb.PACKAGES["containerd.events"])
+_Empty = litepb.google_protobuf_Empty
+
+# containerd.v1.types.Status (containerd/api/types/task/task.proto)
+UNKNOWN, CREATED, RUNNING, STOPPED, PAUSED, PAUSING = range(6)
 _STATUS = {
-    Status.CREATED: types_pb2.CREATED,
-    Status.RUNNING: types_pb2.RUNNING,
-    Status.STOPPED: types_pb2.STOPPED,
-    Status.PAUSED: types_pb2.PAUSED,
-    Status.PAUSING: types_pb2.PAUSING,
+    Status.CREATED: CREATED,
+    Status.RUNNING: RUNNING,
+    Status.STOPPED: STOPPED,
+    Status.PAUSED: PAUSED,
+    Status.PAUSING: PAUSING,
 }
 
 Process = Init | ExecProcess
@@ -82,9 +90,7 @@ class RuntimeOptions:
             return cls()
         name = any_.type_url.rsplit("/", 1)[-1]
         if name == "containerd.runc.v1.Options":
-            from arun.api.containerd.types.runc.options import oci_pb2
-
-            o = oci_pb2.Options.FromString(any_.value)
+            o = litepb.containerd_runc_v1_Options.FromString(any_.value)
             return cls(
                 binary_name=o.binary_name,
                 root=o.root,
@@ -98,9 +104,7 @@ class RuntimeOptions:
                 shim_cgroup=o.shim_cgroup,
             )
         if name == "containerd.linux.runc.CreateOptions":
-            from arun.api.containerd.runtime.linux.runctypes import runc_pb2
-
-            c = runc_pb2.CreateOptions.FromString(any_.value)
+            c = litepb.containerd_linux_runc_CreateOptions.FromString(any_.value)
             return cls(
                 no_pivot_root=c.no_pivot_root,
                 no_new_keyring=c.no_new_keyring,
@@ -110,9 +114,7 @@ class RuntimeOptions:
                 shim_cgroup=c.shim_cgroup,
             )
         if name == "containerd.linux.runc.RuncOptions":
-            from arun.api.containerd.runtime.linux.runctypes import runc_pb2
-
-            r = runc_pb2.RuncOptions.FromString(any_.value)
+            r = litepb.containerd_linux_runc_RuncOptions.FromString(any_.value)
             return cls(binary_name=r.runtime, root=r.runtime_root, systemd_cgroup=r.systemd_cgroup)
         raise errdefs.InvalidArgumentError(f"unsupported runtime options type {any_.type_url!r}")
 
@@ -543,9 +545,7 @@ class Shim:
         exit_after = False
         work = ""
         if options is not None and options.type_url.endswith("CheckpointOptions"):
-            from arun.api.containerd.types.runc.options import oci_pb2
-
-            o = oci_pb2.CheckpointOptions.FromString(options.value)
+            o = litepb.containerd_runc_v1_CheckpointOptions.FromString(options.value)
             exit_after, work, path = o.exit, o.work_path, o.image_path or path
         if not path:
             raise errdefs.InvalidArgumentError(f"checkpoint {id!r}: no image path")
@@ -585,17 +585,21 @@ class Shim:
 
 
 class TaskAPI:
-    """``containerd.task.v{2,3}.Task`` handlers over a :class:`Shim`; ``pb`` is that version's
-    generated ``shim_pb2`` module."""
+    """``containerd.task.v{2,3}.Task`` handlers over a :class:`Shim`; ``service_name`` says which
+    (``containerd.task.v2.Task`` or ``containerd.task.v3.Task``)."""
 
-    def __init__(self, shim: Shim | None, pb: Any) -> None:
+    def __init__(self, shim: Shim | None, service_name: str) -> None:
         # None: registered on a server before the shim exists (a zygote's spare prepares its
         # server while it waits for a task); :meth:`bind` sets it once the task is known.
         self._shim = shim
-        self.pb = pb
-        from google.protobuf import empty_pb2
+        self.service_name = service_name
+        self.pb = SimpleNamespace(**litepb.PACKAGES[service_name.rsplit(".", 1)[0]])
+        self._empty = _Empty
 
-        self._empty = empty_pb2.Empty
+    @property
+    def table(self) -> ServiceTable:
+        """The methods and their message classes, for ``Server.register``."""
+        return ServiceTable(self.service_name, litepb.SERVICES[self.service_name])
 
     def bind(self, shim: Shim) -> None:
         self._shim = shim
@@ -606,17 +610,13 @@ class TaskAPI:
             raise errdefs.UnavailableError("the shim does not serve a task yet")
         return self._shim
 
-    @property
-    def service_name(self) -> str:
-        return str(self.pb.DESCRIPTOR.services_by_name["Task"].full_name)
-
     def _state(self, c: Container, p: Process, exec_id: str) -> Any:
         sio = p.stdio
         resp = self.pb.StateResponse(
             id=p.id,
             bundle=c.bundle,
             pid=p.pid,
-            status=_STATUS.get(p.status(), types_pb2.UNKNOWN),
+            status=_STATUS.get(p.status(), UNKNOWN),
             stdin=sio.stdin,
             stdout=sio.stdout,
             stderr=sio.stderr,
@@ -644,14 +644,13 @@ class TaskAPI:
         return resp
 
     async def Pids(self, r: Any) -> Any:
-        from arun.api.containerd.types.runc.options import oci_pb2
-
         resp = self.pb.PidsResponse()
         for pid, exec_id in await self.shim.pids(r.id):
             info = resp.processes.add(pid=pid)
             if exec_id:
                 info.info.type_url = "containerd.runc.v1.ProcessDetails"
-                info.info.value = oci_pb2.ProcessDetails(exec_id=exec_id).SerializeToString()
+                details = litepb.containerd_runc_v1_ProcessDetails(exec_id=exec_id)
+                info.info.value = details.SerializeToString()
         return resp
 
     async def Pause(self, r: Any) -> Any:
@@ -695,7 +694,7 @@ class TaskAPI:
     async def Stats(self, r: Any) -> Any:
         metrics = self.shim.stats(r.id)
         resp = self.pb.StatsResponse()
-        resp.stats.type_url = metrics.DESCRIPTOR.full_name
+        resp.stats.type_url = full_name(type(metrics))
         resp.stats.value = metrics.SerializeToString()
         return resp
 

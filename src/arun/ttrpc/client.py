@@ -23,16 +23,18 @@ import collections
 import functools
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, cast
-
-from google.protobuf.message import DecodeError, Message
+from typing import TYPE_CHECKING, Any, cast
 
 from arun.ttrpc.connection import Connection, Role, StreamState
 from arun.ttrpc.errors import ClosedError, LocalProtocolError, ProtocolError, StatusError
 from arun.ttrpc.events import DataReceived, ResponseReceived, StreamFailed
+from arun.ttrpc.lite import decode_errors
 from arun.ttrpc.metadata import MD
 from arun.ttrpc.service import Method
 from arun.ttrpc.status import Code, FromStatus, default_from_status
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 __all__ = ["Client", "ClientStream", "unix_address"]
 
@@ -297,7 +299,7 @@ class Client(asyncio.BufferedProtocol):
             raise self._status_exception(ev)
         try:
             return method.response_type.FromString(ev.payload)
-        except DecodeError as exc:
+        except decode_errors() as exc:
             raise self._from_status(_INTERNAL, f"ttrpc: error unmarshalling response: {exc}") from exc
 
     def _start_unary(
@@ -499,7 +501,7 @@ class ClientStream:
         assert isinstance(item, bytes)
         try:
             return self.method.response_type.FromString(item)
-        except DecodeError as exc:
+        except decode_errors() as exc:
             raise self._client._from_status(_INTERNAL, f"ttrpc: error unmarshalling response: {exc}") from exc
 
     async def close_and_recv(self) -> Any:

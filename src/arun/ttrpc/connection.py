@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError
-
-from arun.api.google.rpc import status_pb2
-from arun.api.ttrpc import request_pb2
+from arun.ttrpc import envelope
 from arun.ttrpc.errors import LocalProtocolError, OversizedMessageError
 from arun.ttrpc.events import (
     ConnectionClosed,
@@ -40,13 +37,14 @@ from arun.ttrpc.events import (
     StreamFailed,
 )
 from arun.ttrpc.frames import HEADER, MAX_DATA, Flags, Frame, FrameDecoder, MessageType, Oversized
+from arun.ttrpc.lite import DecodeError
 
 __all__ = ["TRANSITIONS", "Act", "Connection", "Role", "StreamState"]
 
-_Request = request_pb2.Request
-_Response = request_pb2.Response
-_KeyValue = request_pb2.KeyValue
-_Status = status_pb2.Status
+_Request = envelope.ttrpc_Request
+_Response = envelope.ttrpc_Response
+_KeyValue = envelope.ttrpc_KeyValue
+_Status = envelope.google_rpc_Status
 _pack = HEADER.pack
 
 _REQUEST = MessageType.REQUEST.value
@@ -289,7 +287,7 @@ class Connection:
         payload: bytes = b"",
         code: int = 0,
         message: str = "",
-        details: Sequence[any_pb2.Any] = (),
+        details: Sequence[Any] = (),
     ) -> None:
         """The final Response of a stream: its status, and the reply message when OK."""
         st = self._streams.get(stream_id)

@@ -8,8 +8,7 @@ pluggable hooks of :mod:`arun.ttrpc.status`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from google.protobuf import any_pb2
+from typing import Any
 
 __all__ = [
     "ClosedError",
@@ -72,11 +71,11 @@ class StatusError(TTRPCError):
     """A non-OK status: raised by a handler to choose the status, or received by a client
     when no ``from_status`` hook turns it into something more specific."""
 
-    def __init__(self, code: int, message: str = "", details: Sequence[any_pb2.Any] = ()) -> None:
+    def __init__(self, code: int, message: str = "", details: Sequence[Any] = ()) -> None:
         super().__init__(code, message)
         self.code = int(code)
         self.message = message
-        self.details: tuple[any_pb2.Any, ...] = tuple(details)
+        self.details: tuple[Any, ...] = tuple(details)
 
     def __str__(self) -> str:
         return f"ttrpc: code = {self.code} desc = {self.message}"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from google.protobuf import any_pb2
+from typing import Any
 
 from arun.ttrpc.frames import Flags
 
@@ -59,7 +58,7 @@ class ResponseReceived(Event):
     payload: bytes
     code: int = 0
     message: str = ""
-    details: tuple[any_pb2.Any, ...] = ()
+    details: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

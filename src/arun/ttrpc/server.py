@@ -29,19 +29,23 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, cast
-
-from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import DecodeError, Message
+from typing import TYPE_CHECKING, Any, cast
 
 from arun.ttrpc.connection import Connection, Role, StreamState
 from arun.ttrpc.errors import ClosedError, OversizedMessageError, StatusError
 from arun.ttrpc.events import DataReceived, RequestReceived, StreamFailed
 from arun.ttrpc.handshake import PeerCredentials, peer_credentials, require_same_user
+from arun.ttrpc.lite import decode_errors, full_name
 from arun.ttrpc.metadata import MD
 from arun.ttrpc.metadata import set_current as _set_metadata
-from arun.ttrpc.service import RegisteredMethod, bind_service
+from arun.ttrpc.service import RegisteredMethod, ServiceTable, bind_service
 from arun.ttrpc.status import Code, ToStatus, default_to_status
+
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import ServiceDescriptor
+    from google.protobuf.message import Message
+
+_NONE = object()
 
 __all__ = [
     "PeerCredentials",
@@ -103,8 +107,9 @@ class Server:
 
     # -- registration --------------------------------------------------------------------------
 
-    def register(self, service: ServiceDescriptor | str, handler: object) -> None:
-        """Serve ``service`` (a descriptor or its full name) with the methods of ``handler``."""
+    def register(self, service: ServiceDescriptor | ServiceTable | str, handler: object) -> None:
+        """Serve ``service`` (a descriptor, a :class:`ServiceTable` or a full name) with the
+        methods of ``handler``."""
         name, methods = bind_service(service, handler)
         if name in self._services:
             raise ValueError(f"service {name!r} is already registered")
@@ -514,18 +519,16 @@ class _ServerConnection(asyncio.BufferedProtocol):
 def _decode(cls: type[Message], payload: bytes) -> Message:
     try:
         return cls.FromString(payload)
-    except DecodeError as exc:
+    except decode_errors() as exc:
         raise StatusError(_INVALID_ARGUMENT, f"ttrpc: error unmarshalling payload: {exc}") from exc
 
 
 def _encode(cls: type[Message], resp: object) -> bytes:
     if resp is None:
         raise StatusError(_UNKNOWN, "ttrpc: marshal called with nil")
-    if not isinstance(resp, Message) or resp.DESCRIPTOR is not cls.DESCRIPTOR:
-        raise StatusError(
-            _INTERNAL, f"ttrpc: handler returned {type(resp).__name__}, want {cls.DESCRIPTOR.full_name}"
-        )
-    data: bytes = resp.SerializeToString()
+    if type(resp) is not cls and getattr(resp, "DESCRIPTOR", None) is not getattr(cls, "DESCRIPTOR", _NONE):
+        raise StatusError(_INTERNAL, f"ttrpc: handler returned {type(resp).__name__}, want {full_name(cls)}")
+    data: bytes = cast(Any, resp).SerializeToString()
     return data
 
 

@@ -27,17 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-from google.protobuf.message import Message
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 __all__ = [
     "Method",
     "MethodBinder",
     "RegisteredMethod",
     "ServiceStub",
+    "ServiceTable",
     "bind_service",
     "methods_of",
     "service_descriptor",
@@ -50,8 +50,8 @@ class Method:
 
     service: str
     name: str
-    request_type: type[Message]
-    response_type: type[Message]
+    request_type: type[Any]  # a generated class, or an arun.ttrpc.lite.Message
+    response_type: type[Any]
     client_streaming: bool = False
     server_streaming: bool = False
 
@@ -61,6 +61,8 @@ class Method:
 
     @classmethod
     def from_descriptor(cls, md: MethodDescriptor) -> Method:
+        from google.protobuf import message_factory
+
         return cls(
             service=md.containing_service.full_name,
             name=md.name,
@@ -77,9 +79,24 @@ class RegisteredMethod:
     handler: Callable[..., Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceTable:
+    """A service declared without protobuf descriptors (the shim's lite messages): its full
+    name and its unary methods, name → (request class, response class)."""
+
+    name: str
+    methods: dict[str, tuple[type[Any], type[Any]]]
+
+    def bound_methods(self) -> dict[str, Method]:
+        return {n: Method(self.name, n, req, resp) for n, (req, resp) in self.methods.items()}
+
+
 def service_descriptor(service: ServiceDescriptor | str) -> ServiceDescriptor:
     """The descriptor itself, or the one with that full name in the default pool (its
     ``*_pb2`` module must have been imported)."""
+    from google.protobuf import descriptor_pool
+    from google.protobuf.descriptor import ServiceDescriptor
+
     if isinstance(service, ServiceDescriptor):
         return service
     try:
@@ -96,19 +113,23 @@ def methods_of(service: ServiceDescriptor | str) -> dict[str, Method]:
 
 
 def bind_service(
-    service: ServiceDescriptor | str, handler: object
+    service: ServiceDescriptor | ServiceTable | str, handler: object
 ) -> tuple[str, dict[str, RegisteredMethod]]:
     """(full service name, {method name: handler}) for the methods ``handler`` implements."""
-    desc = service_descriptor(service)
+    if isinstance(service, ServiceTable):
+        service_name, methods = service.name, service.bound_methods()
+    else:
+        desc = service_descriptor(service)
+        service_name, methods = desc.full_name, methods_of(desc)
     bound: dict[str, RegisteredMethod] = {}
-    for name, method in methods_of(desc).items():
+    for name, method in methods.items():
         fn = getattr(handler, name, None)
         if fn is None:
             continue
         if not callable(fn):
             raise TypeError(f"{type(handler).__name__}.{name} is not callable")
         bound[name] = RegisteredMethod(method, fn)
-    return desc.full_name, bound
+    return service_name, bound
 
 
 class MethodBinder(Protocol):
@@ -125,10 +146,13 @@ class ServiceStub:
     streaming methods return a stream object (see :meth:`arun.ttrpc.client.Client.stream`).
     """
 
-    def __init__(self, client: MethodBinder, service: ServiceDescriptor | str) -> None:
-        desc = service_descriptor(service)
-        self.service_name: str = desc.full_name
-        self.methods: dict[str, Method] = methods_of(desc)
+    def __init__(self, client: MethodBinder, service: ServiceDescriptor | ServiceTable | str) -> None:
+        if isinstance(service, ServiceTable):
+            self.service_name: str = service.name
+            self.methods: dict[str, Method] = service.bound_methods()
+        else:
+            desc = service_descriptor(service)
+            self.service_name, self.methods = desc.full_name, methods_of(desc)
         for name, method in self.methods.items():
             setattr(self, name, client.bind_method(method))
 

@@ -60,7 +60,7 @@ def test_v1_stats_read_the_files(tmp_path: Path) -> None:
     write(pids / "pids.max", "max\n")
     cg = cgroups.CgroupV1({"memory": str(mem), "cpuacct": str(acct), "cpu": str(cpu), "pids": str(pids)})
     m = cg.stats()
-    assert m.DESCRIPTOR.full_name == "io.containerd.cgroups.v1.Metrics"
+    assert m.FULL_NAME == "io.containerd.cgroups.v1.Metrics"
     assert (m.memory.cache, m.memory.rss, m.memory.total_rss) == (4096, 8192, 8192)
     assert m.memory.hierarchical_swap_limit == 77
     assert (m.memory.usage.usage, m.memory.usage.max, m.memory.usage.limit, m.memory.usage.failcnt) == (
@@ -95,7 +95,7 @@ def test_load_v2_and_stats(tmp_path: Path) -> None:
     cg = cgroups.load(42, proc=proc, mountinfo=mi)
     assert isinstance(cg, cgroups.CgroupV2) and cg.dir == str(d)
     m = cg.stats()
-    assert m.DESCRIPTOR.full_name == "io.containerd.cgroups.v2.Metrics"
+    assert m.FULL_NAME == "io.containerd.cgroups.v2.Metrics"
     assert (m.pids.current, m.pids.limit) == (3, 100)
     assert (m.cpu.usage_usec, m.cpu.user_usec, m.cpu.system_usec) == (500, 300, 200)
     assert m.cpu.psi.some.avg10 == 1.5 and m.cpu.psi.some.total == 1234

@@ -233,7 +233,8 @@ async def test_status_details_survive(sock_path: str) -> None:
         async with await Client.connect(sock_path) as c:
             with pytest.raises(StatusError) as info:
                 await c.invoke(METHODS["Unary"], EchoRequest())
-            assert info.value.details == (detail,)
+                got = [(d.type_url, d.value) for d in info.value.details]
+                assert got == [(detail.type_url, detail.value)]
     finally:
         await srv.close()
 
