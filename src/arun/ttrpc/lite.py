@@ -310,13 +310,13 @@ class Message:
                 v.setdefault(f.name, {})[entry.key] = entry.value
             elif f.repeated:
                 items = v[f.name] if f.name in v else v.setdefault(f.name, _list(f))
-                if wire == LEN and (f.kind in _VARINT_KINDS or f.kind in _FIXED):
-                    assert isinstance(raw, bytes)
+                if isinstance(raw, bytes) and wire == LEN and (f.kind in _VARINT_KINDS or f.kind in _FIXED):
                     items.extend(_unpack(f.kind, raw))
                 else:
                     items.append(_value(f, wire, raw))
             elif f.kind == "message":
-                assert isinstance(raw, bytes)
+                if wire != LEN or not isinstance(raw, bytes):
+                    raise DecodeError(f"field {f.name!r}: wire type {wire} for a message")
                 if f.name in v:
                     v[f.name]._decode(raw)  # repeated occurrences merge
                 else:

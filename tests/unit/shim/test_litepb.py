@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message as PbMessage
 
@@ -169,3 +171,36 @@ def test_zygote_warm_image_imports_no_protobuf() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), ARUN_ZYGOTE_REHEARSAL="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(NAMES), st.binary(max_size=64))
+def test_hostile_bytes_decode_or_raise_decode_error(name: str, data: bytes) -> None:
+    """Whatever a peer sends, decoding either yields a message or raises the codec's own
+    DecodeError (which the ttrpc server answers with InvalidArgument) — nothing else escapes."""
+    try:
+        msg = _CLASSES[name].FromString(data)
+    except lite.DecodeError:
+        return
+    msg.SerializeToString()  # what was accepted encodes again
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x0a\x05ab",  # a string longer than what follows
+        b"\x08",  # a key and no varint
+        b"\x08" + b"\xff" * 11,  # a varint of more than ten bytes
+        b"\x0b",  # wire type 3 (a group)
+        b"\x00\x01",  # field number 0
+    ],
+)
+def test_malformed_bytes_raise_decode_error(data: bytes) -> None:
+    with pytest.raises(lite.DecodeError):
+        litepb.containerd_task_v2_CreateTaskRequest.FromString(data)
+
+
+def test_message_field_with_a_scalar_wire_type_is_a_decode_error() -> None:
+    # CreateTaskRequest.options (field 10) is a message; a varint there is malformed
+    with pytest.raises(lite.DecodeError):
+        litepb.containerd_task_v2_CreateTaskRequest.FromString(b"\x50\x01")
