@@ -9,10 +9,10 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message as PbMessage
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from arun.shim import litepb
 from arun.ttrpc import envelope, lite
