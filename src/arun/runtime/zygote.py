@@ -234,13 +234,12 @@ _ballast: list[object] = []
 def _allocator_holes() -> dict[int, int]:
     """Free blocks in the object allocator's partly used pools, by block size (from
     ``sys._debugmallocstats()``, which writes to the C-level stderr)."""
-    import tempfile
-
     holes: dict[int, int] = {}
     debugmallocstats = getattr(sys, "_debugmallocstats", None)
     if debugmallocstats is None:
         return holes
-    with tempfile.TemporaryFile() as tmp:
+    # A memory file, not ``tempfile`` (which would stay imported in every shim's image).
+    with open(os.memfd_create("arun-mallocstats", os.MFD_CLOEXEC), "w+b") as tmp:
         saved = os.dup(2)
         try:
             os.dup2(tmp.fileno(), 2)
@@ -291,6 +290,11 @@ def warm(merge: bool = False) -> None:
         importlib.import_module("ctypes")  # before the freeze, so that shims share it
     if os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1") != "0":
         server.rehearse()
+    # The rehearsal's failing Create formats a traceback: the source lines it read stay in
+    # linecache (~150 KiB with their string objects), which a shim needs only if it logs one.
+    import linecache
+
+    linecache.clearcache()
     gc.collect()
     if os.environ.get("ARUN_ZYGOTE_FILL", "1") != "0":
         fill_allocator_holes()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -182,7 +181,7 @@ class RuncCli:
 
     def _write_json(self, prefix: str, value: Mapping[str, Any]) -> str:
         directory = self.workdir or os.path.dirname(self.log) or "."
-        fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json", dir=directory)
+        fd, path = util.make_temp_file(prefix, ".json", directory)
         with os.fdopen(fd, "w") as f:
             json.dump(value, f)
         return path

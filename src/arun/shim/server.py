@@ -272,11 +272,11 @@ def rehearse() -> None:
     """
     import asyncio
     import io
-    import shutil
-    import tempfile
+
+    from arun.shim.util import make_temp_dir, remove_tree
 
     trim_imports()
-    base = tempfile.mkdtemp(prefix="arun-rehearsal-")
+    base = make_temp_dir("arun-rehearsal-")
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, logging.raiseExceptions)
     sink = logging.StreamHandler(io.StringIO())
@@ -298,18 +298,18 @@ def rehearse() -> None:
             root.addHandler(h)
         root.setLevel(saved[1])
         logging.raiseExceptions = saved[2]
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 async def _rehearsal(base: str) -> None:
     import asyncio
-    import shutil
     from types import SimpleNamespace
 
     from arun import errdefs
     from arun.errdefs import grpc as errgrpc
     from arun.shim import litepb, manager
     from arun.shim.events import NAMESPACE_HEADER
+    from arun.shim.util import which
     from arun.ttrpc import Client, ServiceStub
     from arun.ttrpc.service import ServiceTable
 
@@ -321,7 +321,7 @@ async def _rehearsal(base: str) -> None:
     # runc, so the Create path (options, runtime command, reaper, error report) runs without
     # creating anything.
     bundle = os.path.join(base, "b")
-    false = shutil.which("false")
+    false = which("false")
     params = ServeParams(namespace="rehearsal", id="rehearsal", bundle=base, runc_binary=false or "")
     server = asyncio.create_task(_serve(params, listener.detach(), rehearsal=True))
     try:

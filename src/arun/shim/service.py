@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from arun.shim.process.io import Stdio
 from arun.shim.process.states import Status
 from arun.shim.reaper import Exit, Reaper
 from arun.shim.runc import Runc, RuncCli
-from arun.shim.util import DEFAULT_RUNC_ROOT
+from arun.shim.util import DEFAULT_RUNC_ROOT, which
 from arun.ttrpc.lite import full_name
 from arun.ttrpc.service import ServiceTable
 
@@ -540,7 +539,7 @@ class Shim:
 
     async def checkpoint(self, id: str, path: str, options: Any) -> None:
         c = self.get(id)
-        if shutil.which("criu") is None:
+        if which("criu") is None:
             raise errdefs.UnimplementedError("checkpoint needs criu, which is not installed on this host")
         exit_after = False
         work = ""

@@ -6,7 +6,17 @@ import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 
-__all__ = ["DEFAULT_RUNC_ROOT", "record", "resolve_binary"]
+__all__ = [
+    "DEFAULT_RUNC_ROOT",
+    "make_temp_dir",
+    "make_temp_file",
+    "percent_decode",
+    "record",
+    "remove_tree",
+    "resolve_binary",
+    "split_uri",
+    "which",
+]
 
 #: Where runc keeps container state, below which the namespace is appended (containerd uses
 #: /run/containerd/runc; arun keeps its own so the two never see each other's containers).
@@ -27,6 +37,134 @@ def resolve_binary(binary: str) -> str:
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
             return candidate
     raise FileNotFoundError(f"OCI runtime binary {binary!r} not found in PATH")
+
+
+def which(binary: str) -> str | None:
+    """:func:`resolve_binary`, or None when there is none (``shutil.which`` without ``shutil``,
+    which would bring bz2, lzma and fnmatch into every shim's image)."""
+    try:
+        path = resolve_binary(binary)
+    except FileNotFoundError:
+        return None
+    return path if os.access(path, os.X_OK) and not os.path.isdir(path) else None
+
+
+# -- temporary files and directories, without ``tempfile`` (and its ``random``) -----------------
+
+_TEMP_ATTEMPTS = 100
+
+
+def _temp_name(directory: str | None, prefix: str, suffix: str) -> str:
+    base = directory if directory is not None else os.environ.get("TMPDIR") or "/tmp"
+    return os.path.join(base, f"{prefix}{os.urandom(6).hex()}{suffix}")
+
+
+def make_temp_file(prefix: str = "tmp", suffix: str = "", directory: str | None = None) -> tuple[int, str]:
+    """Create a new file (mode 0600, ``O_EXCL``: never one that existed) with a random name;
+    its descriptor (close-on-exec) and path, like ``tempfile.mkstemp``."""
+    for _ in range(_TEMP_ATTEMPTS):
+        path = _temp_name(directory, prefix, suffix)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        return fd, path
+    raise FileExistsError(f"no unused temporary file name with prefix {prefix!r}")
+
+
+def make_temp_dir(prefix: str = "tmp", directory: str | None = None) -> str:
+    """Create a new directory (mode 0700, never one that existed) with a random name; its path,
+    like ``tempfile.mkdtemp``."""
+    for _ in range(_TEMP_ATTEMPTS):
+        path = _temp_name(directory, prefix, "")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no unused temporary directory name with prefix {prefix!r}")
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory and everything below it, ignoring errors (``shutil.rmtree(path,
+    ignore_errors=True)`` for the shim's own small private directories). Symbolic links are
+    removed, never followed."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            remove_tree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+# -- URIs (the stdio strings), without ``urllib.parse`` (and its ``ipaddress``) ----------------
+
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_LEADING_JUNK = "".join(chr(c) for c in range(0x21))  # C0 controls and space
+
+
+def split_uri(uri: str) -> tuple[str, str, str, str, str]:
+    """(scheme, authority, path, query, fragment) of a URI, split the way
+    ``urllib.parse.urlsplit`` does for the URIs the shim sees (``fifo:``, ``file:``,
+    ``binary:``, bare paths): the scheme lower-cased, nothing percent-decoded."""
+    uri = uri.lstrip(_LEADING_JUNK)
+    for c in "\t\r\n":
+        uri = uri.replace(c, "")
+    scheme = ""
+    colon = uri.find(":")
+    if colon > 0 and uri[0].isascii() and uri[0].isalpha() and all(c in _SCHEME_CHARS for c in uri[:colon]):
+        scheme, uri = uri[:colon].lower(), uri[colon + 1 :]
+    authority = ""
+    if uri[:2] == "//":
+        end = len(uri)
+        for c in "/?#":
+            at = uri.find(c, 2)
+            if at >= 0:
+                end = min(end, at)
+        authority, uri = uri[2:end], uri[end:]
+    uri, _, fragment = uri.partition("#")
+    path, _, query = uri.partition("?")
+    return scheme, authority, path, query, fragment
+
+
+def percent_decode(text: str) -> str:
+    """``text`` with its ``%XX`` escapes decoded, each run of them as UTF-8 (invalid bytes
+    become U+FFFD) and a ``%`` not followed by two hex digits kept as it is, like
+    ``urllib.parse.unquote``."""
+    if "%" not in text:
+        return text
+    pieces = text.split("%")
+    out = [pieces[0]]
+    run = bytearray()
+    for piece in pieces[1:]:
+        if len(piece) >= 2 and piece[0] in _HEX_DIGITS and piece[1] in _HEX_DIGITS:
+            run.append(int(piece[:2], 16))
+            rest = piece[2:]
+        else:
+            rest = "%" + piece
+        if rest:
+            if run:
+                out.append(run.decode("utf-8", "replace"))
+                run.clear()
+            out.append(rest)
+    if run:
+        out.append(run.decode("utf-8", "replace"))
+    return "".join(out)
 
 
 def _record(cls: type) -> type:

@@ -173,6 +173,41 @@ def test_zygote_warm_image_imports_no_protobuf() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+# Modules only the shim's own code used to import (through shutil, tempfile and urllib.parse),
+# ~0.8 MiB of every zygote's image: arun.shim.util has small stand-ins.
+_KEPT_OUT_OF_WARM_IMAGE = (
+    "shutil",
+    "bz2",
+    "_bz2",
+    "lzma",
+    "_lzma",
+    "fnmatch",
+    "zlib",
+    "tempfile",
+    "random",
+    "_random",
+    "_sha512",
+    "urllib",
+    "urllib.parse",
+    "ipaddress",
+)
+
+
+def test_zygote_warm_image_is_slim() -> None:
+    """After ``warm()`` (rehearsal included) none of the modules above is imported, and the
+    source lines the rehearsal's traceback read are not kept in linecache."""
+    code = (
+        "from arun.runtime import zygote; zygote.warm(); import sys, linecache;"
+        f" print(sorted(m for m in {_KEPT_OUT_OF_WARM_IMAGE!r} if m in sys.modules));"
+        " print(len(linecache.cache))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), ARUN_ZYGOTE_REHEARSAL="1")
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-2:] == ["[]", "0"]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(NAMES), st.binary(max_size=64))
 def test_hostile_bytes_decode_or_raise_decode_error(name: str, data: bytes) -> None:

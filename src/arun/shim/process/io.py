@@ -26,17 +26,15 @@ import errno
 import fcntl
 import logging
 import os
-import shutil
 import socket
 import struct
-import tempfile
 import termios
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import unquote, urlsplit
 
 from arun import errdefs
 from arun.shim.runc import NULL_STDIO, StdioFds
+from arun.shim.util import make_temp_dir, percent_decode, remove_tree, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +222,11 @@ def _parse(uri: str) -> tuple[str, str]:
     """(scheme, path) of a stdio string; a bare path is a FIFO."""
     if not uri:
         return "", ""
-    parts = urlsplit(uri)
-    scheme = parts.scheme
+    scheme, _, path, _, _ = split_uri(uri)
     if scheme in ("", "fifo"):
-        return "fifo", unquote(parts.path) if scheme else uri
+        return "fifo", percent_decode(path) if scheme else uri
     if scheme == "file":
-        return "file", unquote(parts.path)
+        return "file", percent_decode(path)
     if scheme in ("binary", "binary-v2"):
         raise errdefs.UnimplementedError(
             f"stdio scheme {scheme!r} is not supported by the arun shim ({uri!r})"
@@ -418,7 +415,7 @@ class ConsoleSocket:
 
     @classmethod
     def create(cls, parent: str | None = None) -> ConsoleSocket:
-        directory = tempfile.mkdtemp(prefix="arun-pty-", dir=parent)
+        directory = make_temp_dir("arun-pty-", parent)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.bind(os.path.join(directory, "pty.sock"))
@@ -426,7 +423,7 @@ class ConsoleSocket:
             sock.setblocking(False)
         except BaseException:
             sock.close()
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_tree(directory)
             raise
         return cls(directory, sock)
 
@@ -459,7 +456,7 @@ class ConsoleSocket:
 
     def close(self) -> None:
         self._sock.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        remove_tree(self.directory)
 
 
 async def _readable(fd: int) -> None:
