@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from arun.runtime import binary, ksm
+from arun.runtime import zygote as zygote_mod
 from arun.runtime.binary import ShimEnv
 from arun.runtime.bundle import Bundle
 from arun.runtime.manager import ShimManager
 from arun.runtime.shim import ShimConnection
-from arun.runtime.zygote import Zygote, ZygoteError
+from arun.runtime.zygote import Zygote, ZygoteError, python_flags
 
 
 @pytest.fixture
@@ -95,6 +96,69 @@ async def _gone(pid: int) -> bool:
             return True
         await asyncio.sleep(0.01)
     return False
+
+
+def test_zygote_python_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zygote_mod, "_optimized_code_loads_as_well", lambda env: True)
+    assert python_flags({}) == ["-OO"]
+    monkeypatch.setattr(zygote_mod, "_optimized_code_loads_as_well", lambda env: False)
+    assert python_flags({}) == []  # compiling in memory at every start would cost more
+    assert python_flags({"ARUN_ZYGOTE_OPTIMIZE": "2"}) == ["-OO"]
+    assert python_flags({"ARUN_ZYGOTE_OPTIMIZE": "1"}) == ["-O"]
+    assert python_flags({"ARUN_ZYGOTE_OPTIMIZE": "0"}) == []
+
+
+def test_optimized_code_only_where_it_loads_from_a_cache_as_well(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opt = ".opt-2.pyc"
+    # nothing cached yet: the first zygote writes the caches, or compiles in memory either way
+    monkeypatch.setattr(zygote_mod.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(zygote_mod.os, "access", lambda path, mode: True)
+    assert zygote_mod._optimized_code_loads_as_well({})
+    assert zygote_mod._optimized_code_loads_as_well({"PYTHONDONTWRITEBYTECODE": "1"})
+    # the plain *.pyc cached, and writing the -OO ones turned off
+    monkeypatch.setattr(zygote_mod.os.path, "exists", lambda path: not path.endswith(opt))
+    assert not zygote_mod._optimized_code_loads_as_well({"PYTHONDONTWRITEBYTECODE": "1"})
+    assert zygote_mod._optimized_code_loads_as_well({})
+    # a read-only install with only the plain *.pyc: -OO would compile in memory
+    monkeypatch.setattr(zygote_mod.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(zygote_mod.os.path, "exists", lambda path: not path.endswith(opt))
+    assert not zygote_mod._optimized_code_loads_as_well({})
+    # ... with the -OO caches as well
+    monkeypatch.setattr(zygote_mod.os.path, "exists", lambda path: True)
+    assert zygote_mod._optimized_code_loads_as_well({})
+    # ... with none at all
+    monkeypatch.setattr(zygote_mod.os.path, "exists", lambda path: False)
+    assert zygote_mod._optimized_code_loads_as_well({})
+
+
+async def test_zygote_runs_optimized_and_its_shims_serve(base: Path) -> None:
+    """The warm process is ``python -OO``: docstrings and asserts are not in the image the
+    shims share, and a shim forked from it serves a task (Connect, then Shutdown)."""
+    zygote = Zygote(env=dict(env_for(base).environment(""), ARUN_ZYGOTE_OPTIMIZE="2"))
+    await zygote.start()
+    try:
+        await _serve_one_optimized(base, zygote)
+    finally:
+        await zygote.close()
+
+
+async def _serve_one_optimized(base: Path, zygote: Zygote) -> None:
+    cmdline = Path(f"/proc/{zygote.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:4] == [b"-OO", b"-m", b"arun.runtime.zygote"]
+    env = env_for(base)
+    bnd = make_bundle(base, "opt")
+    out, pid = await zygote.spawn(**spawn_args(env, bnd))
+    result = binary.parse_start_output(out)
+    conn = await ShimConnection.connect(result, "ns", lambda: None)
+    try:
+        resp = await conn.call("Connect", conn.request("Connect", id="opt"))
+        assert resp.shim_pid == pid
+    finally:
+        await conn.close()
+    await _shutdown(result.address)
+    assert await _gone(pid)
 
 
 async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> None:
