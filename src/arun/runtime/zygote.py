@@ -289,8 +289,10 @@ def warm(merge: bool = False) -> None:
             importlib.import_module(name)
     if merge:
         importlib.import_module("ctypes")  # before the freeze, so that shims share it
-    if os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1") != "0":
-        server.rehearse()
+    rehearsal = os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1")
+    if rehearsal != "0":
+        # "basic": without the containers' lifecycle (for comparisons)
+        server.rehearse(lifecycle=rehearsal != "basic")
     gc.collect()
     if os.environ.get("ARUN_ZYGOTE_FILL", "1") != "0":
         fill_allocator_holes()

@@ -258,22 +258,57 @@ def idle_priority(on: bool, pid: int = 0) -> bool:
     return True
 
 
-def rehearse() -> None:
+#: The stand-in for runc in the rehearsal's successful lifecycle: it answers the commands the shim
+#: runs for a container (``create``/``start``/``state``/``ps``/``kill``/``delete``) as runc does —
+#: pid file, JSON — and its "container" is a shell that waits on a FIFO (``go``) until ``start``
+#: writes to it, then on one nobody writes to (``end``) until a signal ends it. Its state lives in ``--root``.
+_STAND_IN_RUNTIME = r"""#!/bin/sh
+while :; do case $1 in --root) root=$2; shift 2;; --log|--log-format) shift 2;; --*) shift;; *) break;; esac; done
+cmd=$1; shift; pidfile=
+while :; do case $1 in --pid-file) pidfile=$2; shift 2;; --bundle|--console-socket|--format) shift 2;; --*) shift;; *) break;; esac; done
+d=$root/$1
+[ "$cmd" = create ] || [ -d "$d" ] || { echo "container does not exist" >&2; exit 1; }
+case $cmd in
+create) mkdir -p "$d" && mkfifo "$d/go" "$d/end" || exit 1
+  (read x <"$d/go"; read x <"$d/end") </dev/null >/dev/null 2>&1 &
+  echo $! >"$d/pid"; echo $! >"$pidfile";;
+start) echo >"$d/go";;
+state) pid=$(cat "$d/pid"); status=stopped; kill -0 "$pid" 2>/dev/null && status=running
+  echo "{\"ociVersion\":\"1.0.2\",\"id\":\"$1\",\"pid\":$pid,\"status\":\"$status\"}";;
+ps) echo "[$(cat "$d/pid")]";;
+kill) kill -"$2" "$(cat "$d/pid")";;
+delete) rm -rf "$d";;
+*) echo "$cmd: not supported" >&2; exit 1;;
+esac
+"""
+
+REHEARSAL_LIFECYCLES = 9  # containers created, started, killed and deleted: > the warm-up delay
+
+
+def rehearse(*, lifecycle: bool = True) -> None:
     """Run a shim session inside a template process (the zygote) before it forks shims: a
     server on a private socket, a client making ``Connect``, a failing ``State``, a ``Create``
     that fails in the runtime (``false`` stands in for runc; its children are reaped) and
     ``Shutdown``, with the shim's logging going nowhere.
 
+    With ``lifecycle``, also what a pod's shim runs for its containers, each one through:
+    ``Create`` (succeeding), ``Start``, ``State``, ``Pids``, ``Wait``, ``Kill``, the init's exit
+    reaped, ``Delete``, with the task events published to a local sink (the daemon's part) —
+    ``_STAND_IN_RUNTIME`` plays runc. This process is a child subreaper meanwhile (the
+    "containers" are orphaned to it as runc's are to a shim), and is set back as it was.
+
     CPython 3.11 writes into a code object while it warms up and specializes it, and creates
     caches (type attribute caches, protobuf message classes, the event loop's machinery) on
     first use. Done here, once, those writes land on pages every forked shim then shares
     instead of copying. Best effort: the template keeps working when this fails, and it
-    leaves no thread, no handler, no file and no child behind (and never becomes a subreaper).
+    leaves no thread, no handler, no file and no child behind.
     """
     import asyncio
     import io
     import shutil
     import tempfile
+
+    from arun.shim import reaper
 
     trim_imports()
     base = tempfile.mkdtemp(prefix="arun-rehearsal-")
@@ -281,6 +316,7 @@ def rehearse() -> None:
     saved = (list(root.handlers), root.level, logging.raiseExceptions)
     sink = logging.StreamHandler(io.StringIO())
     sink.setFormatter(_JSONFormatter())
+    subreaper: bool | None = None
     try:
         for h in saved[0]:
             root.removeHandler(h)
@@ -289,10 +325,18 @@ def rehearse() -> None:
         os.mkdir(os.path.join(base, "b"))
         with open(os.path.join(base, "b", "config.json"), "w") as fh:
             fh.write("{}")
-        asyncio.run(_rehearsal(base))
+        if lifecycle:
+            _write_lifecycle_files(base)
+            subreaper = reaper.is_child_subreaper()
+            reaper.set_child_subreaper(True)
+        asyncio.run(_rehearsal(base, lifecycle=lifecycle))
     except Exception:  # a rehearsal that fails costs memory, nothing else
         pass
     finally:
+        if subreaper is not None:
+            _end_containers(os.path.join(base, "runtime", "rehearsal"))
+            with contextlib.suppress(OSError):
+                reaper.set_child_subreaper(subreaper)
         root.removeHandler(sink)
         for h in saved[0]:
             root.addHandler(h)
@@ -301,7 +345,45 @@ def rehearse() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def _rehearsal(base: str) -> None:
+def _write_lifecycle_files(base: str) -> None:
+    """The stand-in runtime (``rt``, state in ``runtime``) and a bundle ``c`` whose container has
+    a pid namespace of its own (as a pod's containers have)."""
+    os.mkdir(os.path.join(base, "c"))
+    with open(os.path.join(base, "c", "config.json"), "w") as fh:
+        fh.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
+    rt = os.path.join(base, "rt")
+    with open(rt, "w") as fh:
+        fh.write(_STAND_IN_RUNTIME)
+    os.chmod(rt, 0o755)
+
+
+def _end_containers(runtime_root: str) -> None:
+    """Kill and reap the stand-in's containers a failed rehearsal left running."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(runtime_root):
+            try:
+                with open(os.path.join(runtime_root, name, "pid")) as fh:
+                    pid = int(fh.read().strip())
+                os.kill(pid, _signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (OSError, ValueError):
+                pass
+
+
+class _EventSink:
+    """The daemon's end of the shim's event publisher: ``Events/Forward``, counted."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def Forward(self, r: Any) -> Any:
+        from arun.shim import litepb
+
+        self.received += 1
+        return litepb.google_protobuf_Empty()
+
+
+async def _rehearsal(base: str, *, lifecycle: bool = True) -> None:
     import asyncio
     import shutil
     from types import SimpleNamespace
@@ -309,8 +391,8 @@ async def _rehearsal(base: str) -> None:
     from arun import errdefs
     from arun.errdefs import grpc as errgrpc
     from arun.shim import litepb, manager
-    from arun.shim.events import NAMESPACE_HEADER
-    from arun.ttrpc import Client, ServiceStub
+    from arun.shim.events import EVENTS_SERVICE, NAMESPACE_HEADER
+    from arun.ttrpc import Client, Server, ServiceStub
     from arun.ttrpc.service import ServiceTable
 
     path = os.path.join(base, "s")
@@ -322,7 +404,27 @@ async def _rehearsal(base: str) -> None:
     # creating anything.
     bundle = os.path.join(base, "b")
     false = shutil.which("false")
-    params = ServeParams(namespace="rehearsal", id="rehearsal", bundle=base, runc_binary=false or "")
+    events: Any = None
+    ttrpc_address = ""
+    if lifecycle:
+        events = Server()
+        events.register(
+            ServiceTable(
+                EVENTS_SERVICE,
+                {"Forward": (litepb.containerd_services_events_ttrpc_v1_ForwardRequest, litepb.google_protobuf_Empty)},
+            ),
+            _EventSink(),
+        )
+        ttrpc_address = os.path.join(base, "e")
+        await events.serve_unix(ttrpc_address)
+    params = ServeParams(
+        namespace="rehearsal",
+        id="rehearsal",
+        bundle=base,
+        ttrpc_address=ttrpc_address,
+        runc_binary=false or "",
+        runc_root=os.path.join(base, "runtime"),
+    )
     server = asyncio.create_task(_serve(params, listener.detach(), rehearsal=True))
     try:
         client = await Client.connect(
@@ -344,6 +446,8 @@ async def _rehearsal(base: str) -> None:
                         with contextlib.suppress(errdefs.ArunError):
                             await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
             v3_table = ServiceTable("containerd.task.v3.Task", litepb.SERVICES["containerd.task.v3.Task"])
+            if lifecycle:
+                await _lifecycles(ServiceStub(client, v3_table), v3, os.path.join(base, "c"), os.path.join(base, "rt"))
             await ServiceStub(client, v3_table).Shutdown(v3.ShutdownRequest(id="rehearsal"))
         finally:
             await client.close()
@@ -353,6 +457,33 @@ async def _rehearsal(base: str) -> None:
             server.cancel()
             with contextlib.suppress(BaseException):
                 await server
+        if events is not None:
+            await events.shutdown(0)
+
+
+async def _lifecycles(task: Any, pb: Any, bundle: str, runtime: str) -> None:
+    """A pod's containers through the shim, one after another (the daemon's calls, in its
+    order: ``Wait`` is asked before ``Kill``)."""
+    import asyncio
+
+    from arun.shim import litepb
+
+    options = litepb.google_protobuf_Any(
+        type_url="containerd.runc.v1.Options",
+        value=litepb.containerd_runc_v1_Options(binary_name=runtime).SerializeToString(),
+    )
+    for i in range(REHEARSAL_LIFECYCLES):
+        cid = f"rehearsal-{i}"
+        created = await task.Create(pb.CreateTaskRequest(id=cid, bundle=bundle, options=options))
+        await task.Start(pb.StartRequest(id=cid))
+        await task.State(pb.StateRequest(id=cid))
+        await task.Pids(pb.PidsRequest(id=cid))
+        waiting = asyncio.ensure_future(task.Wait(pb.WaitRequest(id=cid)))
+        await asyncio.sleep(0)
+        await task.Kill(pb.KillRequest(id=cid, signal=int(_signal.SIGKILL)))
+        await waiting
+        await task.Delete(pb.DeleteRequest(id=cid))
+        del created
 
 
 def _to_status(exc: BaseException) -> tuple[int, str]:
