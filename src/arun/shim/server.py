@@ -261,23 +261,26 @@ def idle_priority(on: bool, pid: int = 0) -> bool:
 #: The stand-in for runc in the rehearsal's successful lifecycle: it answers the commands the shim
 #: runs for a container (``create``/``start``/``state``/``ps``/``kill``/``delete``) as runc does —
 #: pid file, JSON — and its "container" is a shell that waits on a FIFO (``go``) until ``start``
-#: writes to it, then on one nobody writes to (``end``) until a signal ends it. Its state lives in ``--root``.
+#: writes to it, then on one nobody writes to (``end``) until a signal ends it. Its state (FIFOs,
+#: pid) lives in ``--root``, which must exist; only builtins but ``mkfifo`` and ``rm`` (fast).
 _STAND_IN_RUNTIME = r"""#!/bin/sh
 while :; do case $1 in --root) root=$2; shift 2;; --log|--log-format) shift 2;; --*) shift;; *) break;; esac; done
 cmd=$1; shift; pidfile=
 while :; do case $1 in --pid-file) pidfile=$2; shift 2;; --bundle|--console-socket|--format) shift 2;; --*) shift;; *) break;; esac; done
-d=$root/$1
-[ "$cmd" = create ] || [ -d "$d" ] || { echo "container does not exist" >&2; exit 1; }
+c=$root/$1
+if [ "$cmd" = create ]; then
+  mkfifo "$c.go" "$c.end" || exit 1
+  (read x <"$c.go"; read x <"$c.end") </dev/null >/dev/null 2>&1 &
+  echo $! >"$c.pid"; echo $! >"$pidfile"; exit
+fi
+read pid <"$c.pid" || { echo "container does not exist" >&2; exit 1; }
 case $cmd in
-create) mkdir -p "$d" && mkfifo "$d/go" "$d/end" || exit 1
-  (read x <"$d/go"; read x <"$d/end") </dev/null >/dev/null 2>&1 &
-  echo $! >"$d/pid"; echo $! >"$pidfile";;
-start) echo >"$d/go";;
-state) pid=$(cat "$d/pid"); status=stopped; kill -0 "$pid" 2>/dev/null && status=running
+start) echo >"$c.go";;
+state) status=stopped; kill -0 "$pid" 2>/dev/null && status=running
   echo "{\"ociVersion\":\"1.0.2\",\"id\":\"$1\",\"pid\":$pid,\"status\":\"$status\"}";;
-ps) echo "[$(cat "$d/pid")]";;
-kill) kill -"$2" "$(cat "$d/pid")";;
-delete) rm -rf "$d";;
+ps) echo "[$pid]";;
+kill) kill -"$2" "$pid";;
+delete) rm -f "$c.go" "$c.end" "$c.pid";;
 *) echo "$cmd: not supported" >&2; exit 1;;
 esac
 """
@@ -346,23 +349,27 @@ def rehearse(*, lifecycle: bool = True) -> None:
 
 
 def _write_lifecycle_files(base: str) -> None:
-    """The stand-in runtime (``rt``, state in ``runtime``) and a bundle ``c`` whose container has
-    a pid namespace of its own (as a pod's containers have)."""
-    os.mkdir(os.path.join(base, "c"))
-    with open(os.path.join(base, "c", "config.json"), "w") as fh:
-        fh.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
+    """The stand-in runtime (``rt``, state in ``runtime``) and the containers' bundles ``c0``,
+    ``c1``… (each with a pid namespace of its own, as a pod's containers have)."""
+    for i in range(_lifecycle_count()):
+        os.mkdir(os.path.join(base, f"c{i}"))
+        with open(os.path.join(base, f"c{i}", "config.json"), "w") as fh:
+            fh.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
     rt = os.path.join(base, "rt")
     with open(rt, "w") as fh:
         fh.write(_STAND_IN_RUNTIME)
     os.chmod(rt, 0o755)
+    os.makedirs(os.path.join(base, "runtime", "rehearsal"))  # --root: the stand-in's state
 
 
 def _end_containers(runtime_root: str) -> None:
     """Kill and reap the stand-in's containers a failed rehearsal left running."""
     with contextlib.suppress(OSError):
         for name in os.listdir(runtime_root):
+            if not name.endswith(".pid"):
+                continue
             try:
-                with open(os.path.join(runtime_root, name, "pid")) as fh:
+                with open(os.path.join(runtime_root, name)) as fh:
                     pid = int(fh.read().strip())
                 os.kill(pid, _signal.SIGKILL)
                 os.waitpid(pid, 0)
@@ -442,7 +449,7 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> None:
                     await task.Connect(pb.ConnectRequest(id="rehearsal"))
                     with contextlib.suppress(errdefs.NotFoundError):
                         await task.State(pb.StateRequest(id="nothing"))
-                    if false and pb is v3:  # one version: both share the handlers' code
+                    if false and pb is v3 and not lifecycle:  # one version: both share the handlers' code
                         with contextlib.suppress(errdefs.ArunError):
                             await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
             v3_table = ServiceTable("containerd.task.v3.Task", litepb.SERVICES["containerd.task.v3.Task"])
@@ -461,9 +468,13 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> None:
             await events.shutdown(0)
 
 
+def _lifecycle_count() -> int:
+    return int(os.environ.get("XX_LIFECYCLES", REHEARSAL_LIFECYCLES))
+
+
 async def _lifecycles(task: Any, pb: Any, bundle: str, runtime: str) -> None:
-    """A pod's containers through the shim, one after another (the daemon's calls, in its
-    order: ``Wait`` is asked before ``Kill``)."""
+    """A pod's containers through the shim, side by side (as a pod's are; and runtime commands
+    that overlap take less time)."""
     import asyncio
 
     from arun.shim import litepb
@@ -472,18 +483,26 @@ async def _lifecycles(task: Any, pb: Any, bundle: str, runtime: str) -> None:
         type_url="containerd.runc.v1.Options",
         value=litepb.containerd_runc_v1_Options(binary_name=runtime).SerializeToString(),
     )
-    for i in range(REHEARSAL_LIFECYCLES):
-        cid = f"rehearsal-{i}"
-        created = await task.Create(pb.CreateTaskRequest(id=cid, bundle=bundle, options=options))
-        await task.Start(pb.StartRequest(id=cid))
-        await task.State(pb.StateRequest(id=cid))
-        await task.Pids(pb.PidsRequest(id=cid))
-        waiting = asyncio.ensure_future(task.Wait(pb.WaitRequest(id=cid)))
-        await asyncio.sleep(0)
+    await asyncio.gather(
+        *(_lifecycle(task, pb, f"rehearsal-{i}", f"{bundle}{i}", options) for i in range(_lifecycle_count()))
+    )
+
+
+async def _lifecycle(task: Any, pb: Any, cid: str, bundle: str, options: Any) -> None:
+    """One container, the daemon's calls in its order (``Wait`` is asked before ``Kill``)."""
+    import asyncio
+
+    await task.Create(pb.CreateTaskRequest(id=cid, bundle=bundle, options=options))
+    await task.Start(pb.StartRequest(id=cid))
+    await task.State(pb.StateRequest(id=cid))
+    await task.Pids(pb.PidsRequest(id=cid))
+    waiting = asyncio.ensure_future(task.Wait(pb.WaitRequest(id=cid)))
+    await asyncio.sleep(0)
+    try:
         await task.Kill(pb.KillRequest(id=cid, signal=int(_signal.SIGKILL)))
+    finally:
         await waiting
-        await task.Delete(pb.DeleteRequest(id=cid))
-        del created
+    await task.Delete(pb.DeleteRequest(id=cid))
 
 
 def _to_status(exc: BaseException) -> tuple[int, str]:
