@@ -5,7 +5,8 @@ One pod at a time, the way the PSS benchmark starts them (the task manager, a re
 container through runc, the events sink), but no KSM marking (``merge_memory=False``), so a page
 is either the template's physical page or the shim's own copy. Per shim: pages at an address the
 template also has resident whose frame differs (``copied``), pages only the shim has (``new``),
-and ``Private_Dirty`` (smaps_rollup) — once running and settled, and again once the container was killed and waited for (a delete ends the shim).
+and ``Private_Dirty`` (smaps_rollup) — once running and settled, and again once the container
+was killed and waited for (a delete ends the shim).
 
     PYTHONPATH=src python tools/rehearse2/copied.py ROUNDS basic full     (root, runc)
 """
@@ -21,7 +22,7 @@ import uuid
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "shimperf"))
-from pagediff import frames, maps  # noqa: E402
+from pagediff import frames, maps
 
 
 def compare(shim: int, template: int) -> dict[str, int]:
@@ -61,11 +62,7 @@ async def one(mode: str, settle: float) -> dict[str, Any]:
     from arun.core.runtime import RUNTIME_ARUN
     from arun.runtime.manager import ShimManager, TaskManager, shim_env
 
-    rehearsal, _, lifecycles = mode.partition("@")  # full@3: three lifecycles
-    os.environ["ARUN_ZYGOTE_REHEARSAL"] = rehearsal
-    os.environ.pop("XX_LIFECYCLES", None)
-    if lifecycles:
-        os.environ["XX_LIFECYCLES"] = lifecycles
+    os.environ["ARUN_ZYGOTE_REHEARSAL"] = mode
     res: dict[str, Any] = {"mode": mode}
     with sb.workdir() as base:
         rootfs = sb.busybox_rootfs(base / "rootfs")

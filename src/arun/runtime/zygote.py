@@ -292,7 +292,9 @@ def warm(merge: bool = False) -> None:
     rehearsal = os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1")
     if rehearsal != "0":
         # "basic": without the containers' lifecycle (for comparisons)
-        server.rehearse(lifecycle=rehearsal != "basic")
+        failure = server.rehearse(lifecycle=rehearsal != "basic")
+        if failure:
+            sys.stderr.write(f"arun zygote: the rehearsal failed (shims will copy more memory): {failure}\n")
     gc.collect()
     if os.environ.get("ARUN_ZYGOTE_FILL", "1") != "0":
         fill_allocator_holes()

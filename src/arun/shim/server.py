@@ -264,9 +264,13 @@ def idle_priority(on: bool, pid: int = 0) -> bool:
 #: writes to it, then on one nobody writes to (``end``) until a signal ends it. Its state (FIFOs,
 #: pid) lives in ``--root``, which must exist; only builtins but ``mkfifo`` and ``rm`` (fast).
 _STAND_IN_RUNTIME = r"""#!/bin/sh
-while :; do case $1 in --root) root=$2; shift 2;; --log|--log-format) shift 2;; --*) shift;; *) break;; esac; done
+while :; do case $1 in
+  --root) root=$2; shift 2;; --log|--log-format) shift 2;; --*) shift;; *) break;;
+esac; done
 cmd=$1; shift; pidfile=
-while :; do case $1 in --pid-file) pidfile=$2; shift 2;; --bundle|--console-socket|--format) shift 2;; --*) shift;; *) break;; esac; done
+while :; do case $1 in
+  --pid-file) pidfile=$2; shift 2;; --bundle|--console-socket|--format) shift 2;; --*) shift;; *) break;;
+esac; done
 c=$root/$1
 if [ "$cmd" = create ]; then
   mkfifo "$c.go" "$c.end" || exit 1
@@ -285,10 +289,12 @@ delete) rm -f "$c.go" "$c.end" "$c.pid";;
 esac
 """
 
-REHEARSAL_LIFECYCLES = 9  # containers created, started, killed and deleted: > the warm-up delay
+#: Containers the rehearsal runs through their lifecycle, side by side (9 measured no better, and
+#: slower: docs/notes/rehearse2.md).
+REHEARSAL_LIFECYCLES = 6
 
 
-def rehearse(*, lifecycle: bool = True) -> None:
+def rehearse(*, lifecycle: bool = True) -> str:
     """Run a shim session inside a template process (the zygote) before it forks shims: a
     server on a private socket, a client making ``Connect``, a failing ``State``, a ``Create``
     that fails in the runtime (``false`` stands in for runc; its children are reaped) and
@@ -303,8 +309,9 @@ def rehearse(*, lifecycle: bool = True) -> None:
     CPython 3.11 writes into a code object while it warms up and specializes it, and creates
     caches (type attribute caches, protobuf message classes, the event loop's machinery) on
     first use. Done here, once, those writes land on pages every forked shim then shares
-    instead of copying. Best effort: the template keeps working when this fails, and it
-    leaves no thread, no handler, no file and no child behind.
+    instead of copying. Best effort: the template keeps working when this fails (the return
+    value says what failed, "" when nothing did), and it leaves no thread, no handler, no file
+    and no child behind.
     """
     import asyncio
     import io
@@ -320,6 +327,7 @@ def rehearse(*, lifecycle: bool = True) -> None:
     sink = logging.StreamHandler(io.StringIO())
     sink.setFormatter(_JSONFormatter())
     subreaper: bool | None = None
+    failure = ""
     try:
         for h in saved[0]:
             root.removeHandler(h)
@@ -332,9 +340,11 @@ def rehearse(*, lifecycle: bool = True) -> None:
             _write_lifecycle_files(base)
             subreaper = reaper.is_child_subreaper()
             reaper.set_child_subreaper(True)
-        asyncio.run(_rehearsal(base, lifecycle=lifecycle))
-    except Exception:  # a rehearsal that fails costs memory, nothing else
-        pass
+        events = asyncio.run(_rehearsal(base, lifecycle=lifecycle))
+        if lifecycle and events != 4 * REHEARSAL_LIFECYCLES:  # create, start, exit, delete
+            failure = f"{events} task events published, not {4 * REHEARSAL_LIFECYCLES}"
+    except Exception as exc:  # a rehearsal that fails costs memory, nothing else
+        failure = f"{type(exc).__name__}: {exc}"
     finally:
         if subreaper is not None:
             _end_containers(os.path.join(base, "runtime", "rehearsal"))
@@ -346,12 +356,13 @@ def rehearse(*, lifecycle: bool = True) -> None:
         root.setLevel(saved[1])
         logging.raiseExceptions = saved[2]
         shutil.rmtree(base, ignore_errors=True)
+    return failure
 
 
 def _write_lifecycle_files(base: str) -> None:
     """The stand-in runtime (``rt``, state in ``runtime``) and the containers' bundles ``c0``,
     ``c1``… (each with a pid namespace of its own, as a pod's containers have)."""
-    for i in range(_lifecycle_count()):
+    for i in range(REHEARSAL_LIFECYCLES):
         os.mkdir(os.path.join(base, f"c{i}"))
         with open(os.path.join(base, f"c{i}", "config.json"), "w") as fh:
             fh.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
@@ -390,7 +401,8 @@ class _EventSink:
         return litepb.google_protobuf_Empty()
 
 
-async def _rehearsal(base: str, *, lifecycle: bool = True) -> None:
+async def _rehearsal(base: str, *, lifecycle: bool = True) -> int:
+    """The session; returns how many task events the daemon's stand-in received."""
     import asyncio
     import shutil
     from types import SimpleNamespace
@@ -405,22 +417,28 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> None:
     path = os.path.join(base, "s")
     listener = manager.listen(path)
     if listener is None:
-        return
+        return 0
     # A bundle (made by ``rehearse``) whose Create fails in the runtime: ``false`` stands in for
     # runc, so the Create path (options, runtime command, reaper, error report) runs without
     # creating anything.
     bundle = os.path.join(base, "b")
     false = shutil.which("false")
     events: Any = None
+    sink = _EventSink()
     ttrpc_address = ""
     if lifecycle:
         events = Server()
         events.register(
             ServiceTable(
                 EVENTS_SERVICE,
-                {"Forward": (litepb.containerd_services_events_ttrpc_v1_ForwardRequest, litepb.google_protobuf_Empty)},
+                {
+                    "Forward": (
+                        litepb.containerd_services_events_ttrpc_v1_ForwardRequest,
+                        litepb.google_protobuf_Empty,
+                    )
+                },
             ),
-            _EventSink(),
+            sink,
         )
         ttrpc_address = os.path.join(base, "e")
         await events.serve_unix(ttrpc_address)
@@ -454,7 +472,9 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> None:
                             await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
             v3_table = ServiceTable("containerd.task.v3.Task", litepb.SERVICES["containerd.task.v3.Task"])
             if lifecycle:
-                await _lifecycles(ServiceStub(client, v3_table), v3, os.path.join(base, "c"), os.path.join(base, "rt"))
+                await _lifecycles(
+                    ServiceStub(client, v3_table), v3, os.path.join(base, "c"), os.path.join(base, "rt")
+                )
             await ServiceStub(client, v3_table).Shutdown(v3.ShutdownRequest(id="rehearsal"))
         finally:
             await client.close()
@@ -466,10 +486,7 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> None:
                 await server
         if events is not None:
             await events.shutdown(0)
-
-
-def _lifecycle_count() -> int:
-    return int(os.environ.get("XX_LIFECYCLES", REHEARSAL_LIFECYCLES))
+    return sink.received
 
 
 async def _lifecycles(task: Any, pb: Any, bundle: str, runtime: str) -> None:
@@ -484,7 +501,10 @@ async def _lifecycles(task: Any, pb: Any, bundle: str, runtime: str) -> None:
         value=litepb.containerd_runc_v1_Options(binary_name=runtime).SerializeToString(),
     )
     await asyncio.gather(
-        *(_lifecycle(task, pb, f"rehearsal-{i}", f"{bundle}{i}", options) for i in range(_lifecycle_count()))
+        *(
+            _lifecycle(task, pb, f"rehearsal-{i}", f"{bundle}{i}", options)
+            for i in range(REHEARSAL_LIFECYCLES)
+        )
     )
 
 
