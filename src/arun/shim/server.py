@@ -292,6 +292,7 @@ esac
 #: Containers the rehearsal runs through their lifecycle, side by side (9 measured no better, and
 #: slower: docs/notes/rehearse2.md).
 REHEARSAL_LIFECYCLES = 6
+REHEARSAL_TIMEOUT = 10.0
 
 
 def rehearse(*, lifecycle: bool = True) -> str:
@@ -347,7 +348,7 @@ def rehearse(*, lifecycle: bool = True) -> str:
         failure = f"{type(exc).__name__}: {exc}"
     finally:
         if subreaper is not None:
-            _end_containers(os.path.join(base, "runtime", "rehearsal"))
+            _end_children(base)
             with contextlib.suppress(OSError):
                 reaper.set_child_subreaper(subreaper)
         root.removeHandler(sink)
@@ -373,18 +374,23 @@ def _write_lifecycle_files(base: str) -> None:
     os.makedirs(os.path.join(base, "runtime", "rehearsal"))  # --root: the stand-in's state
 
 
-def _end_containers(runtime_root: str) -> None:
-    """Kill and reap the stand-in's containers a failed rehearsal left running."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(runtime_root):
-            if not name.endswith(".pid"):
-                continue
+def _end_children(base: str) -> None:
+    """Kill and reap what a failed rehearsal left running: this process's children that run the
+    stand-in runtime from ``base`` (its "containers" are forks of it)."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as fh:
+                pids = [int(p) for p in fh.read().split()]
+        except OSError:
+            continue
+        for pid in pids:
             try:
-                with open(os.path.join(runtime_root, name)) as fh:
-                    pid = int(fh.read().strip())
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if os.fsencode(base) not in fh.read():
+                        continue
                 os.kill(pid, _signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except (OSError, ValueError):
+            except OSError:
                 pass
 
 
@@ -472,9 +478,10 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> int:
                             await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
             v3_table = ServiceTable("containerd.task.v3.Task", litepb.SERVICES["containerd.task.v3.Task"])
             if lifecycle:
-                await _lifecycles(
-                    ServiceStub(client, v3_table), v3, os.path.join(base, "c"), os.path.join(base, "rt")
-                )
+                async with asyncio.timeout(REHEARSAL_TIMEOUT):  # a runtime that hangs
+                    await _lifecycles(
+                        ServiceStub(client, v3_table), v3, os.path.join(base, "c"), os.path.join(base, "rt")
+                    )
             await ServiceStub(client, v3_table).Shutdown(v3.ShutdownRequest(id="rehearsal"))
         finally:
             await client.close()
@@ -520,8 +527,11 @@ async def _lifecycle(task: Any, pb: Any, cid: str, bundle: str, options: Any) ->
     await asyncio.sleep(0)
     try:
         await task.Kill(pb.KillRequest(id=cid, signal=int(_signal.SIGKILL)))
-    finally:
         await waiting
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
     await task.Delete(pb.DeleteRequest(id=cid))
 
 
