@@ -36,8 +36,8 @@ def snapshot():
         "fds": sorted(os.listdir("/proc/self/fd")),
         "children": children(),
         "threads": threading.active_count(),
-        "signals": {s.name: str(signal.getsignal(s)) for s in signal.valid_signals() if isinstance(s, signal.Signals)
-                    and s not in (signal.SIGKILL, signal.SIGSTOP)},
+        "signals": {s.name: str(signal.getsignal(s)) for s in signal.Signals
+                    if s not in (signal.SIGKILL, signal.SIGSTOP)},
         "wakeup_fd": signal.set_wakeup_fd(-1),
         "subreaper": reaper.is_child_subreaper(),
         "cwd": os.getcwd(),
