@@ -7,1399 +7,1425 @@ from arun.ttrpc.lite import Field, Message
 
 class containerd_task_v2_StateRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.StateRequest"
+    FULL_NAME = 'containerd.task.v2.StateRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class google_protobuf_Timestamp(Message):
     __slots__ = ()
-    FULL_NAME = "google.protobuf.Timestamp"
+    FULL_NAME = 'google.protobuf.Timestamp'
     FIELDS = (
-        Field(1, "seconds", "int64"),
-        Field(2, "nanos", "int32"),
+        Field(1, 'seconds', 'int64'),
+        Field(2, 'nanos', 'int32'),
     )
 
 
 class containerd_task_v2_StateResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.StateResponse"
+    FULL_NAME = 'containerd.task.v2.StateResponse'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "bundle", "string"),
-        Field(3, "pid", "uint32"),
-        Field(4, "status", "enum"),
-        Field(5, "stdin", "string"),
-        Field(6, "stdout", "string"),
-        Field(7, "stderr", "string"),
-        Field(8, "terminal", "bool"),
-        Field(9, "exit_status", "uint32"),
-        Field(10, "exited_at", "message", message=google_protobuf_Timestamp),
-        Field(11, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'bundle', 'string'),
+        Field(3, 'pid', 'uint32'),
+        Field(4, 'status', 'enum'),
+        Field(5, 'stdin', 'string'),
+        Field(6, 'stdout', 'string'),
+        Field(7, 'stderr', 'string'),
+        Field(8, 'terminal', 'bool'),
+        Field(9, 'exit_status', 'uint32'),
+        Field(10, 'exited_at', 'message', message=google_protobuf_Timestamp),
+        Field(11, 'exec_id', 'string'),
     )
 
 
 class containerd_types_Mount(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.types.Mount"
+    FULL_NAME = 'containerd.types.Mount'
     FIELDS = (
-        Field(1, "type", "string"),
-        Field(2, "source", "string"),
-        Field(3, "target", "string"),
-        Field(4, "options", "string", repeated=True),
+        Field(1, 'type', 'string'),
+        Field(2, 'source', 'string'),
+        Field(3, 'target', 'string'),
+        Field(4, 'options', 'string', repeated=True),
     )
 
 
 class google_protobuf_Any(Message):
     __slots__ = ()
-    FULL_NAME = "google.protobuf.Any"
+    FULL_NAME = 'google.protobuf.Any'
     FIELDS = (
-        Field(1, "type_url", "string"),
-        Field(2, "value", "bytes"),
+        Field(1, 'type_url', 'string'),
+        Field(2, 'value', 'bytes'),
     )
 
 
 class containerd_task_v2_CreateTaskRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.CreateTaskRequest"
+    FULL_NAME = 'containerd.task.v2.CreateTaskRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "bundle", "string"),
-        Field(3, "rootfs", "message", repeated=True, message=containerd_types_Mount),
-        Field(4, "terminal", "bool"),
-        Field(5, "stdin", "string"),
-        Field(6, "stdout", "string"),
-        Field(7, "stderr", "string"),
-        Field(8, "checkpoint", "string"),
-        Field(9, "parent_checkpoint", "string"),
-        Field(10, "options", "message", message=google_protobuf_Any),
+        Field(1, 'id', 'string'),
+        Field(2, 'bundle', 'string'),
+        Field(3, 'rootfs', 'message', repeated=True, message=containerd_types_Mount),
+        Field(4, 'terminal', 'bool'),
+        Field(5, 'stdin', 'string'),
+        Field(6, 'stdout', 'string'),
+        Field(7, 'stderr', 'string'),
+        Field(8, 'checkpoint', 'string'),
+        Field(9, 'parent_checkpoint', 'string'),
+        Field(10, 'options', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_task_v2_CreateTaskResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.CreateTaskResponse"
-    FIELDS = (Field(1, "pid", "uint32"),)
+    FULL_NAME = 'containerd.task.v2.CreateTaskResponse'
+    FIELDS = (
+        Field(1, 'pid', 'uint32'),
+    )
 
 
 class containerd_task_v2_StartRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.StartRequest"
+    FULL_NAME = 'containerd.task.v2.StartRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v2_StartResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.StartResponse"
-    FIELDS = (Field(1, "pid", "uint32"),)
+    FULL_NAME = 'containerd.task.v2.StartResponse'
+    FIELDS = (
+        Field(1, 'pid', 'uint32'),
+    )
 
 
 class containerd_task_v2_DeleteRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.DeleteRequest"
+    FULL_NAME = 'containerd.task.v2.DeleteRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v2_DeleteResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.DeleteResponse"
+    FULL_NAME = 'containerd.task.v2.DeleteResponse'
     FIELDS = (
-        Field(1, "pid", "uint32"),
-        Field(2, "exit_status", "uint32"),
-        Field(3, "exited_at", "message", message=google_protobuf_Timestamp),
+        Field(1, 'pid', 'uint32'),
+        Field(2, 'exit_status', 'uint32'),
+        Field(3, 'exited_at', 'message', message=google_protobuf_Timestamp),
     )
 
 
 class containerd_task_v2_PidsRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.PidsRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v2.PidsRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_v1_types_ProcessInfo(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.v1.types.ProcessInfo"
+    FULL_NAME = 'containerd.v1.types.ProcessInfo'
     FIELDS = (
-        Field(1, "pid", "uint32"),
-        Field(2, "info", "message", message=google_protobuf_Any),
+        Field(1, 'pid', 'uint32'),
+        Field(2, 'info', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_task_v2_PidsResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.PidsResponse"
-    FIELDS = (Field(1, "processes", "message", repeated=True, message=containerd_v1_types_ProcessInfo),)
+    FULL_NAME = 'containerd.task.v2.PidsResponse'
+    FIELDS = (
+        Field(1, 'processes', 'message', repeated=True, message=containerd_v1_types_ProcessInfo),
+    )
 
 
 class containerd_task_v2_PauseRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.PauseRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v2.PauseRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class google_protobuf_Empty(Message):
     __slots__ = ()
-    FULL_NAME = "google.protobuf.Empty"
+    FULL_NAME = 'google.protobuf.Empty'
 
 
 class containerd_task_v2_ResumeRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.ResumeRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v2.ResumeRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v2_CheckpointTaskRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.CheckpointTaskRequest"
+    FULL_NAME = 'containerd.task.v2.CheckpointTaskRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "path", "string"),
-        Field(3, "options", "message", message=google_protobuf_Any),
+        Field(1, 'id', 'string'),
+        Field(2, 'path', 'string'),
+        Field(3, 'options', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_task_v2_KillRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.KillRequest"
+    FULL_NAME = 'containerd.task.v2.KillRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "signal", "uint32"),
-        Field(4, "all", "bool"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'signal', 'uint32'),
+        Field(4, 'all', 'bool'),
     )
 
 
 class containerd_task_v2_ExecProcessRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.ExecProcessRequest"
+    FULL_NAME = 'containerd.task.v2.ExecProcessRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "terminal", "bool"),
-        Field(4, "stdin", "string"),
-        Field(5, "stdout", "string"),
-        Field(6, "stderr", "string"),
-        Field(7, "spec", "message", message=google_protobuf_Any),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'terminal', 'bool'),
+        Field(4, 'stdin', 'string'),
+        Field(5, 'stdout', 'string'),
+        Field(6, 'stderr', 'string'),
+        Field(7, 'spec', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_task_v2_ResizePtyRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.ResizePtyRequest"
+    FULL_NAME = 'containerd.task.v2.ResizePtyRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "width", "uint32"),
-        Field(4, "height", "uint32"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'width', 'uint32'),
+        Field(4, 'height', 'uint32'),
     )
 
 
 class containerd_task_v2_CloseIORequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.CloseIORequest"
+    FULL_NAME = 'containerd.task.v2.CloseIORequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "stdin", "bool"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'stdin', 'bool'),
     )
 
 
 class containerd_task_v2_UpdateTaskRequest_AnnotationsEntry(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.UpdateTaskRequest.AnnotationsEntry"
+    FULL_NAME = 'containerd.task.v2.UpdateTaskRequest.AnnotationsEntry'
     FIELDS = (
-        Field(1, "key", "string"),
-        Field(2, "value", "string"),
+        Field(1, 'key', 'string'),
+        Field(2, 'value', 'string'),
     )
 
 
 class containerd_task_v2_UpdateTaskRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.UpdateTaskRequest"
+    FULL_NAME = 'containerd.task.v2.UpdateTaskRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "resources", "message", message=google_protobuf_Any),
-        Field(3, "annotations", "map", message=containerd_task_v2_UpdateTaskRequest_AnnotationsEntry),
+        Field(1, 'id', 'string'),
+        Field(2, 'resources', 'message', message=google_protobuf_Any),
+        Field(3, 'annotations', 'map', message=containerd_task_v2_UpdateTaskRequest_AnnotationsEntry),
     )
 
 
 class containerd_task_v2_WaitRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.WaitRequest"
+    FULL_NAME = 'containerd.task.v2.WaitRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v2_WaitResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.WaitResponse"
+    FULL_NAME = 'containerd.task.v2.WaitResponse'
     FIELDS = (
-        Field(1, "exit_status", "uint32"),
-        Field(2, "exited_at", "message", message=google_protobuf_Timestamp),
+        Field(1, 'exit_status', 'uint32'),
+        Field(2, 'exited_at', 'message', message=google_protobuf_Timestamp),
     )
 
 
 class containerd_task_v2_StatsRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.StatsRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v2.StatsRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v2_StatsResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.StatsResponse"
-    FIELDS = (Field(1, "stats", "message", message=google_protobuf_Any),)
+    FULL_NAME = 'containerd.task.v2.StatsResponse'
+    FIELDS = (
+        Field(1, 'stats', 'message', message=google_protobuf_Any),
+    )
 
 
 class containerd_task_v2_ConnectRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.ConnectRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v2.ConnectRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v2_ConnectResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.ConnectResponse"
+    FULL_NAME = 'containerd.task.v2.ConnectResponse'
     FIELDS = (
-        Field(1, "shim_pid", "uint32"),
-        Field(2, "task_pid", "uint32"),
-        Field(3, "version", "string"),
+        Field(1, 'shim_pid', 'uint32'),
+        Field(2, 'task_pid', 'uint32'),
+        Field(3, 'version', 'string'),
     )
 
 
 class containerd_task_v2_ShutdownRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v2.ShutdownRequest"
+    FULL_NAME = 'containerd.task.v2.ShutdownRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "now", "bool"),
+        Field(1, 'id', 'string'),
+        Field(2, 'now', 'bool'),
     )
 
 
 class containerd_task_v3_StateRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.StateRequest"
+    FULL_NAME = 'containerd.task.v3.StateRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v3_StateResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.StateResponse"
+    FULL_NAME = 'containerd.task.v3.StateResponse'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "bundle", "string"),
-        Field(3, "pid", "uint32"),
-        Field(4, "status", "enum"),
-        Field(5, "stdin", "string"),
-        Field(6, "stdout", "string"),
-        Field(7, "stderr", "string"),
-        Field(8, "terminal", "bool"),
-        Field(9, "exit_status", "uint32"),
-        Field(10, "exited_at", "message", message=google_protobuf_Timestamp),
-        Field(11, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'bundle', 'string'),
+        Field(3, 'pid', 'uint32'),
+        Field(4, 'status', 'enum'),
+        Field(5, 'stdin', 'string'),
+        Field(6, 'stdout', 'string'),
+        Field(7, 'stderr', 'string'),
+        Field(8, 'terminal', 'bool'),
+        Field(9, 'exit_status', 'uint32'),
+        Field(10, 'exited_at', 'message', message=google_protobuf_Timestamp),
+        Field(11, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v3_CreateTaskRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.CreateTaskRequest"
+    FULL_NAME = 'containerd.task.v3.CreateTaskRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "bundle", "string"),
-        Field(3, "rootfs", "message", repeated=True, message=containerd_types_Mount),
-        Field(4, "terminal", "bool"),
-        Field(5, "stdin", "string"),
-        Field(6, "stdout", "string"),
-        Field(7, "stderr", "string"),
-        Field(8, "checkpoint", "string"),
-        Field(9, "parent_checkpoint", "string"),
-        Field(10, "options", "message", message=google_protobuf_Any),
+        Field(1, 'id', 'string'),
+        Field(2, 'bundle', 'string'),
+        Field(3, 'rootfs', 'message', repeated=True, message=containerd_types_Mount),
+        Field(4, 'terminal', 'bool'),
+        Field(5, 'stdin', 'string'),
+        Field(6, 'stdout', 'string'),
+        Field(7, 'stderr', 'string'),
+        Field(8, 'checkpoint', 'string'),
+        Field(9, 'parent_checkpoint', 'string'),
+        Field(10, 'options', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_task_v3_CreateTaskResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.CreateTaskResponse"
-    FIELDS = (Field(1, "pid", "uint32"),)
+    FULL_NAME = 'containerd.task.v3.CreateTaskResponse'
+    FIELDS = (
+        Field(1, 'pid', 'uint32'),
+    )
 
 
 class containerd_task_v3_StartRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.StartRequest"
+    FULL_NAME = 'containerd.task.v3.StartRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v3_StartResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.StartResponse"
-    FIELDS = (Field(1, "pid", "uint32"),)
+    FULL_NAME = 'containerd.task.v3.StartResponse'
+    FIELDS = (
+        Field(1, 'pid', 'uint32'),
+    )
 
 
 class containerd_task_v3_DeleteRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.DeleteRequest"
+    FULL_NAME = 'containerd.task.v3.DeleteRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v3_DeleteResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.DeleteResponse"
+    FULL_NAME = 'containerd.task.v3.DeleteResponse'
     FIELDS = (
-        Field(1, "pid", "uint32"),
-        Field(2, "exit_status", "uint32"),
-        Field(3, "exited_at", "message", message=google_protobuf_Timestamp),
+        Field(1, 'pid', 'uint32'),
+        Field(2, 'exit_status', 'uint32'),
+        Field(3, 'exited_at', 'message', message=google_protobuf_Timestamp),
     )
 
 
 class containerd_task_v3_PidsRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.PidsRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v3.PidsRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v3_PidsResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.PidsResponse"
-    FIELDS = (Field(1, "processes", "message", repeated=True, message=containerd_v1_types_ProcessInfo),)
+    FULL_NAME = 'containerd.task.v3.PidsResponse'
+    FIELDS = (
+        Field(1, 'processes', 'message', repeated=True, message=containerd_v1_types_ProcessInfo),
+    )
 
 
 class containerd_task_v3_PauseRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.PauseRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v3.PauseRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v3_ResumeRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.ResumeRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v3.ResumeRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v3_CheckpointTaskRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.CheckpointTaskRequest"
+    FULL_NAME = 'containerd.task.v3.CheckpointTaskRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "path", "string"),
-        Field(3, "options", "message", message=google_protobuf_Any),
+        Field(1, 'id', 'string'),
+        Field(2, 'path', 'string'),
+        Field(3, 'options', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_task_v3_KillRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.KillRequest"
+    FULL_NAME = 'containerd.task.v3.KillRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "signal", "uint32"),
-        Field(4, "all", "bool"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'signal', 'uint32'),
+        Field(4, 'all', 'bool'),
     )
 
 
 class containerd_task_v3_ExecProcessRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.ExecProcessRequest"
+    FULL_NAME = 'containerd.task.v3.ExecProcessRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "terminal", "bool"),
-        Field(4, "stdin", "string"),
-        Field(5, "stdout", "string"),
-        Field(6, "stderr", "string"),
-        Field(7, "spec", "message", message=google_protobuf_Any),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'terminal', 'bool'),
+        Field(4, 'stdin', 'string'),
+        Field(5, 'stdout', 'string'),
+        Field(6, 'stderr', 'string'),
+        Field(7, 'spec', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_task_v3_ResizePtyRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.ResizePtyRequest"
+    FULL_NAME = 'containerd.task.v3.ResizePtyRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "width", "uint32"),
-        Field(4, "height", "uint32"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'width', 'uint32'),
+        Field(4, 'height', 'uint32'),
     )
 
 
 class containerd_task_v3_CloseIORequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.CloseIORequest"
+    FULL_NAME = 'containerd.task.v3.CloseIORequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "stdin", "bool"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'stdin', 'bool'),
     )
 
 
 class containerd_task_v3_UpdateTaskRequest_AnnotationsEntry(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.UpdateTaskRequest.AnnotationsEntry"
+    FULL_NAME = 'containerd.task.v3.UpdateTaskRequest.AnnotationsEntry'
     FIELDS = (
-        Field(1, "key", "string"),
-        Field(2, "value", "string"),
+        Field(1, 'key', 'string'),
+        Field(2, 'value', 'string'),
     )
 
 
 class containerd_task_v3_UpdateTaskRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.UpdateTaskRequest"
+    FULL_NAME = 'containerd.task.v3.UpdateTaskRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "resources", "message", message=google_protobuf_Any),
-        Field(3, "annotations", "map", message=containerd_task_v3_UpdateTaskRequest_AnnotationsEntry),
+        Field(1, 'id', 'string'),
+        Field(2, 'resources', 'message', message=google_protobuf_Any),
+        Field(3, 'annotations', 'map', message=containerd_task_v3_UpdateTaskRequest_AnnotationsEntry),
     )
 
 
 class containerd_task_v3_WaitRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.WaitRequest"
+    FULL_NAME = 'containerd.task.v3.WaitRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_task_v3_WaitResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.WaitResponse"
+    FULL_NAME = 'containerd.task.v3.WaitResponse'
     FIELDS = (
-        Field(1, "exit_status", "uint32"),
-        Field(2, "exited_at", "message", message=google_protobuf_Timestamp),
+        Field(1, 'exit_status', 'uint32'),
+        Field(2, 'exited_at', 'message', message=google_protobuf_Timestamp),
     )
 
 
 class containerd_task_v3_StatsRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.StatsRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v3.StatsRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v3_StatsResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.StatsResponse"
-    FIELDS = (Field(1, "stats", "message", message=google_protobuf_Any),)
+    FULL_NAME = 'containerd.task.v3.StatsResponse'
+    FIELDS = (
+        Field(1, 'stats', 'message', message=google_protobuf_Any),
+    )
 
 
 class containerd_task_v3_ConnectRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.ConnectRequest"
-    FIELDS = (Field(1, "id", "string"),)
+    FULL_NAME = 'containerd.task.v3.ConnectRequest'
+    FIELDS = (
+        Field(1, 'id', 'string'),
+    )
 
 
 class containerd_task_v3_ConnectResponse(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.ConnectResponse"
+    FULL_NAME = 'containerd.task.v3.ConnectResponse'
     FIELDS = (
-        Field(1, "shim_pid", "uint32"),
-        Field(2, "task_pid", "uint32"),
-        Field(3, "version", "string"),
+        Field(1, 'shim_pid', 'uint32'),
+        Field(2, 'task_pid', 'uint32'),
+        Field(3, 'version', 'string'),
     )
 
 
 class containerd_task_v3_ShutdownRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.task.v3.ShutdownRequest"
+    FULL_NAME = 'containerd.task.v3.ShutdownRequest'
     FIELDS = (
-        Field(1, "id", "string"),
-        Field(2, "now", "bool"),
+        Field(1, 'id', 'string'),
+        Field(2, 'now', 'bool'),
     )
 
 
 class containerd_events_TaskIO(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskIO"
+    FULL_NAME = 'containerd.events.TaskIO'
     FIELDS = (
-        Field(1, "stdin", "string"),
-        Field(2, "stdout", "string"),
-        Field(3, "stderr", "string"),
-        Field(4, "terminal", "bool"),
+        Field(1, 'stdin', 'string'),
+        Field(2, 'stdout', 'string'),
+        Field(3, 'stderr', 'string'),
+        Field(4, 'terminal', 'bool'),
     )
 
 
 class containerd_events_TaskCreate(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskCreate"
+    FULL_NAME = 'containerd.events.TaskCreate'
     FIELDS = (
-        Field(1, "container_id", "string"),
-        Field(2, "bundle", "string"),
-        Field(3, "rootfs", "message", repeated=True, message=containerd_types_Mount),
-        Field(4, "io", "message", message=containerd_events_TaskIO),
-        Field(5, "checkpoint", "string"),
-        Field(6, "pid", "uint32"),
+        Field(1, 'container_id', 'string'),
+        Field(2, 'bundle', 'string'),
+        Field(3, 'rootfs', 'message', repeated=True, message=containerd_types_Mount),
+        Field(4, 'io', 'message', message=containerd_events_TaskIO),
+        Field(5, 'checkpoint', 'string'),
+        Field(6, 'pid', 'uint32'),
     )
 
 
 class containerd_events_TaskStart(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskStart"
+    FULL_NAME = 'containerd.events.TaskStart'
     FIELDS = (
-        Field(1, "container_id", "string"),
-        Field(2, "pid", "uint32"),
+        Field(1, 'container_id', 'string'),
+        Field(2, 'pid', 'uint32'),
     )
 
 
 class containerd_events_TaskDelete(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskDelete"
+    FULL_NAME = 'containerd.events.TaskDelete'
     FIELDS = (
-        Field(1, "container_id", "string"),
-        Field(2, "pid", "uint32"),
-        Field(3, "exit_status", "uint32"),
-        Field(4, "exited_at", "message", message=google_protobuf_Timestamp),
-        Field(5, "id", "string"),
+        Field(1, 'container_id', 'string'),
+        Field(2, 'pid', 'uint32'),
+        Field(3, 'exit_status', 'uint32'),
+        Field(4, 'exited_at', 'message', message=google_protobuf_Timestamp),
+        Field(5, 'id', 'string'),
     )
 
 
 class containerd_events_TaskExit(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskExit"
+    FULL_NAME = 'containerd.events.TaskExit'
     FIELDS = (
-        Field(1, "container_id", "string"),
-        Field(2, "id", "string"),
-        Field(3, "pid", "uint32"),
-        Field(4, "exit_status", "uint32"),
-        Field(5, "exited_at", "message", message=google_protobuf_Timestamp),
+        Field(1, 'container_id', 'string'),
+        Field(2, 'id', 'string'),
+        Field(3, 'pid', 'uint32'),
+        Field(4, 'exit_status', 'uint32'),
+        Field(5, 'exited_at', 'message', message=google_protobuf_Timestamp),
     )
 
 
 class containerd_events_TaskOOM(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskOOM"
-    FIELDS = (Field(1, "container_id", "string"),)
+    FULL_NAME = 'containerd.events.TaskOOM'
+    FIELDS = (
+        Field(1, 'container_id', 'string'),
+    )
 
 
 class containerd_events_TaskExecAdded(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskExecAdded"
+    FULL_NAME = 'containerd.events.TaskExecAdded'
     FIELDS = (
-        Field(1, "container_id", "string"),
-        Field(2, "exec_id", "string"),
+        Field(1, 'container_id', 'string'),
+        Field(2, 'exec_id', 'string'),
     )
 
 
 class containerd_events_TaskExecStarted(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskExecStarted"
+    FULL_NAME = 'containerd.events.TaskExecStarted'
     FIELDS = (
-        Field(1, "container_id", "string"),
-        Field(2, "exec_id", "string"),
-        Field(3, "pid", "uint32"),
+        Field(1, 'container_id', 'string'),
+        Field(2, 'exec_id', 'string'),
+        Field(3, 'pid', 'uint32'),
     )
 
 
 class containerd_events_TaskPaused(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskPaused"
-    FIELDS = (Field(1, "container_id", "string"),)
+    FULL_NAME = 'containerd.events.TaskPaused'
+    FIELDS = (
+        Field(1, 'container_id', 'string'),
+    )
 
 
 class containerd_events_TaskResumed(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskResumed"
-    FIELDS = (Field(1, "container_id", "string"),)
+    FULL_NAME = 'containerd.events.TaskResumed'
+    FIELDS = (
+        Field(1, 'container_id', 'string'),
+    )
 
 
 class containerd_events_TaskCheckpointed(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.events.TaskCheckpointed"
+    FULL_NAME = 'containerd.events.TaskCheckpointed'
     FIELDS = (
-        Field(1, "container_id", "string"),
-        Field(2, "checkpoint", "string"),
+        Field(1, 'container_id', 'string'),
+        Field(2, 'checkpoint', 'string'),
     )
 
 
 class containerd_runc_v1_Options(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.runc.v1.Options"
+    FULL_NAME = 'containerd.runc.v1.Options'
     FIELDS = (
-        Field(1, "no_pivot_root", "bool"),
-        Field(2, "no_new_keyring", "bool"),
-        Field(3, "shim_cgroup", "string"),
-        Field(4, "io_uid", "uint32"),
-        Field(5, "io_gid", "uint32"),
-        Field(6, "binary_name", "string"),
-        Field(7, "root", "string"),
-        Field(8, "criu_path", "string"),
-        Field(9, "systemd_cgroup", "bool"),
-        Field(10, "criu_image_path", "string"),
-        Field(11, "criu_work_path", "string"),
-        Field(12, "task_api_address", "string"),
-        Field(13, "task_api_version", "uint32"),
+        Field(1, 'no_pivot_root', 'bool'),
+        Field(2, 'no_new_keyring', 'bool'),
+        Field(3, 'shim_cgroup', 'string'),
+        Field(4, 'io_uid', 'uint32'),
+        Field(5, 'io_gid', 'uint32'),
+        Field(6, 'binary_name', 'string'),
+        Field(7, 'root', 'string'),
+        Field(8, 'criu_path', 'string'),
+        Field(9, 'systemd_cgroup', 'bool'),
+        Field(10, 'criu_image_path', 'string'),
+        Field(11, 'criu_work_path', 'string'),
+        Field(12, 'task_api_address', 'string'),
+        Field(13, 'task_api_version', 'uint32'),
     )
 
 
 class containerd_runc_v1_CheckpointOptions(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.runc.v1.CheckpointOptions"
+    FULL_NAME = 'containerd.runc.v1.CheckpointOptions'
     FIELDS = (
-        Field(1, "exit", "bool"),
-        Field(2, "open_tcp", "bool"),
-        Field(3, "external_unix_sockets", "bool"),
-        Field(4, "terminal", "bool"),
-        Field(5, "file_locks", "bool"),
-        Field(6, "empty_namespaces", "string", repeated=True),
-        Field(7, "cgroups_mode", "string"),
-        Field(8, "image_path", "string"),
-        Field(9, "work_path", "string"),
+        Field(1, 'exit', 'bool'),
+        Field(2, 'open_tcp', 'bool'),
+        Field(3, 'external_unix_sockets', 'bool'),
+        Field(4, 'terminal', 'bool'),
+        Field(5, 'file_locks', 'bool'),
+        Field(6, 'empty_namespaces', 'string', repeated=True),
+        Field(7, 'cgroups_mode', 'string'),
+        Field(8, 'image_path', 'string'),
+        Field(9, 'work_path', 'string'),
     )
 
 
 class containerd_runc_v1_ProcessDetails(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.runc.v1.ProcessDetails"
-    FIELDS = (Field(1, "exec_id", "string"),)
+    FULL_NAME = 'containerd.runc.v1.ProcessDetails'
+    FIELDS = (
+        Field(1, 'exec_id', 'string'),
+    )
 
 
 class containerd_linux_runc_CreateOptions(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.linux.runc.CreateOptions"
+    FULL_NAME = 'containerd.linux.runc.CreateOptions'
     FIELDS = (
-        Field(1, "no_pivot_root", "bool"),
-        Field(2, "open_tcp", "bool"),
-        Field(3, "external_unix_sockets", "bool"),
-        Field(4, "terminal", "bool"),
-        Field(5, "file_locks", "bool"),
-        Field(6, "empty_namespaces", "string", repeated=True),
-        Field(7, "cgroups_mode", "string"),
-        Field(8, "no_new_keyring", "bool"),
-        Field(9, "shim_cgroup", "string"),
-        Field(10, "io_uid", "uint32"),
-        Field(11, "io_gid", "uint32"),
-        Field(12, "criu_work_path", "string"),
-        Field(13, "criu_image_path", "string"),
+        Field(1, 'no_pivot_root', 'bool'),
+        Field(2, 'open_tcp', 'bool'),
+        Field(3, 'external_unix_sockets', 'bool'),
+        Field(4, 'terminal', 'bool'),
+        Field(5, 'file_locks', 'bool'),
+        Field(6, 'empty_namespaces', 'string', repeated=True),
+        Field(7, 'cgroups_mode', 'string'),
+        Field(8, 'no_new_keyring', 'bool'),
+        Field(9, 'shim_cgroup', 'string'),
+        Field(10, 'io_uid', 'uint32'),
+        Field(11, 'io_gid', 'uint32'),
+        Field(12, 'criu_work_path', 'string'),
+        Field(13, 'criu_image_path', 'string'),
     )
 
 
 class containerd_linux_runc_RuncOptions(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.linux.runc.RuncOptions"
+    FULL_NAME = 'containerd.linux.runc.RuncOptions'
     FIELDS = (
-        Field(1, "runtime", "string"),
-        Field(2, "runtime_root", "string"),
-        Field(3, "criu_path", "string"),
-        Field(4, "systemd_cgroup", "bool"),
+        Field(1, 'runtime', 'string'),
+        Field(2, 'runtime_root', 'string'),
+        Field(3, 'criu_path', 'string'),
+        Field(4, 'systemd_cgroup', 'bool'),
     )
 
 
 class containerd_types_Envelope(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.types.Envelope"
+    FULL_NAME = 'containerd.types.Envelope'
     FIELDS = (
-        Field(1, "timestamp", "message", message=google_protobuf_Timestamp),
-        Field(2, "namespace", "string"),
-        Field(3, "topic", "string"),
-        Field(4, "event", "message", message=google_protobuf_Any),
+        Field(1, 'timestamp', 'message', message=google_protobuf_Timestamp),
+        Field(2, 'namespace', 'string'),
+        Field(3, 'topic', 'string'),
+        Field(4, 'event', 'message', message=google_protobuf_Any),
     )
 
 
 class containerd_services_events_ttrpc_v1_ForwardRequest(Message):
     __slots__ = ()
-    FULL_NAME = "containerd.services.events.ttrpc.v1.ForwardRequest"
-    FIELDS = (Field(1, "envelope", "message", message=containerd_types_Envelope),)
+    FULL_NAME = 'containerd.services.events.ttrpc.v1.ForwardRequest'
+    FIELDS = (
+        Field(1, 'envelope', 'message', message=containerd_types_Envelope),
+    )
 
 
 class io_containerd_cgroups_v1_HugetlbStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.HugetlbStat"
+    FULL_NAME = 'io.containerd.cgroups.v1.HugetlbStat'
     FIELDS = (
-        Field(1, "usage", "uint64"),
-        Field(2, "max", "uint64"),
-        Field(3, "failcnt", "uint64"),
-        Field(4, "pagesize", "string"),
+        Field(1, 'usage', 'uint64'),
+        Field(2, 'max', 'uint64'),
+        Field(3, 'failcnt', 'uint64'),
+        Field(4, 'pagesize', 'string'),
     )
 
 
 class io_containerd_cgroups_v1_PidsStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.PidsStat"
+    FULL_NAME = 'io.containerd.cgroups.v1.PidsStat'
     FIELDS = (
-        Field(1, "current", "uint64"),
-        Field(2, "limit", "uint64"),
+        Field(1, 'current', 'uint64'),
+        Field(2, 'limit', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v1_CPUUsage(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.CPUUsage"
+    FULL_NAME = 'io.containerd.cgroups.v1.CPUUsage'
     FIELDS = (
-        Field(1, "total", "uint64"),
-        Field(2, "kernel", "uint64"),
-        Field(3, "user", "uint64"),
-        Field(4, "per_cpu", "uint64", repeated=True),
+        Field(1, 'total', 'uint64'),
+        Field(2, 'kernel', 'uint64'),
+        Field(3, 'user', 'uint64'),
+        Field(4, 'per_cpu', 'uint64', repeated=True),
     )
 
 
 class io_containerd_cgroups_v1_Throttle(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.Throttle"
+    FULL_NAME = 'io.containerd.cgroups.v1.Throttle'
     FIELDS = (
-        Field(1, "periods", "uint64"),
-        Field(2, "throttled_periods", "uint64"),
-        Field(3, "throttled_time", "uint64"),
+        Field(1, 'periods', 'uint64'),
+        Field(2, 'throttled_periods', 'uint64'),
+        Field(3, 'throttled_time', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v1_CPUStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.CPUStat"
+    FULL_NAME = 'io.containerd.cgroups.v1.CPUStat'
     FIELDS = (
-        Field(1, "usage", "message", message=io_containerd_cgroups_v1_CPUUsage),
-        Field(2, "throttling", "message", message=io_containerd_cgroups_v1_Throttle),
+        Field(1, 'usage', 'message', message=io_containerd_cgroups_v1_CPUUsage),
+        Field(2, 'throttling', 'message', message=io_containerd_cgroups_v1_Throttle),
     )
 
 
 class io_containerd_cgroups_v1_MemoryEntry(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.MemoryEntry"
+    FULL_NAME = 'io.containerd.cgroups.v1.MemoryEntry'
     FIELDS = (
-        Field(1, "limit", "uint64"),
-        Field(2, "usage", "uint64"),
-        Field(3, "max", "uint64"),
-        Field(4, "failcnt", "uint64"),
+        Field(1, 'limit', 'uint64'),
+        Field(2, 'usage', 'uint64'),
+        Field(3, 'max', 'uint64'),
+        Field(4, 'failcnt', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v1_MemoryStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.MemoryStat"
+    FULL_NAME = 'io.containerd.cgroups.v1.MemoryStat'
     FIELDS = (
-        Field(1, "cache", "uint64"),
-        Field(2, "rss", "uint64"),
-        Field(3, "rss_huge", "uint64"),
-        Field(4, "mapped_file", "uint64"),
-        Field(5, "dirty", "uint64"),
-        Field(6, "writeback", "uint64"),
-        Field(7, "pg_pg_in", "uint64"),
-        Field(8, "pg_pg_out", "uint64"),
-        Field(9, "pg_fault", "uint64"),
-        Field(10, "pg_maj_fault", "uint64"),
-        Field(11, "inactive_anon", "uint64"),
-        Field(12, "active_anon", "uint64"),
-        Field(13, "inactive_file", "uint64"),
-        Field(14, "active_file", "uint64"),
-        Field(15, "unevictable", "uint64"),
-        Field(16, "hierarchical_memory_limit", "uint64"),
-        Field(17, "hierarchical_swap_limit", "uint64"),
-        Field(18, "total_cache", "uint64"),
-        Field(19, "total_rss", "uint64"),
-        Field(20, "total_rss_huge", "uint64"),
-        Field(21, "total_mapped_file", "uint64"),
-        Field(22, "total_dirty", "uint64"),
-        Field(23, "total_writeback", "uint64"),
-        Field(24, "total_pg_pg_in", "uint64"),
-        Field(25, "total_pg_pg_out", "uint64"),
-        Field(26, "total_pg_fault", "uint64"),
-        Field(27, "total_pg_maj_fault", "uint64"),
-        Field(28, "total_inactive_anon", "uint64"),
-        Field(29, "total_active_anon", "uint64"),
-        Field(30, "total_inactive_file", "uint64"),
-        Field(31, "total_active_file", "uint64"),
-        Field(32, "total_unevictable", "uint64"),
-        Field(33, "usage", "message", message=io_containerd_cgroups_v1_MemoryEntry),
-        Field(34, "swap", "message", message=io_containerd_cgroups_v1_MemoryEntry),
-        Field(35, "kernel", "message", message=io_containerd_cgroups_v1_MemoryEntry),
-        Field(36, "kernel_tcp", "message", message=io_containerd_cgroups_v1_MemoryEntry),
+        Field(1, 'cache', 'uint64'),
+        Field(2, 'rss', 'uint64'),
+        Field(3, 'rss_huge', 'uint64'),
+        Field(4, 'mapped_file', 'uint64'),
+        Field(5, 'dirty', 'uint64'),
+        Field(6, 'writeback', 'uint64'),
+        Field(7, 'pg_pg_in', 'uint64'),
+        Field(8, 'pg_pg_out', 'uint64'),
+        Field(9, 'pg_fault', 'uint64'),
+        Field(10, 'pg_maj_fault', 'uint64'),
+        Field(11, 'inactive_anon', 'uint64'),
+        Field(12, 'active_anon', 'uint64'),
+        Field(13, 'inactive_file', 'uint64'),
+        Field(14, 'active_file', 'uint64'),
+        Field(15, 'unevictable', 'uint64'),
+        Field(16, 'hierarchical_memory_limit', 'uint64'),
+        Field(17, 'hierarchical_swap_limit', 'uint64'),
+        Field(18, 'total_cache', 'uint64'),
+        Field(19, 'total_rss', 'uint64'),
+        Field(20, 'total_rss_huge', 'uint64'),
+        Field(21, 'total_mapped_file', 'uint64'),
+        Field(22, 'total_dirty', 'uint64'),
+        Field(23, 'total_writeback', 'uint64'),
+        Field(24, 'total_pg_pg_in', 'uint64'),
+        Field(25, 'total_pg_pg_out', 'uint64'),
+        Field(26, 'total_pg_fault', 'uint64'),
+        Field(27, 'total_pg_maj_fault', 'uint64'),
+        Field(28, 'total_inactive_anon', 'uint64'),
+        Field(29, 'total_active_anon', 'uint64'),
+        Field(30, 'total_inactive_file', 'uint64'),
+        Field(31, 'total_active_file', 'uint64'),
+        Field(32, 'total_unevictable', 'uint64'),
+        Field(33, 'usage', 'message', message=io_containerd_cgroups_v1_MemoryEntry),
+        Field(34, 'swap', 'message', message=io_containerd_cgroups_v1_MemoryEntry),
+        Field(35, 'kernel', 'message', message=io_containerd_cgroups_v1_MemoryEntry),
+        Field(36, 'kernel_tcp', 'message', message=io_containerd_cgroups_v1_MemoryEntry),
     )
 
 
 class io_containerd_cgroups_v1_BlkIOEntry(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.BlkIOEntry"
+    FULL_NAME = 'io.containerd.cgroups.v1.BlkIOEntry'
     FIELDS = (
-        Field(1, "op", "string"),
-        Field(2, "device", "string"),
-        Field(3, "major", "uint64"),
-        Field(4, "minor", "uint64"),
-        Field(5, "value", "uint64"),
+        Field(1, 'op', 'string'),
+        Field(2, 'device', 'string'),
+        Field(3, 'major', 'uint64'),
+        Field(4, 'minor', 'uint64'),
+        Field(5, 'value', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v1_BlkIOStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.BlkIOStat"
+    FULL_NAME = 'io.containerd.cgroups.v1.BlkIOStat'
     FIELDS = (
-        Field(
-            1,
-            "io_service_bytes_recursive",
-            "message",
-            repeated=True,
-            message=io_containerd_cgroups_v1_BlkIOEntry,
-        ),
-        Field(
-            2, "io_serviced_recursive", "message", repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry
-        ),
-        Field(
-            3, "io_queued_recursive", "message", repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry
-        ),
-        Field(
-            4,
-            "io_service_time_recursive",
-            "message",
-            repeated=True,
-            message=io_containerd_cgroups_v1_BlkIOEntry,
-        ),
-        Field(
-            5, "io_wait_time_recursive", "message", repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry
-        ),
-        Field(
-            6, "io_merged_recursive", "message", repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry
-        ),
-        Field(7, "io_time_recursive", "message", repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
-        Field(8, "sectors_recursive", "message", repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(1, 'io_service_bytes_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(2, 'io_serviced_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(3, 'io_queued_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(4, 'io_service_time_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(5, 'io_wait_time_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(6, 'io_merged_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(7, 'io_time_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
+        Field(8, 'sectors_recursive', 'message', repeated=True, message=io_containerd_cgroups_v1_BlkIOEntry),
     )
 
 
 class io_containerd_cgroups_v1_RdmaEntry(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.RdmaEntry"
+    FULL_NAME = 'io.containerd.cgroups.v1.RdmaEntry'
     FIELDS = (
-        Field(1, "device", "string"),
-        Field(2, "hca_handles", "uint32"),
-        Field(3, "hca_objects", "uint32"),
+        Field(1, 'device', 'string'),
+        Field(2, 'hca_handles', 'uint32'),
+        Field(3, 'hca_objects', 'uint32'),
     )
 
 
 class io_containerd_cgroups_v1_RdmaStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.RdmaStat"
+    FULL_NAME = 'io.containerd.cgroups.v1.RdmaStat'
     FIELDS = (
-        Field(1, "current", "message", repeated=True, message=io_containerd_cgroups_v1_RdmaEntry),
-        Field(2, "limit", "message", repeated=True, message=io_containerd_cgroups_v1_RdmaEntry),
+        Field(1, 'current', 'message', repeated=True, message=io_containerd_cgroups_v1_RdmaEntry),
+        Field(2, 'limit', 'message', repeated=True, message=io_containerd_cgroups_v1_RdmaEntry),
     )
 
 
 class io_containerd_cgroups_v1_NetworkStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.NetworkStat"
+    FULL_NAME = 'io.containerd.cgroups.v1.NetworkStat'
     FIELDS = (
-        Field(1, "name", "string"),
-        Field(2, "rx_bytes", "uint64"),
-        Field(3, "rx_packets", "uint64"),
-        Field(4, "rx_errors", "uint64"),
-        Field(5, "rx_dropped", "uint64"),
-        Field(6, "tx_bytes", "uint64"),
-        Field(7, "tx_packets", "uint64"),
-        Field(8, "tx_errors", "uint64"),
-        Field(9, "tx_dropped", "uint64"),
+        Field(1, 'name', 'string'),
+        Field(2, 'rx_bytes', 'uint64'),
+        Field(3, 'rx_packets', 'uint64'),
+        Field(4, 'rx_errors', 'uint64'),
+        Field(5, 'rx_dropped', 'uint64'),
+        Field(6, 'tx_bytes', 'uint64'),
+        Field(7, 'tx_packets', 'uint64'),
+        Field(8, 'tx_errors', 'uint64'),
+        Field(9, 'tx_dropped', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v1_CgroupStats(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.CgroupStats"
+    FULL_NAME = 'io.containerd.cgroups.v1.CgroupStats'
     FIELDS = (
-        Field(1, "nr_sleeping", "uint64"),
-        Field(2, "nr_running", "uint64"),
-        Field(3, "nr_stopped", "uint64"),
-        Field(4, "nr_uninterruptible", "uint64"),
-        Field(5, "nr_io_wait", "uint64"),
+        Field(1, 'nr_sleeping', 'uint64'),
+        Field(2, 'nr_running', 'uint64'),
+        Field(3, 'nr_stopped', 'uint64'),
+        Field(4, 'nr_uninterruptible', 'uint64'),
+        Field(5, 'nr_io_wait', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v1_MemoryOomControl(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.MemoryOomControl"
+    FULL_NAME = 'io.containerd.cgroups.v1.MemoryOomControl'
     FIELDS = (
-        Field(1, "oom_kill_disable", "uint64"),
-        Field(2, "under_oom", "uint64"),
-        Field(3, "oom_kill", "uint64"),
+        Field(1, 'oom_kill_disable', 'uint64'),
+        Field(2, 'under_oom', 'uint64'),
+        Field(3, 'oom_kill', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v1_Metrics(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v1.Metrics"
+    FULL_NAME = 'io.containerd.cgroups.v1.Metrics'
     FIELDS = (
-        Field(1, "hugetlb", "message", repeated=True, message=io_containerd_cgroups_v1_HugetlbStat),
-        Field(2, "pids", "message", message=io_containerd_cgroups_v1_PidsStat),
-        Field(3, "cpu", "message", message=io_containerd_cgroups_v1_CPUStat),
-        Field(4, "memory", "message", message=io_containerd_cgroups_v1_MemoryStat),
-        Field(5, "blkio", "message", message=io_containerd_cgroups_v1_BlkIOStat),
-        Field(6, "rdma", "message", message=io_containerd_cgroups_v1_RdmaStat),
-        Field(7, "network", "message", repeated=True, message=io_containerd_cgroups_v1_NetworkStat),
-        Field(8, "cgroup_stats", "message", message=io_containerd_cgroups_v1_CgroupStats),
-        Field(9, "memory_oom_control", "message", message=io_containerd_cgroups_v1_MemoryOomControl),
+        Field(1, 'hugetlb', 'message', repeated=True, message=io_containerd_cgroups_v1_HugetlbStat),
+        Field(2, 'pids', 'message', message=io_containerd_cgroups_v1_PidsStat),
+        Field(3, 'cpu', 'message', message=io_containerd_cgroups_v1_CPUStat),
+        Field(4, 'memory', 'message', message=io_containerd_cgroups_v1_MemoryStat),
+        Field(5, 'blkio', 'message', message=io_containerd_cgroups_v1_BlkIOStat),
+        Field(6, 'rdma', 'message', message=io_containerd_cgroups_v1_RdmaStat),
+        Field(7, 'network', 'message', repeated=True, message=io_containerd_cgroups_v1_NetworkStat),
+        Field(8, 'cgroup_stats', 'message', message=io_containerd_cgroups_v1_CgroupStats),
+        Field(9, 'memory_oom_control', 'message', message=io_containerd_cgroups_v1_MemoryOomControl),
     )
 
 
 class io_containerd_cgroups_v2_PidsStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.PidsStat"
+    FULL_NAME = 'io.containerd.cgroups.v2.PidsStat'
     FIELDS = (
-        Field(1, "current", "uint64"),
-        Field(2, "limit", "uint64"),
+        Field(1, 'current', 'uint64'),
+        Field(2, 'limit', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v2_PSIData(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.PSIData"
+    FULL_NAME = 'io.containerd.cgroups.v2.PSIData'
     FIELDS = (
-        Field(1, "avg10", "double"),
-        Field(2, "avg60", "double"),
-        Field(3, "avg300", "double"),
-        Field(4, "total", "uint64"),
+        Field(1, 'avg10', 'double'),
+        Field(2, 'avg60', 'double'),
+        Field(3, 'avg300', 'double'),
+        Field(4, 'total', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v2_PSIStats(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.PSIStats"
+    FULL_NAME = 'io.containerd.cgroups.v2.PSIStats'
     FIELDS = (
-        Field(1, "some", "message", message=io_containerd_cgroups_v2_PSIData),
-        Field(2, "full", "message", message=io_containerd_cgroups_v2_PSIData),
+        Field(1, 'some', 'message', message=io_containerd_cgroups_v2_PSIData),
+        Field(2, 'full', 'message', message=io_containerd_cgroups_v2_PSIData),
     )
 
 
 class io_containerd_cgroups_v2_CPUStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.CPUStat"
+    FULL_NAME = 'io.containerd.cgroups.v2.CPUStat'
     FIELDS = (
-        Field(1, "usage_usec", "uint64"),
-        Field(2, "user_usec", "uint64"),
-        Field(3, "system_usec", "uint64"),
-        Field(4, "nr_periods", "uint64"),
-        Field(5, "nr_throttled", "uint64"),
-        Field(6, "throttled_usec", "uint64"),
-        Field(7, "psi", "message", message=io_containerd_cgroups_v2_PSIStats),
-        Field(8, "nr_bursts", "uint64"),
-        Field(9, "burst_usec", "uint64"),
+        Field(1, 'usage_usec', 'uint64'),
+        Field(2, 'user_usec', 'uint64'),
+        Field(3, 'system_usec', 'uint64'),
+        Field(4, 'nr_periods', 'uint64'),
+        Field(5, 'nr_throttled', 'uint64'),
+        Field(6, 'throttled_usec', 'uint64'),
+        Field(7, 'psi', 'message', message=io_containerd_cgroups_v2_PSIStats),
+        Field(8, 'nr_bursts', 'uint64'),
+        Field(9, 'burst_usec', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v2_MemoryStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.MemoryStat"
+    FULL_NAME = 'io.containerd.cgroups.v2.MemoryStat'
     FIELDS = (
-        Field(1, "anon", "uint64"),
-        Field(2, "file", "uint64"),
-        Field(3, "kernel_stack", "uint64"),
-        Field(4, "slab", "uint64"),
-        Field(5, "sock", "uint64"),
-        Field(6, "shmem", "uint64"),
-        Field(7, "file_mapped", "uint64"),
-        Field(8, "file_dirty", "uint64"),
-        Field(9, "file_writeback", "uint64"),
-        Field(10, "anon_thp", "uint64"),
-        Field(11, "inactive_anon", "uint64"),
-        Field(12, "active_anon", "uint64"),
-        Field(13, "inactive_file", "uint64"),
-        Field(14, "active_file", "uint64"),
-        Field(15, "unevictable", "uint64"),
-        Field(16, "slab_reclaimable", "uint64"),
-        Field(17, "slab_unreclaimable", "uint64"),
-        Field(18, "pgfault", "uint64"),
-        Field(19, "pgmajfault", "uint64"),
-        Field(20, "workingset_refault", "uint64"),
-        Field(21, "workingset_activate", "uint64"),
-        Field(22, "workingset_nodereclaim", "uint64"),
-        Field(23, "pgrefill", "uint64"),
-        Field(24, "pgscan", "uint64"),
-        Field(25, "pgsteal", "uint64"),
-        Field(26, "pgactivate", "uint64"),
-        Field(27, "pgdeactivate", "uint64"),
-        Field(28, "pglazyfree", "uint64"),
-        Field(29, "pglazyfreed", "uint64"),
-        Field(30, "thp_fault_alloc", "uint64"),
-        Field(31, "thp_collapse_alloc", "uint64"),
-        Field(32, "usage", "uint64"),
-        Field(33, "usage_limit", "uint64"),
-        Field(34, "swap_usage", "uint64"),
-        Field(35, "swap_limit", "uint64"),
-        Field(36, "max_usage", "uint64"),
-        Field(37, "swap_max_usage", "uint64"),
-        Field(38, "psi", "message", message=io_containerd_cgroups_v2_PSIStats),
+        Field(1, 'anon', 'uint64'),
+        Field(2, 'file', 'uint64'),
+        Field(3, 'kernel_stack', 'uint64'),
+        Field(4, 'slab', 'uint64'),
+        Field(5, 'sock', 'uint64'),
+        Field(6, 'shmem', 'uint64'),
+        Field(7, 'file_mapped', 'uint64'),
+        Field(8, 'file_dirty', 'uint64'),
+        Field(9, 'file_writeback', 'uint64'),
+        Field(10, 'anon_thp', 'uint64'),
+        Field(11, 'inactive_anon', 'uint64'),
+        Field(12, 'active_anon', 'uint64'),
+        Field(13, 'inactive_file', 'uint64'),
+        Field(14, 'active_file', 'uint64'),
+        Field(15, 'unevictable', 'uint64'),
+        Field(16, 'slab_reclaimable', 'uint64'),
+        Field(17, 'slab_unreclaimable', 'uint64'),
+        Field(18, 'pgfault', 'uint64'),
+        Field(19, 'pgmajfault', 'uint64'),
+        Field(20, 'workingset_refault', 'uint64'),
+        Field(21, 'workingset_activate', 'uint64'),
+        Field(22, 'workingset_nodereclaim', 'uint64'),
+        Field(23, 'pgrefill', 'uint64'),
+        Field(24, 'pgscan', 'uint64'),
+        Field(25, 'pgsteal', 'uint64'),
+        Field(26, 'pgactivate', 'uint64'),
+        Field(27, 'pgdeactivate', 'uint64'),
+        Field(28, 'pglazyfree', 'uint64'),
+        Field(29, 'pglazyfreed', 'uint64'),
+        Field(30, 'thp_fault_alloc', 'uint64'),
+        Field(31, 'thp_collapse_alloc', 'uint64'),
+        Field(32, 'usage', 'uint64'),
+        Field(33, 'usage_limit', 'uint64'),
+        Field(34, 'swap_usage', 'uint64'),
+        Field(35, 'swap_limit', 'uint64'),
+        Field(36, 'max_usage', 'uint64'),
+        Field(37, 'swap_max_usage', 'uint64'),
+        Field(38, 'psi', 'message', message=io_containerd_cgroups_v2_PSIStats),
     )
 
 
 class io_containerd_cgroups_v2_RdmaEntry(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.RdmaEntry"
+    FULL_NAME = 'io.containerd.cgroups.v2.RdmaEntry'
     FIELDS = (
-        Field(1, "device", "string"),
-        Field(2, "hca_handles", "uint32"),
-        Field(3, "hca_objects", "uint32"),
+        Field(1, 'device', 'string'),
+        Field(2, 'hca_handles', 'uint32'),
+        Field(3, 'hca_objects', 'uint32'),
     )
 
 
 class io_containerd_cgroups_v2_RdmaStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.RdmaStat"
+    FULL_NAME = 'io.containerd.cgroups.v2.RdmaStat'
     FIELDS = (
-        Field(1, "current", "message", repeated=True, message=io_containerd_cgroups_v2_RdmaEntry),
-        Field(2, "limit", "message", repeated=True, message=io_containerd_cgroups_v2_RdmaEntry),
+        Field(1, 'current', 'message', repeated=True, message=io_containerd_cgroups_v2_RdmaEntry),
+        Field(2, 'limit', 'message', repeated=True, message=io_containerd_cgroups_v2_RdmaEntry),
     )
 
 
 class io_containerd_cgroups_v2_IOEntry(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.IOEntry"
+    FULL_NAME = 'io.containerd.cgroups.v2.IOEntry'
     FIELDS = (
-        Field(1, "major", "uint64"),
-        Field(2, "minor", "uint64"),
-        Field(3, "rbytes", "uint64"),
-        Field(4, "wbytes", "uint64"),
-        Field(5, "rios", "uint64"),
-        Field(6, "wios", "uint64"),
+        Field(1, 'major', 'uint64'),
+        Field(2, 'minor', 'uint64'),
+        Field(3, 'rbytes', 'uint64'),
+        Field(4, 'wbytes', 'uint64'),
+        Field(5, 'rios', 'uint64'),
+        Field(6, 'wios', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v2_IOStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.IOStat"
+    FULL_NAME = 'io.containerd.cgroups.v2.IOStat'
     FIELDS = (
-        Field(1, "usage", "message", repeated=True, message=io_containerd_cgroups_v2_IOEntry),
-        Field(2, "psi", "message", message=io_containerd_cgroups_v2_PSIStats),
+        Field(1, 'usage', 'message', repeated=True, message=io_containerd_cgroups_v2_IOEntry),
+        Field(2, 'psi', 'message', message=io_containerd_cgroups_v2_PSIStats),
     )
 
 
 class io_containerd_cgroups_v2_HugeTlbStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.HugeTlbStat"
+    FULL_NAME = 'io.containerd.cgroups.v2.HugeTlbStat'
     FIELDS = (
-        Field(1, "current", "uint64"),
-        Field(2, "max", "uint64"),
-        Field(3, "pagesize", "string"),
-        Field(4, "failcnt", "uint64"),
+        Field(1, 'current', 'uint64'),
+        Field(2, 'max', 'uint64'),
+        Field(3, 'pagesize', 'string'),
+        Field(4, 'failcnt', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v2_MemoryEvents(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.MemoryEvents"
+    FULL_NAME = 'io.containerd.cgroups.v2.MemoryEvents'
     FIELDS = (
-        Field(1, "low", "uint64"),
-        Field(2, "high", "uint64"),
-        Field(3, "max", "uint64"),
-        Field(4, "oom", "uint64"),
-        Field(5, "oom_kill", "uint64"),
-        Field(6, "oom_group_kill", "uint64"),
+        Field(1, 'low', 'uint64'),
+        Field(2, 'high', 'uint64'),
+        Field(3, 'max', 'uint64'),
+        Field(4, 'oom', 'uint64'),
+        Field(5, 'oom_kill', 'uint64'),
+        Field(6, 'oom_group_kill', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v2_NetworkStat(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.NetworkStat"
+    FULL_NAME = 'io.containerd.cgroups.v2.NetworkStat'
     FIELDS = (
-        Field(1, "name", "string"),
-        Field(2, "rx_bytes", "uint64"),
-        Field(3, "rx_packets", "uint64"),
-        Field(4, "rx_errors", "uint64"),
-        Field(5, "rx_dropped", "uint64"),
-        Field(6, "tx_bytes", "uint64"),
-        Field(7, "tx_packets", "uint64"),
-        Field(8, "tx_errors", "uint64"),
-        Field(9, "tx_dropped", "uint64"),
+        Field(1, 'name', 'string'),
+        Field(2, 'rx_bytes', 'uint64'),
+        Field(3, 'rx_packets', 'uint64'),
+        Field(4, 'rx_errors', 'uint64'),
+        Field(5, 'rx_dropped', 'uint64'),
+        Field(6, 'tx_bytes', 'uint64'),
+        Field(7, 'tx_packets', 'uint64'),
+        Field(8, 'tx_errors', 'uint64'),
+        Field(9, 'tx_dropped', 'uint64'),
     )
 
 
 class io_containerd_cgroups_v2_Metrics(Message):
     __slots__ = ()
-    FULL_NAME = "io.containerd.cgroups.v2.Metrics"
+    FULL_NAME = 'io.containerd.cgroups.v2.Metrics'
     FIELDS = (
-        Field(1, "pids", "message", message=io_containerd_cgroups_v2_PidsStat),
-        Field(2, "cpu", "message", message=io_containerd_cgroups_v2_CPUStat),
-        Field(4, "memory", "message", message=io_containerd_cgroups_v2_MemoryStat),
-        Field(5, "rdma", "message", message=io_containerd_cgroups_v2_RdmaStat),
-        Field(6, "io", "message", message=io_containerd_cgroups_v2_IOStat),
-        Field(7, "hugetlb", "message", repeated=True, message=io_containerd_cgroups_v2_HugeTlbStat),
-        Field(8, "memory_events", "message", message=io_containerd_cgroups_v2_MemoryEvents),
-        Field(9, "network", "message", repeated=True, message=io_containerd_cgroups_v2_NetworkStat),
+        Field(1, 'pids', 'message', message=io_containerd_cgroups_v2_PidsStat),
+        Field(2, 'cpu', 'message', message=io_containerd_cgroups_v2_CPUStat),
+        Field(4, 'memory', 'message', message=io_containerd_cgroups_v2_MemoryStat),
+        Field(5, 'rdma', 'message', message=io_containerd_cgroups_v2_RdmaStat),
+        Field(6, 'io', 'message', message=io_containerd_cgroups_v2_IOStat),
+        Field(7, 'hugetlb', 'message', repeated=True, message=io_containerd_cgroups_v2_HugeTlbStat),
+        Field(8, 'memory_events', 'message', message=io_containerd_cgroups_v2_MemoryEvents),
+        Field(9, 'network', 'message', repeated=True, message=io_containerd_cgroups_v2_NetworkStat),
     )
 
 
 BY_NAME: dict[str, type[Message]] = {
-    "containerd.task.v2.StateRequest": containerd_task_v2_StateRequest,
-    "google.protobuf.Timestamp": google_protobuf_Timestamp,
-    "containerd.task.v2.StateResponse": containerd_task_v2_StateResponse,
-    "containerd.types.Mount": containerd_types_Mount,
-    "google.protobuf.Any": google_protobuf_Any,
-    "containerd.task.v2.CreateTaskRequest": containerd_task_v2_CreateTaskRequest,
-    "containerd.task.v2.CreateTaskResponse": containerd_task_v2_CreateTaskResponse,
-    "containerd.task.v2.StartRequest": containerd_task_v2_StartRequest,
-    "containerd.task.v2.StartResponse": containerd_task_v2_StartResponse,
-    "containerd.task.v2.DeleteRequest": containerd_task_v2_DeleteRequest,
-    "containerd.task.v2.DeleteResponse": containerd_task_v2_DeleteResponse,
-    "containerd.task.v2.PidsRequest": containerd_task_v2_PidsRequest,
-    "containerd.v1.types.ProcessInfo": containerd_v1_types_ProcessInfo,
-    "containerd.task.v2.PidsResponse": containerd_task_v2_PidsResponse,
-    "containerd.task.v2.PauseRequest": containerd_task_v2_PauseRequest,
-    "google.protobuf.Empty": google_protobuf_Empty,
-    "containerd.task.v2.ResumeRequest": containerd_task_v2_ResumeRequest,
-    "containerd.task.v2.CheckpointTaskRequest": containerd_task_v2_CheckpointTaskRequest,
-    "containerd.task.v2.KillRequest": containerd_task_v2_KillRequest,
-    "containerd.task.v2.ExecProcessRequest": containerd_task_v2_ExecProcessRequest,
-    "containerd.task.v2.ResizePtyRequest": containerd_task_v2_ResizePtyRequest,
-    "containerd.task.v2.CloseIORequest": containerd_task_v2_CloseIORequest,
-    "containerd.task.v2.UpdateTaskRequest.AnnotationsEntry": containerd_task_v2_UpdateTaskRequest_AnnotationsEntry,
-    "containerd.task.v2.UpdateTaskRequest": containerd_task_v2_UpdateTaskRequest,
-    "containerd.task.v2.WaitRequest": containerd_task_v2_WaitRequest,
-    "containerd.task.v2.WaitResponse": containerd_task_v2_WaitResponse,
-    "containerd.task.v2.StatsRequest": containerd_task_v2_StatsRequest,
-    "containerd.task.v2.StatsResponse": containerd_task_v2_StatsResponse,
-    "containerd.task.v2.ConnectRequest": containerd_task_v2_ConnectRequest,
-    "containerd.task.v2.ConnectResponse": containerd_task_v2_ConnectResponse,
-    "containerd.task.v2.ShutdownRequest": containerd_task_v2_ShutdownRequest,
-    "containerd.task.v3.StateRequest": containerd_task_v3_StateRequest,
-    "containerd.task.v3.StateResponse": containerd_task_v3_StateResponse,
-    "containerd.task.v3.CreateTaskRequest": containerd_task_v3_CreateTaskRequest,
-    "containerd.task.v3.CreateTaskResponse": containerd_task_v3_CreateTaskResponse,
-    "containerd.task.v3.StartRequest": containerd_task_v3_StartRequest,
-    "containerd.task.v3.StartResponse": containerd_task_v3_StartResponse,
-    "containerd.task.v3.DeleteRequest": containerd_task_v3_DeleteRequest,
-    "containerd.task.v3.DeleteResponse": containerd_task_v3_DeleteResponse,
-    "containerd.task.v3.PidsRequest": containerd_task_v3_PidsRequest,
-    "containerd.task.v3.PidsResponse": containerd_task_v3_PidsResponse,
-    "containerd.task.v3.PauseRequest": containerd_task_v3_PauseRequest,
-    "containerd.task.v3.ResumeRequest": containerd_task_v3_ResumeRequest,
-    "containerd.task.v3.CheckpointTaskRequest": containerd_task_v3_CheckpointTaskRequest,
-    "containerd.task.v3.KillRequest": containerd_task_v3_KillRequest,
-    "containerd.task.v3.ExecProcessRequest": containerd_task_v3_ExecProcessRequest,
-    "containerd.task.v3.ResizePtyRequest": containerd_task_v3_ResizePtyRequest,
-    "containerd.task.v3.CloseIORequest": containerd_task_v3_CloseIORequest,
-    "containerd.task.v3.UpdateTaskRequest.AnnotationsEntry": containerd_task_v3_UpdateTaskRequest_AnnotationsEntry,
-    "containerd.task.v3.UpdateTaskRequest": containerd_task_v3_UpdateTaskRequest,
-    "containerd.task.v3.WaitRequest": containerd_task_v3_WaitRequest,
-    "containerd.task.v3.WaitResponse": containerd_task_v3_WaitResponse,
-    "containerd.task.v3.StatsRequest": containerd_task_v3_StatsRequest,
-    "containerd.task.v3.StatsResponse": containerd_task_v3_StatsResponse,
-    "containerd.task.v3.ConnectRequest": containerd_task_v3_ConnectRequest,
-    "containerd.task.v3.ConnectResponse": containerd_task_v3_ConnectResponse,
-    "containerd.task.v3.ShutdownRequest": containerd_task_v3_ShutdownRequest,
-    "containerd.events.TaskIO": containerd_events_TaskIO,
-    "containerd.events.TaskCreate": containerd_events_TaskCreate,
-    "containerd.events.TaskStart": containerd_events_TaskStart,
-    "containerd.events.TaskDelete": containerd_events_TaskDelete,
-    "containerd.events.TaskExit": containerd_events_TaskExit,
-    "containerd.events.TaskOOM": containerd_events_TaskOOM,
-    "containerd.events.TaskExecAdded": containerd_events_TaskExecAdded,
-    "containerd.events.TaskExecStarted": containerd_events_TaskExecStarted,
-    "containerd.events.TaskPaused": containerd_events_TaskPaused,
-    "containerd.events.TaskResumed": containerd_events_TaskResumed,
-    "containerd.events.TaskCheckpointed": containerd_events_TaskCheckpointed,
-    "containerd.runc.v1.Options": containerd_runc_v1_Options,
-    "containerd.runc.v1.CheckpointOptions": containerd_runc_v1_CheckpointOptions,
-    "containerd.runc.v1.ProcessDetails": containerd_runc_v1_ProcessDetails,
-    "containerd.linux.runc.CreateOptions": containerd_linux_runc_CreateOptions,
-    "containerd.linux.runc.RuncOptions": containerd_linux_runc_RuncOptions,
-    "containerd.types.Envelope": containerd_types_Envelope,
-    "containerd.services.events.ttrpc.v1.ForwardRequest": containerd_services_events_ttrpc_v1_ForwardRequest,
-    "io.containerd.cgroups.v1.HugetlbStat": io_containerd_cgroups_v1_HugetlbStat,
-    "io.containerd.cgroups.v1.PidsStat": io_containerd_cgroups_v1_PidsStat,
-    "io.containerd.cgroups.v1.CPUUsage": io_containerd_cgroups_v1_CPUUsage,
-    "io.containerd.cgroups.v1.Throttle": io_containerd_cgroups_v1_Throttle,
-    "io.containerd.cgroups.v1.CPUStat": io_containerd_cgroups_v1_CPUStat,
-    "io.containerd.cgroups.v1.MemoryEntry": io_containerd_cgroups_v1_MemoryEntry,
-    "io.containerd.cgroups.v1.MemoryStat": io_containerd_cgroups_v1_MemoryStat,
-    "io.containerd.cgroups.v1.BlkIOEntry": io_containerd_cgroups_v1_BlkIOEntry,
-    "io.containerd.cgroups.v1.BlkIOStat": io_containerd_cgroups_v1_BlkIOStat,
-    "io.containerd.cgroups.v1.RdmaEntry": io_containerd_cgroups_v1_RdmaEntry,
-    "io.containerd.cgroups.v1.RdmaStat": io_containerd_cgroups_v1_RdmaStat,
-    "io.containerd.cgroups.v1.NetworkStat": io_containerd_cgroups_v1_NetworkStat,
-    "io.containerd.cgroups.v1.CgroupStats": io_containerd_cgroups_v1_CgroupStats,
-    "io.containerd.cgroups.v1.MemoryOomControl": io_containerd_cgroups_v1_MemoryOomControl,
-    "io.containerd.cgroups.v1.Metrics": io_containerd_cgroups_v1_Metrics,
-    "io.containerd.cgroups.v2.PidsStat": io_containerd_cgroups_v2_PidsStat,
-    "io.containerd.cgroups.v2.PSIData": io_containerd_cgroups_v2_PSIData,
-    "io.containerd.cgroups.v2.PSIStats": io_containerd_cgroups_v2_PSIStats,
-    "io.containerd.cgroups.v2.CPUStat": io_containerd_cgroups_v2_CPUStat,
-    "io.containerd.cgroups.v2.MemoryStat": io_containerd_cgroups_v2_MemoryStat,
-    "io.containerd.cgroups.v2.RdmaEntry": io_containerd_cgroups_v2_RdmaEntry,
-    "io.containerd.cgroups.v2.RdmaStat": io_containerd_cgroups_v2_RdmaStat,
-    "io.containerd.cgroups.v2.IOEntry": io_containerd_cgroups_v2_IOEntry,
-    "io.containerd.cgroups.v2.IOStat": io_containerd_cgroups_v2_IOStat,
-    "io.containerd.cgroups.v2.HugeTlbStat": io_containerd_cgroups_v2_HugeTlbStat,
-    "io.containerd.cgroups.v2.MemoryEvents": io_containerd_cgroups_v2_MemoryEvents,
-    "io.containerd.cgroups.v2.NetworkStat": io_containerd_cgroups_v2_NetworkStat,
-    "io.containerd.cgroups.v2.Metrics": io_containerd_cgroups_v2_Metrics,
+    'containerd.task.v2.StateRequest': containerd_task_v2_StateRequest,
+    'google.protobuf.Timestamp': google_protobuf_Timestamp,
+    'containerd.task.v2.StateResponse': containerd_task_v2_StateResponse,
+    'containerd.types.Mount': containerd_types_Mount,
+    'google.protobuf.Any': google_protobuf_Any,
+    'containerd.task.v2.CreateTaskRequest': containerd_task_v2_CreateTaskRequest,
+    'containerd.task.v2.CreateTaskResponse': containerd_task_v2_CreateTaskResponse,
+    'containerd.task.v2.StartRequest': containerd_task_v2_StartRequest,
+    'containerd.task.v2.StartResponse': containerd_task_v2_StartResponse,
+    'containerd.task.v2.DeleteRequest': containerd_task_v2_DeleteRequest,
+    'containerd.task.v2.DeleteResponse': containerd_task_v2_DeleteResponse,
+    'containerd.task.v2.PidsRequest': containerd_task_v2_PidsRequest,
+    'containerd.v1.types.ProcessInfo': containerd_v1_types_ProcessInfo,
+    'containerd.task.v2.PidsResponse': containerd_task_v2_PidsResponse,
+    'containerd.task.v2.PauseRequest': containerd_task_v2_PauseRequest,
+    'google.protobuf.Empty': google_protobuf_Empty,
+    'containerd.task.v2.ResumeRequest': containerd_task_v2_ResumeRequest,
+    'containerd.task.v2.CheckpointTaskRequest': containerd_task_v2_CheckpointTaskRequest,
+    'containerd.task.v2.KillRequest': containerd_task_v2_KillRequest,
+    'containerd.task.v2.ExecProcessRequest': containerd_task_v2_ExecProcessRequest,
+    'containerd.task.v2.ResizePtyRequest': containerd_task_v2_ResizePtyRequest,
+    'containerd.task.v2.CloseIORequest': containerd_task_v2_CloseIORequest,
+    'containerd.task.v2.UpdateTaskRequest.AnnotationsEntry': containerd_task_v2_UpdateTaskRequest_AnnotationsEntry,
+    'containerd.task.v2.UpdateTaskRequest': containerd_task_v2_UpdateTaskRequest,
+    'containerd.task.v2.WaitRequest': containerd_task_v2_WaitRequest,
+    'containerd.task.v2.WaitResponse': containerd_task_v2_WaitResponse,
+    'containerd.task.v2.StatsRequest': containerd_task_v2_StatsRequest,
+    'containerd.task.v2.StatsResponse': containerd_task_v2_StatsResponse,
+    'containerd.task.v2.ConnectRequest': containerd_task_v2_ConnectRequest,
+    'containerd.task.v2.ConnectResponse': containerd_task_v2_ConnectResponse,
+    'containerd.task.v2.ShutdownRequest': containerd_task_v2_ShutdownRequest,
+    'containerd.task.v3.StateRequest': containerd_task_v3_StateRequest,
+    'containerd.task.v3.StateResponse': containerd_task_v3_StateResponse,
+    'containerd.task.v3.CreateTaskRequest': containerd_task_v3_CreateTaskRequest,
+    'containerd.task.v3.CreateTaskResponse': containerd_task_v3_CreateTaskResponse,
+    'containerd.task.v3.StartRequest': containerd_task_v3_StartRequest,
+    'containerd.task.v3.StartResponse': containerd_task_v3_StartResponse,
+    'containerd.task.v3.DeleteRequest': containerd_task_v3_DeleteRequest,
+    'containerd.task.v3.DeleteResponse': containerd_task_v3_DeleteResponse,
+    'containerd.task.v3.PidsRequest': containerd_task_v3_PidsRequest,
+    'containerd.task.v3.PidsResponse': containerd_task_v3_PidsResponse,
+    'containerd.task.v3.PauseRequest': containerd_task_v3_PauseRequest,
+    'containerd.task.v3.ResumeRequest': containerd_task_v3_ResumeRequest,
+    'containerd.task.v3.CheckpointTaskRequest': containerd_task_v3_CheckpointTaskRequest,
+    'containerd.task.v3.KillRequest': containerd_task_v3_KillRequest,
+    'containerd.task.v3.ExecProcessRequest': containerd_task_v3_ExecProcessRequest,
+    'containerd.task.v3.ResizePtyRequest': containerd_task_v3_ResizePtyRequest,
+    'containerd.task.v3.CloseIORequest': containerd_task_v3_CloseIORequest,
+    'containerd.task.v3.UpdateTaskRequest.AnnotationsEntry': containerd_task_v3_UpdateTaskRequest_AnnotationsEntry,
+    'containerd.task.v3.UpdateTaskRequest': containerd_task_v3_UpdateTaskRequest,
+    'containerd.task.v3.WaitRequest': containerd_task_v3_WaitRequest,
+    'containerd.task.v3.WaitResponse': containerd_task_v3_WaitResponse,
+    'containerd.task.v3.StatsRequest': containerd_task_v3_StatsRequest,
+    'containerd.task.v3.StatsResponse': containerd_task_v3_StatsResponse,
+    'containerd.task.v3.ConnectRequest': containerd_task_v3_ConnectRequest,
+    'containerd.task.v3.ConnectResponse': containerd_task_v3_ConnectResponse,
+    'containerd.task.v3.ShutdownRequest': containerd_task_v3_ShutdownRequest,
+    'containerd.events.TaskIO': containerd_events_TaskIO,
+    'containerd.events.TaskCreate': containerd_events_TaskCreate,
+    'containerd.events.TaskStart': containerd_events_TaskStart,
+    'containerd.events.TaskDelete': containerd_events_TaskDelete,
+    'containerd.events.TaskExit': containerd_events_TaskExit,
+    'containerd.events.TaskOOM': containerd_events_TaskOOM,
+    'containerd.events.TaskExecAdded': containerd_events_TaskExecAdded,
+    'containerd.events.TaskExecStarted': containerd_events_TaskExecStarted,
+    'containerd.events.TaskPaused': containerd_events_TaskPaused,
+    'containerd.events.TaskResumed': containerd_events_TaskResumed,
+    'containerd.events.TaskCheckpointed': containerd_events_TaskCheckpointed,
+    'containerd.runc.v1.Options': containerd_runc_v1_Options,
+    'containerd.runc.v1.CheckpointOptions': containerd_runc_v1_CheckpointOptions,
+    'containerd.runc.v1.ProcessDetails': containerd_runc_v1_ProcessDetails,
+    'containerd.linux.runc.CreateOptions': containerd_linux_runc_CreateOptions,
+    'containerd.linux.runc.RuncOptions': containerd_linux_runc_RuncOptions,
+    'containerd.types.Envelope': containerd_types_Envelope,
+    'containerd.services.events.ttrpc.v1.ForwardRequest': containerd_services_events_ttrpc_v1_ForwardRequest,
+    'io.containerd.cgroups.v1.HugetlbStat': io_containerd_cgroups_v1_HugetlbStat,
+    'io.containerd.cgroups.v1.PidsStat': io_containerd_cgroups_v1_PidsStat,
+    'io.containerd.cgroups.v1.CPUUsage': io_containerd_cgroups_v1_CPUUsage,
+    'io.containerd.cgroups.v1.Throttle': io_containerd_cgroups_v1_Throttle,
+    'io.containerd.cgroups.v1.CPUStat': io_containerd_cgroups_v1_CPUStat,
+    'io.containerd.cgroups.v1.MemoryEntry': io_containerd_cgroups_v1_MemoryEntry,
+    'io.containerd.cgroups.v1.MemoryStat': io_containerd_cgroups_v1_MemoryStat,
+    'io.containerd.cgroups.v1.BlkIOEntry': io_containerd_cgroups_v1_BlkIOEntry,
+    'io.containerd.cgroups.v1.BlkIOStat': io_containerd_cgroups_v1_BlkIOStat,
+    'io.containerd.cgroups.v1.RdmaEntry': io_containerd_cgroups_v1_RdmaEntry,
+    'io.containerd.cgroups.v1.RdmaStat': io_containerd_cgroups_v1_RdmaStat,
+    'io.containerd.cgroups.v1.NetworkStat': io_containerd_cgroups_v1_NetworkStat,
+    'io.containerd.cgroups.v1.CgroupStats': io_containerd_cgroups_v1_CgroupStats,
+    'io.containerd.cgroups.v1.MemoryOomControl': io_containerd_cgroups_v1_MemoryOomControl,
+    'io.containerd.cgroups.v1.Metrics': io_containerd_cgroups_v1_Metrics,
+    'io.containerd.cgroups.v2.PidsStat': io_containerd_cgroups_v2_PidsStat,
+    'io.containerd.cgroups.v2.PSIData': io_containerd_cgroups_v2_PSIData,
+    'io.containerd.cgroups.v2.PSIStats': io_containerd_cgroups_v2_PSIStats,
+    'io.containerd.cgroups.v2.CPUStat': io_containerd_cgroups_v2_CPUStat,
+    'io.containerd.cgroups.v2.MemoryStat': io_containerd_cgroups_v2_MemoryStat,
+    'io.containerd.cgroups.v2.RdmaEntry': io_containerd_cgroups_v2_RdmaEntry,
+    'io.containerd.cgroups.v2.RdmaStat': io_containerd_cgroups_v2_RdmaStat,
+    'io.containerd.cgroups.v2.IOEntry': io_containerd_cgroups_v2_IOEntry,
+    'io.containerd.cgroups.v2.IOStat': io_containerd_cgroups_v2_IOStat,
+    'io.containerd.cgroups.v2.HugeTlbStat': io_containerd_cgroups_v2_HugeTlbStat,
+    'io.containerd.cgroups.v2.MemoryEvents': io_containerd_cgroups_v2_MemoryEvents,
+    'io.containerd.cgroups.v2.NetworkStat': io_containerd_cgroups_v2_NetworkStat,
+    'io.containerd.cgroups.v2.Metrics': io_containerd_cgroups_v2_Metrics,
 }
 
 
 # package → {message name: class}
 PACKAGES: dict[str, dict[str, type[Message]]] = {
-    "containerd.task.v2": {
-        "StateRequest": containerd_task_v2_StateRequest,
-        "StateResponse": containerd_task_v2_StateResponse,
-        "CreateTaskRequest": containerd_task_v2_CreateTaskRequest,
-        "CreateTaskResponse": containerd_task_v2_CreateTaskResponse,
-        "StartRequest": containerd_task_v2_StartRequest,
-        "StartResponse": containerd_task_v2_StartResponse,
-        "DeleteRequest": containerd_task_v2_DeleteRequest,
-        "DeleteResponse": containerd_task_v2_DeleteResponse,
-        "PidsRequest": containerd_task_v2_PidsRequest,
-        "PidsResponse": containerd_task_v2_PidsResponse,
-        "PauseRequest": containerd_task_v2_PauseRequest,
-        "ResumeRequest": containerd_task_v2_ResumeRequest,
-        "CheckpointTaskRequest": containerd_task_v2_CheckpointTaskRequest,
-        "KillRequest": containerd_task_v2_KillRequest,
-        "ExecProcessRequest": containerd_task_v2_ExecProcessRequest,
-        "ResizePtyRequest": containerd_task_v2_ResizePtyRequest,
-        "CloseIORequest": containerd_task_v2_CloseIORequest,
-        "UpdateTaskRequest": containerd_task_v2_UpdateTaskRequest,
-        "WaitRequest": containerd_task_v2_WaitRequest,
-        "WaitResponse": containerd_task_v2_WaitResponse,
-        "StatsRequest": containerd_task_v2_StatsRequest,
-        "StatsResponse": containerd_task_v2_StatsResponse,
-        "ConnectRequest": containerd_task_v2_ConnectRequest,
-        "ConnectResponse": containerd_task_v2_ConnectResponse,
-        "ShutdownRequest": containerd_task_v2_ShutdownRequest,
+    'containerd.task.v2': {
+        'StateRequest': containerd_task_v2_StateRequest,
+        'StateResponse': containerd_task_v2_StateResponse,
+        'CreateTaskRequest': containerd_task_v2_CreateTaskRequest,
+        'CreateTaskResponse': containerd_task_v2_CreateTaskResponse,
+        'StartRequest': containerd_task_v2_StartRequest,
+        'StartResponse': containerd_task_v2_StartResponse,
+        'DeleteRequest': containerd_task_v2_DeleteRequest,
+        'DeleteResponse': containerd_task_v2_DeleteResponse,
+        'PidsRequest': containerd_task_v2_PidsRequest,
+        'PidsResponse': containerd_task_v2_PidsResponse,
+        'PauseRequest': containerd_task_v2_PauseRequest,
+        'ResumeRequest': containerd_task_v2_ResumeRequest,
+        'CheckpointTaskRequest': containerd_task_v2_CheckpointTaskRequest,
+        'KillRequest': containerd_task_v2_KillRequest,
+        'ExecProcessRequest': containerd_task_v2_ExecProcessRequest,
+        'ResizePtyRequest': containerd_task_v2_ResizePtyRequest,
+        'CloseIORequest': containerd_task_v2_CloseIORequest,
+        'UpdateTaskRequest': containerd_task_v2_UpdateTaskRequest,
+        'WaitRequest': containerd_task_v2_WaitRequest,
+        'WaitResponse': containerd_task_v2_WaitResponse,
+        'StatsRequest': containerd_task_v2_StatsRequest,
+        'StatsResponse': containerd_task_v2_StatsResponse,
+        'ConnectRequest': containerd_task_v2_ConnectRequest,
+        'ConnectResponse': containerd_task_v2_ConnectResponse,
+        'ShutdownRequest': containerd_task_v2_ShutdownRequest,
     },
-    "google.protobuf": {
-        "Timestamp": google_protobuf_Timestamp,
-        "Any": google_protobuf_Any,
-        "Empty": google_protobuf_Empty,
+    'google.protobuf': {
+        'Timestamp': google_protobuf_Timestamp,
+        'Any': google_protobuf_Any,
+        'Empty': google_protobuf_Empty,
     },
-    "containerd.types": {
-        "Mount": containerd_types_Mount,
-        "Envelope": containerd_types_Envelope,
+    'containerd.types': {
+        'Mount': containerd_types_Mount,
+        'Envelope': containerd_types_Envelope,
     },
-    "containerd.v1.types": {
-        "ProcessInfo": containerd_v1_types_ProcessInfo,
+    'containerd.v1.types': {
+        'ProcessInfo': containerd_v1_types_ProcessInfo,
     },
-    "containerd.task.v3": {
-        "StateRequest": containerd_task_v3_StateRequest,
-        "StateResponse": containerd_task_v3_StateResponse,
-        "CreateTaskRequest": containerd_task_v3_CreateTaskRequest,
-        "CreateTaskResponse": containerd_task_v3_CreateTaskResponse,
-        "StartRequest": containerd_task_v3_StartRequest,
-        "StartResponse": containerd_task_v3_StartResponse,
-        "DeleteRequest": containerd_task_v3_DeleteRequest,
-        "DeleteResponse": containerd_task_v3_DeleteResponse,
-        "PidsRequest": containerd_task_v3_PidsRequest,
-        "PidsResponse": containerd_task_v3_PidsResponse,
-        "PauseRequest": containerd_task_v3_PauseRequest,
-        "ResumeRequest": containerd_task_v3_ResumeRequest,
-        "CheckpointTaskRequest": containerd_task_v3_CheckpointTaskRequest,
-        "KillRequest": containerd_task_v3_KillRequest,
-        "ExecProcessRequest": containerd_task_v3_ExecProcessRequest,
-        "ResizePtyRequest": containerd_task_v3_ResizePtyRequest,
-        "CloseIORequest": containerd_task_v3_CloseIORequest,
-        "UpdateTaskRequest": containerd_task_v3_UpdateTaskRequest,
-        "WaitRequest": containerd_task_v3_WaitRequest,
-        "WaitResponse": containerd_task_v3_WaitResponse,
-        "StatsRequest": containerd_task_v3_StatsRequest,
-        "StatsResponse": containerd_task_v3_StatsResponse,
-        "ConnectRequest": containerd_task_v3_ConnectRequest,
-        "ConnectResponse": containerd_task_v3_ConnectResponse,
-        "ShutdownRequest": containerd_task_v3_ShutdownRequest,
+    'containerd.task.v3': {
+        'StateRequest': containerd_task_v3_StateRequest,
+        'StateResponse': containerd_task_v3_StateResponse,
+        'CreateTaskRequest': containerd_task_v3_CreateTaskRequest,
+        'CreateTaskResponse': containerd_task_v3_CreateTaskResponse,
+        'StartRequest': containerd_task_v3_StartRequest,
+        'StartResponse': containerd_task_v3_StartResponse,
+        'DeleteRequest': containerd_task_v3_DeleteRequest,
+        'DeleteResponse': containerd_task_v3_DeleteResponse,
+        'PidsRequest': containerd_task_v3_PidsRequest,
+        'PidsResponse': containerd_task_v3_PidsResponse,
+        'PauseRequest': containerd_task_v3_PauseRequest,
+        'ResumeRequest': containerd_task_v3_ResumeRequest,
+        'CheckpointTaskRequest': containerd_task_v3_CheckpointTaskRequest,
+        'KillRequest': containerd_task_v3_KillRequest,
+        'ExecProcessRequest': containerd_task_v3_ExecProcessRequest,
+        'ResizePtyRequest': containerd_task_v3_ResizePtyRequest,
+        'CloseIORequest': containerd_task_v3_CloseIORequest,
+        'UpdateTaskRequest': containerd_task_v3_UpdateTaskRequest,
+        'WaitRequest': containerd_task_v3_WaitRequest,
+        'WaitResponse': containerd_task_v3_WaitResponse,
+        'StatsRequest': containerd_task_v3_StatsRequest,
+        'StatsResponse': containerd_task_v3_StatsResponse,
+        'ConnectRequest': containerd_task_v3_ConnectRequest,
+        'ConnectResponse': containerd_task_v3_ConnectResponse,
+        'ShutdownRequest': containerd_task_v3_ShutdownRequest,
     },
-    "containerd.events": {
-        "TaskIO": containerd_events_TaskIO,
-        "TaskCreate": containerd_events_TaskCreate,
-        "TaskStart": containerd_events_TaskStart,
-        "TaskDelete": containerd_events_TaskDelete,
-        "TaskExit": containerd_events_TaskExit,
-        "TaskOOM": containerd_events_TaskOOM,
-        "TaskExecAdded": containerd_events_TaskExecAdded,
-        "TaskExecStarted": containerd_events_TaskExecStarted,
-        "TaskPaused": containerd_events_TaskPaused,
-        "TaskResumed": containerd_events_TaskResumed,
-        "TaskCheckpointed": containerd_events_TaskCheckpointed,
+    'containerd.events': {
+        'TaskIO': containerd_events_TaskIO,
+        'TaskCreate': containerd_events_TaskCreate,
+        'TaskStart': containerd_events_TaskStart,
+        'TaskDelete': containerd_events_TaskDelete,
+        'TaskExit': containerd_events_TaskExit,
+        'TaskOOM': containerd_events_TaskOOM,
+        'TaskExecAdded': containerd_events_TaskExecAdded,
+        'TaskExecStarted': containerd_events_TaskExecStarted,
+        'TaskPaused': containerd_events_TaskPaused,
+        'TaskResumed': containerd_events_TaskResumed,
+        'TaskCheckpointed': containerd_events_TaskCheckpointed,
     },
-    "containerd.runc.v1": {
-        "Options": containerd_runc_v1_Options,
-        "CheckpointOptions": containerd_runc_v1_CheckpointOptions,
-        "ProcessDetails": containerd_runc_v1_ProcessDetails,
+    'containerd.runc.v1': {
+        'Options': containerd_runc_v1_Options,
+        'CheckpointOptions': containerd_runc_v1_CheckpointOptions,
+        'ProcessDetails': containerd_runc_v1_ProcessDetails,
     },
-    "containerd.linux.runc": {
-        "CreateOptions": containerd_linux_runc_CreateOptions,
-        "RuncOptions": containerd_linux_runc_RuncOptions,
+    'containerd.linux.runc': {
+        'CreateOptions': containerd_linux_runc_CreateOptions,
+        'RuncOptions': containerd_linux_runc_RuncOptions,
     },
-    "containerd.services.events.ttrpc.v1": {
-        "ForwardRequest": containerd_services_events_ttrpc_v1_ForwardRequest,
+    'containerd.services.events.ttrpc.v1': {
+        'ForwardRequest': containerd_services_events_ttrpc_v1_ForwardRequest,
     },
-    "io.containerd.cgroups.v1": {
-        "HugetlbStat": io_containerd_cgroups_v1_HugetlbStat,
-        "PidsStat": io_containerd_cgroups_v1_PidsStat,
-        "CPUUsage": io_containerd_cgroups_v1_CPUUsage,
-        "Throttle": io_containerd_cgroups_v1_Throttle,
-        "CPUStat": io_containerd_cgroups_v1_CPUStat,
-        "MemoryEntry": io_containerd_cgroups_v1_MemoryEntry,
-        "MemoryStat": io_containerd_cgroups_v1_MemoryStat,
-        "BlkIOEntry": io_containerd_cgroups_v1_BlkIOEntry,
-        "BlkIOStat": io_containerd_cgroups_v1_BlkIOStat,
-        "RdmaEntry": io_containerd_cgroups_v1_RdmaEntry,
-        "RdmaStat": io_containerd_cgroups_v1_RdmaStat,
-        "NetworkStat": io_containerd_cgroups_v1_NetworkStat,
-        "CgroupStats": io_containerd_cgroups_v1_CgroupStats,
-        "MemoryOomControl": io_containerd_cgroups_v1_MemoryOomControl,
-        "Metrics": io_containerd_cgroups_v1_Metrics,
+    'io.containerd.cgroups.v1': {
+        'HugetlbStat': io_containerd_cgroups_v1_HugetlbStat,
+        'PidsStat': io_containerd_cgroups_v1_PidsStat,
+        'CPUUsage': io_containerd_cgroups_v1_CPUUsage,
+        'Throttle': io_containerd_cgroups_v1_Throttle,
+        'CPUStat': io_containerd_cgroups_v1_CPUStat,
+        'MemoryEntry': io_containerd_cgroups_v1_MemoryEntry,
+        'MemoryStat': io_containerd_cgroups_v1_MemoryStat,
+        'BlkIOEntry': io_containerd_cgroups_v1_BlkIOEntry,
+        'BlkIOStat': io_containerd_cgroups_v1_BlkIOStat,
+        'RdmaEntry': io_containerd_cgroups_v1_RdmaEntry,
+        'RdmaStat': io_containerd_cgroups_v1_RdmaStat,
+        'NetworkStat': io_containerd_cgroups_v1_NetworkStat,
+        'CgroupStats': io_containerd_cgroups_v1_CgroupStats,
+        'MemoryOomControl': io_containerd_cgroups_v1_MemoryOomControl,
+        'Metrics': io_containerd_cgroups_v1_Metrics,
     },
-    "io.containerd.cgroups.v2": {
-        "PidsStat": io_containerd_cgroups_v2_PidsStat,
-        "PSIData": io_containerd_cgroups_v2_PSIData,
-        "PSIStats": io_containerd_cgroups_v2_PSIStats,
-        "CPUStat": io_containerd_cgroups_v2_CPUStat,
-        "MemoryStat": io_containerd_cgroups_v2_MemoryStat,
-        "RdmaEntry": io_containerd_cgroups_v2_RdmaEntry,
-        "RdmaStat": io_containerd_cgroups_v2_RdmaStat,
-        "IOEntry": io_containerd_cgroups_v2_IOEntry,
-        "IOStat": io_containerd_cgroups_v2_IOStat,
-        "HugeTlbStat": io_containerd_cgroups_v2_HugeTlbStat,
-        "MemoryEvents": io_containerd_cgroups_v2_MemoryEvents,
-        "NetworkStat": io_containerd_cgroups_v2_NetworkStat,
-        "Metrics": io_containerd_cgroups_v2_Metrics,
+    'io.containerd.cgroups.v2': {
+        'PidsStat': io_containerd_cgroups_v2_PidsStat,
+        'PSIData': io_containerd_cgroups_v2_PSIData,
+        'PSIStats': io_containerd_cgroups_v2_PSIStats,
+        'CPUStat': io_containerd_cgroups_v2_CPUStat,
+        'MemoryStat': io_containerd_cgroups_v2_MemoryStat,
+        'RdmaEntry': io_containerd_cgroups_v2_RdmaEntry,
+        'RdmaStat': io_containerd_cgroups_v2_RdmaStat,
+        'IOEntry': io_containerd_cgroups_v2_IOEntry,
+        'IOStat': io_containerd_cgroups_v2_IOStat,
+        'HugeTlbStat': io_containerd_cgroups_v2_HugeTlbStat,
+        'MemoryEvents': io_containerd_cgroups_v2_MemoryEvents,
+        'NetworkStat': io_containerd_cgroups_v2_NetworkStat,
+        'Metrics': io_containerd_cgroups_v2_Metrics,
     },
 }
 
 
 # service full name → {method: (request class, response class)}
 SERVICES: dict[str, dict[str, tuple[type[Message], type[Message]]]] = {
-    "containerd.task.v2.Task": {
-        "State": (containerd_task_v2_StateRequest, containerd_task_v2_StateResponse),
-        "Create": (containerd_task_v2_CreateTaskRequest, containerd_task_v2_CreateTaskResponse),
-        "Start": (containerd_task_v2_StartRequest, containerd_task_v2_StartResponse),
-        "Delete": (containerd_task_v2_DeleteRequest, containerd_task_v2_DeleteResponse),
-        "Pids": (containerd_task_v2_PidsRequest, containerd_task_v2_PidsResponse),
-        "Pause": (containerd_task_v2_PauseRequest, google_protobuf_Empty),
-        "Resume": (containerd_task_v2_ResumeRequest, google_protobuf_Empty),
-        "Checkpoint": (containerd_task_v2_CheckpointTaskRequest, google_protobuf_Empty),
-        "Kill": (containerd_task_v2_KillRequest, google_protobuf_Empty),
-        "Exec": (containerd_task_v2_ExecProcessRequest, google_protobuf_Empty),
-        "ResizePty": (containerd_task_v2_ResizePtyRequest, google_protobuf_Empty),
-        "CloseIO": (containerd_task_v2_CloseIORequest, google_protobuf_Empty),
-        "Update": (containerd_task_v2_UpdateTaskRequest, google_protobuf_Empty),
-        "Wait": (containerd_task_v2_WaitRequest, containerd_task_v2_WaitResponse),
-        "Stats": (containerd_task_v2_StatsRequest, containerd_task_v2_StatsResponse),
-        "Connect": (containerd_task_v2_ConnectRequest, containerd_task_v2_ConnectResponse),
-        "Shutdown": (containerd_task_v2_ShutdownRequest, google_protobuf_Empty),
+    'containerd.task.v2.Task': {
+        'State': (containerd_task_v2_StateRequest, containerd_task_v2_StateResponse),
+        'Create': (containerd_task_v2_CreateTaskRequest, containerd_task_v2_CreateTaskResponse),
+        'Start': (containerd_task_v2_StartRequest, containerd_task_v2_StartResponse),
+        'Delete': (containerd_task_v2_DeleteRequest, containerd_task_v2_DeleteResponse),
+        'Pids': (containerd_task_v2_PidsRequest, containerd_task_v2_PidsResponse),
+        'Pause': (containerd_task_v2_PauseRequest, google_protobuf_Empty),
+        'Resume': (containerd_task_v2_ResumeRequest, google_protobuf_Empty),
+        'Checkpoint': (containerd_task_v2_CheckpointTaskRequest, google_protobuf_Empty),
+        'Kill': (containerd_task_v2_KillRequest, google_protobuf_Empty),
+        'Exec': (containerd_task_v2_ExecProcessRequest, google_protobuf_Empty),
+        'ResizePty': (containerd_task_v2_ResizePtyRequest, google_protobuf_Empty),
+        'CloseIO': (containerd_task_v2_CloseIORequest, google_protobuf_Empty),
+        'Update': (containerd_task_v2_UpdateTaskRequest, google_protobuf_Empty),
+        'Wait': (containerd_task_v2_WaitRequest, containerd_task_v2_WaitResponse),
+        'Stats': (containerd_task_v2_StatsRequest, containerd_task_v2_StatsResponse),
+        'Connect': (containerd_task_v2_ConnectRequest, containerd_task_v2_ConnectResponse),
+        'Shutdown': (containerd_task_v2_ShutdownRequest, google_protobuf_Empty),
     },
-    "containerd.task.v3.Task": {
-        "State": (containerd_task_v3_StateRequest, containerd_task_v3_StateResponse),
-        "Create": (containerd_task_v3_CreateTaskRequest, containerd_task_v3_CreateTaskResponse),
-        "Start": (containerd_task_v3_StartRequest, containerd_task_v3_StartResponse),
-        "Delete": (containerd_task_v3_DeleteRequest, containerd_task_v3_DeleteResponse),
-        "Pids": (containerd_task_v3_PidsRequest, containerd_task_v3_PidsResponse),
-        "Pause": (containerd_task_v3_PauseRequest, google_protobuf_Empty),
-        "Resume": (containerd_task_v3_ResumeRequest, google_protobuf_Empty),
-        "Checkpoint": (containerd_task_v3_CheckpointTaskRequest, google_protobuf_Empty),
-        "Kill": (containerd_task_v3_KillRequest, google_protobuf_Empty),
-        "Exec": (containerd_task_v3_ExecProcessRequest, google_protobuf_Empty),
-        "ResizePty": (containerd_task_v3_ResizePtyRequest, google_protobuf_Empty),
-        "CloseIO": (containerd_task_v3_CloseIORequest, google_protobuf_Empty),
-        "Update": (containerd_task_v3_UpdateTaskRequest, google_protobuf_Empty),
-        "Wait": (containerd_task_v3_WaitRequest, containerd_task_v3_WaitResponse),
-        "Stats": (containerd_task_v3_StatsRequest, containerd_task_v3_StatsResponse),
-        "Connect": (containerd_task_v3_ConnectRequest, containerd_task_v3_ConnectResponse),
-        "Shutdown": (containerd_task_v3_ShutdownRequest, google_protobuf_Empty),
+    'containerd.task.v3.Task': {
+        'State': (containerd_task_v3_StateRequest, containerd_task_v3_StateResponse),
+        'Create': (containerd_task_v3_CreateTaskRequest, containerd_task_v3_CreateTaskResponse),
+        'Start': (containerd_task_v3_StartRequest, containerd_task_v3_StartResponse),
+        'Delete': (containerd_task_v3_DeleteRequest, containerd_task_v3_DeleteResponse),
+        'Pids': (containerd_task_v3_PidsRequest, containerd_task_v3_PidsResponse),
+        'Pause': (containerd_task_v3_PauseRequest, google_protobuf_Empty),
+        'Resume': (containerd_task_v3_ResumeRequest, google_protobuf_Empty),
+        'Checkpoint': (containerd_task_v3_CheckpointTaskRequest, google_protobuf_Empty),
+        'Kill': (containerd_task_v3_KillRequest, google_protobuf_Empty),
+        'Exec': (containerd_task_v3_ExecProcessRequest, google_protobuf_Empty),
+        'ResizePty': (containerd_task_v3_ResizePtyRequest, google_protobuf_Empty),
+        'CloseIO': (containerd_task_v3_CloseIORequest, google_protobuf_Empty),
+        'Update': (containerd_task_v3_UpdateTaskRequest, google_protobuf_Empty),
+        'Wait': (containerd_task_v3_WaitRequest, containerd_task_v3_WaitResponse),
+        'Stats': (containerd_task_v3_StatsRequest, containerd_task_v3_StatsResponse),
+        'Connect': (containerd_task_v3_ConnectRequest, containerd_task_v3_ConnectResponse),
+        'Shutdown': (containerd_task_v3_ShutdownRequest, google_protobuf_Empty),
     },
 }

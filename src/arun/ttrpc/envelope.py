@@ -7,73 +7,73 @@ from arun.ttrpc.lite import Field, Message
 
 class ttrpc_KeyValue(Message):
     __slots__ = ()
-    FULL_NAME = "ttrpc.KeyValue"
+    FULL_NAME = 'ttrpc.KeyValue'
     FIELDS = (
-        Field(1, "key", "string"),
-        Field(2, "value", "string"),
+        Field(1, 'key', 'string'),
+        Field(2, 'value', 'string'),
     )
 
 
 class ttrpc_Request(Message):
     __slots__ = ()
-    FULL_NAME = "ttrpc.Request"
+    FULL_NAME = 'ttrpc.Request'
     FIELDS = (
-        Field(1, "service", "string"),
-        Field(2, "method", "string"),
-        Field(3, "payload", "bytes"),
-        Field(4, "timeout_nano", "int64"),
-        Field(5, "metadata", "message", repeated=True, message=ttrpc_KeyValue),
+        Field(1, 'service', 'string'),
+        Field(2, 'method', 'string'),
+        Field(3, 'payload', 'bytes'),
+        Field(4, 'timeout_nano', 'int64'),
+        Field(5, 'metadata', 'message', repeated=True, message=ttrpc_KeyValue),
     )
 
 
 class google_protobuf_Any(Message):
     __slots__ = ()
-    FULL_NAME = "google.protobuf.Any"
+    FULL_NAME = 'google.protobuf.Any'
     FIELDS = (
-        Field(1, "type_url", "string"),
-        Field(2, "value", "bytes"),
+        Field(1, 'type_url', 'string'),
+        Field(2, 'value', 'bytes'),
     )
 
 
 class google_rpc_Status(Message):
     __slots__ = ()
-    FULL_NAME = "google.rpc.Status"
+    FULL_NAME = 'google.rpc.Status'
     FIELDS = (
-        Field(1, "code", "int32"),
-        Field(2, "message", "string"),
-        Field(3, "details", "message", repeated=True, message=google_protobuf_Any),
+        Field(1, 'code', 'int32'),
+        Field(2, 'message', 'string'),
+        Field(3, 'details', 'message', repeated=True, message=google_protobuf_Any),
     )
 
 
 class ttrpc_Response(Message):
     __slots__ = ()
-    FULL_NAME = "ttrpc.Response"
+    FULL_NAME = 'ttrpc.Response'
     FIELDS = (
-        Field(1, "status", "message", message=google_rpc_Status),
-        Field(2, "payload", "bytes"),
+        Field(1, 'status', 'message', message=google_rpc_Status),
+        Field(2, 'payload', 'bytes'),
     )
 
 
 BY_NAME: dict[str, type[Message]] = {
-    "ttrpc.KeyValue": ttrpc_KeyValue,
-    "ttrpc.Request": ttrpc_Request,
-    "google.protobuf.Any": google_protobuf_Any,
-    "google.rpc.Status": google_rpc_Status,
-    "ttrpc.Response": ttrpc_Response,
+    'ttrpc.KeyValue': ttrpc_KeyValue,
+    'ttrpc.Request': ttrpc_Request,
+    'google.protobuf.Any': google_protobuf_Any,
+    'google.rpc.Status': google_rpc_Status,
+    'ttrpc.Response': ttrpc_Response,
 }
 
 
 # package → {message name: class}
 PACKAGES: dict[str, dict[str, type[Message]]] = {
-    "ttrpc": {
-        "KeyValue": ttrpc_KeyValue,
-        "Request": ttrpc_Request,
-        "Response": ttrpc_Response,
+    'ttrpc': {
+        'KeyValue': ttrpc_KeyValue,
+        'Request': ttrpc_Request,
+        'Response': ttrpc_Response,
     },
-    "google.protobuf": {
-        "Any": google_protobuf_Any,
+    'google.protobuf': {
+        'Any': google_protobuf_Any,
     },
-    "google.rpc": {
-        "Status": google_rpc_Status,
+    'google.rpc': {
+        'Status': google_rpc_Status,
     },
 }

@@ -8,8 +8,9 @@ defaults left out, repeated scalars packed, negative ``int32``/``int64`` as ten-
 
 The classes quack like generated ones where arun uses them: ``FromString``, ``SerializeToString``,
 a keyword constructor, defaults on attribute access, ``HasField``. Reading a message field that was
-never set returns a fresh empty message kept on the parent; it is encoded only if it is not empty,
-so ``parent.child.x = 1`` works as with protobuf and a mere read adds nothing to the wire.
+never set returns a fresh empty message kept on the parent; it is encoded once a field of it was
+assigned (even to its default) or ``SetInParent`` was called, so ``parent.child.x = 0`` works as
+with protobuf and a mere read adds nothing to the wire.
 """
 
 from __future__ import annotations
@@ -191,6 +192,9 @@ class Message:
             value = dict(value)
         self._lazy.pop(name, None)
         self._v[name] = value
+        # As with protobuf, a sub-message that had a field assigned is present in its parent
+        # (encoded, even empty) although every value it holds is the default.
+        object.__setattr__(self, "_present", True)
 
     def SetInParent(self) -> None:
         """Nothing to do: a message read from its parent stays there; it is encoded when

@@ -204,3 +204,16 @@ def test_message_field_with_a_scalar_wire_type_is_a_decode_error() -> None:
     # CreateTaskRequest.options (field 10) is a message; a varint there is malformed
     with pytest.raises(lite.DecodeError):
         litepb.containerd_task_v2_CreateTaskRequest.FromString(b"\x50\x01")
+
+
+def test_assigning_a_default_makes_a_sub_message_present_like_protobuf() -> None:
+    """``m.memory_oom_control.oom_kill = 0`` puts an empty ``memory_oom_control`` on the wire (the
+    Go shim's Stats carries it so); a mere read does not."""
+    from arun.api.cgroups.v1 import metrics_pb2
+
+    ours, theirs = litepb.io_containerd_cgroups_v1_Metrics(), metrics_pb2.Metrics()
+    for m in (ours, theirs):
+        m.memory_oom_control.oom_kill = 0
+        _ = m.pids.limit  # read only
+    assert ours.SerializeToString() == theirs.SerializeToString() == b"\x4a\x00"  # field 9, empty
+    assert ours.HasField("memory_oom_control") and not ours.HasField("pids")
