@@ -298,8 +298,8 @@ REHEARSAL_TIMEOUT = 10.0
 def rehearse(*, lifecycle: bool = True) -> str:
     """Run a shim session inside a template process (the zygote) before it forks shims: a
     server on a private socket, a client making ``Connect``, a failing ``State``, a ``Create``
-    that fails in the runtime (``false`` stands in for runc; its children are reaped) and
-    ``Shutdown``, with the shim's logging going nowhere.
+    that fails in the runtime (``false`` stands in for runc; its children are reaped; only
+    without ``lifecycle``) and ``Shutdown``, with the shim's logging going nowhere.
 
     With ``lifecycle``, also what a pod's shim runs for its containers, each one through:
     ``Create`` (succeeding), ``Start``, ``State``, ``Pids``, ``Wait``, ``Kill``, the init's exit
