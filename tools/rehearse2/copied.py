@@ -27,7 +27,7 @@ from pagediff import frames, maps
 
 def compare(shim: int, template: int) -> dict[str, int]:
     tmaps = maps(template)
-    out = {"copied": 0, "new": 0, "shared": 0}
+    out = {"copied": 0, "new": 0, "shared": 0, "copied_anon": 0, "copied_file": 0}
     for a, b, name in maps(shim):
         if name in ("[vvar]", "[vsyscall]"):
             continue
@@ -45,6 +45,8 @@ def compare(shim: int, template: int) -> dict[str, int]:
         for va, pf in mine.items():
             kind = "new" if va not in theirs else "shared" if theirs[va] == pf else "copied"
             out[kind] += 1
+            if kind == "copied":
+                out["copied_file" if name.startswith("/") else "copied_anon"] += 1
     return out
 
 
