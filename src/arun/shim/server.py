@@ -328,6 +328,7 @@ def rehearse(*, lifecycle: bool = True) -> str:
     sink = logging.StreamHandler(io.StringIO())
     sink.setFormatter(_JSONFormatter())
     subreaper: bool | None = None
+    children: set[int] = set()
     failure = ""
     try:
         for h in saved[0]:
@@ -339,6 +340,7 @@ def rehearse(*, lifecycle: bool = True) -> str:
             fh.write("{}")
         if lifecycle:
             _write_lifecycle_files(base)
+            children = _children()
             subreaper = reaper.is_child_subreaper()
             reaper.set_child_subreaper(True)
         events = asyncio.run(_rehearsal(base, lifecycle=lifecycle))
@@ -348,7 +350,7 @@ def rehearse(*, lifecycle: bool = True) -> str:
         failure = f"{type(exc).__name__}: {exc}"
     finally:
         if subreaper is not None:
-            _end_children(base)
+            _end_children(children)
             with contextlib.suppress(OSError):
                 reaper.set_child_subreaper(subreaper)
         root.removeHandler(sink)
@@ -374,24 +376,26 @@ def _write_lifecycle_files(base: str) -> None:
     os.makedirs(os.path.join(base, "runtime", "rehearsal"))  # --root: the stand-in's state
 
 
-def _end_children(base: str) -> None:
-    """Kill and reap what a failed rehearsal left running: this process's children that run the
-    stand-in runtime from ``base`` (its "containers" are forks of it)."""
+def _children() -> set[int]:
+    pids: set[int] = set()
     for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as fh:
-                pids = [int(p) for p in fh.read().split()]
-        except OSError:
-            continue
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    if os.fsencode(base) not in fh.read():
-                        continue
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as fh:
+            pids.update(int(p) for p in fh.read().split())
+    return pids
+
+
+def _end_children(before: set[int]) -> None:
+    """Kill and reap what a failed rehearsal left: every child this process has gained since
+    ``before`` — runtime commands in flight, exited ones nobody reaped, "containers" (which are
+    re-parented here when their runtime command is killed, hence the rounds)."""
+    for _ in range(10):
+        left = _children() - before
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(OSError):
                 os.kill(pid, _signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except OSError:
-                pass
 
 
 class _EventSink:
@@ -507,12 +511,12 @@ async def _lifecycles(task: Any, pb: Any, bundle: str, runtime: str) -> None:
         type_url="containerd.runc.v1.Options",
         value=litepb.containerd_runc_v1_Options(binary_name=runtime).SerializeToString(),
     )
-    await asyncio.gather(
-        *(
-            _lifecycle(task, pb, f"rehearsal-{i}", f"{bundle}{i}", options)
-            for i in range(REHEARSAL_LIFECYCLES)
-        )
-    )
+    try:
+        async with asyncio.TaskGroup() as group:  # one that fails cancels the others
+            for i in range(REHEARSAL_LIFECYCLES):
+                group.create_task(_lifecycle(task, pb, f"rehearsal-{i}", f"{bundle}{i}", options))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 async def _lifecycle(task: Any, pb: Any, cid: str, bundle: str, options: Any) -> None:
