@@ -326,10 +326,14 @@ def warm(merge: bool = False) -> None:
             importlib.import_module(name)
     if merge:
         importlib.import_module("ctypes")  # before the freeze, so that shims share it
-    if os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1") != "0":
-        server.rehearse()
-    # The rehearsal's failing Create formats a traceback: the source lines it read stay in
-    # linecache (~150 KiB with their string objects), which a shim needs only if it logs one.
+    rehearsal = os.environ.get("ARUN_ZYGOTE_REHEARSAL", "1")
+    if rehearsal != "0":
+        # "basic": without the containers' lifecycle (for comparisons)
+        failure = server.rehearse(lifecycle=rehearsal != "basic")
+        if failure:
+            sys.stderr.write(f"arun zygote: the rehearsal failed (shims will copy more memory): {failure}\n")
+    # The rehearsal may format a traceback: the source lines it read stay in linecache (~150 KiB
+    # with their string objects), which a shim needs only if it logs one.
     import linecache
 
     linecache.clearcache()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 PR_SET_PDEATHSIG = 1
 
 # Signals whose disposition a spawned program must get back: Python ignores SIGPIPE and
@@ -49,12 +50,22 @@ def exit_status(wait_status: int) -> int:
     return 255
 
 
-def set_child_subreaper() -> None:
-    """prctl(PR_SET_CHILD_SUBREAPER, 1) for this process."""
+def set_child_subreaper(on: bool = True) -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER, on) for this process."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+def is_child_subreaper() -> bool:
+    """prctl(PR_GET_CHILD_SUBREAPER) for this process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = ctypes.c_int(0)
+    if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_GET_CHILD_SUBREAPER): {os.strerror(err)}")
+    return value.value != 0
 
 
 class Subscription:

@@ -292,12 +292,14 @@ def resolve_binary(binary: str) -> str:
         raise errdefs.NotFoundError(str(exc)) from None
 
 
-async def read_all(fd: int) -> bytes:
-    """Everything readable from ``fd`` until EOF, without blocking the loop; closes ``fd``."""
+def read_all(fd: int) -> asyncio.Future[bytes]:
+    """Everything readable from ``fd`` until EOF, without blocking the loop. ``fd`` is closed
+    when the future is done, also when it is cancelled (a coroutine cancelled before its first
+    step would never have closed it)."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
     chunks: list[bytes] = []
-    done: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[bytes] = loop.create_future()
 
     def on_readable() -> None:
         while True:
@@ -311,17 +313,17 @@ async def read_all(fd: int) -> bytes:
                 return
             if not data:
                 if not done.done():
-                    done.set_result(None)
+                    done.set_result(b"".join(chunks))
                 return
             chunks.append(data)
 
-    loop.add_reader(fd, on_readable)
-    try:
-        await done
-    finally:
+    def finish(_: asyncio.Future[bytes]) -> None:
         loop.remove_reader(fd)
         os.close(fd)
-    return b"".join(chunks)
+
+    done.add_done_callback(finish)
+    loop.add_reader(fd, on_readable)
+    return done
 
 
 def _unlink(path: str) -> None:

@@ -258,21 +258,66 @@ def idle_priority(on: bool, pid: int = 0) -> bool:
     return True
 
 
-def rehearse() -> None:
+#: The stand-in for runc in the rehearsal's successful lifecycle: it answers the commands the shim
+#: runs for a container (``create``/``start``/``state``/``ps``/``kill``/``delete``) as runc does —
+#: pid file, JSON — and its "container" is a shell that waits on a FIFO (``go``) until ``start``
+#: writes to it, then on one nobody writes to (``end``) until a signal ends it. Its state (FIFOs,
+#: pid) lives in ``--root``, which must exist; only builtins but ``mkfifo`` and ``rm`` (fast).
+_STAND_IN_RUNTIME = r"""#!/bin/sh
+while :; do case $1 in
+  --root) root=$2; shift 2;; --log|--log-format) shift 2;; --*) shift;; *) break;;
+esac; done
+cmd=$1; shift; pidfile=
+while :; do case $1 in
+  --pid-file) pidfile=$2; shift 2;; --bundle|--console-socket|--format) shift 2;; --*) shift;; *) break;;
+esac; done
+c=$root/$1
+if [ "$cmd" = create ]; then
+  mkfifo "$c.go" "$c.end" || exit 1
+  (read x <"$c.go"; read x <"$c.end") </dev/null >/dev/null 2>&1 &
+  echo $! >"$c.pid"; echo $! >"$pidfile"; exit
+fi
+read pid <"$c.pid" || { echo "container does not exist" >&2; exit 1; }
+case $cmd in
+start) echo >"$c.go";;
+state) status=stopped; kill -0 "$pid" 2>/dev/null && status=running
+  echo "{\"ociVersion\":\"1.0.2\",\"id\":\"$1\",\"pid\":$pid,\"status\":\"$status\"}";;
+ps) echo "[$pid]";;
+kill) kill -"$2" "$pid";;
+delete) rm -f "$c.go" "$c.end" "$c.pid";;
+*) echo "$cmd: not supported" >&2; exit 1;;
+esac
+"""
+
+#: Containers the rehearsal runs through their lifecycle, side by side (9 measured no better, and
+#: slower: docs/notes/rehearse2.md).
+REHEARSAL_LIFECYCLES = 6
+REHEARSAL_TIMEOUT = 10.0
+
+
+def rehearse(*, lifecycle: bool = True) -> str:
     """Run a shim session inside a template process (the zygote) before it forks shims: a
     server on a private socket, a client making ``Connect``, a failing ``State``, a ``Create``
-    that fails in the runtime (``false`` stands in for runc; its children are reaped) and
-    ``Shutdown``, with the shim's logging going nowhere.
+    that fails in the runtime (``false`` stands in for runc; its children are reaped; only
+    without ``lifecycle``) and ``Shutdown``, with the shim's logging going nowhere.
+
+    With ``lifecycle``, also what a pod's shim runs for its containers, each one through:
+    ``Create`` (succeeding), ``Start``, ``State``, ``Pids``, ``Wait``, ``Kill``, the init's exit
+    reaped, ``Delete``, with the task events published to a local sink (the daemon's part) —
+    ``_STAND_IN_RUNTIME`` plays runc. This process is a child subreaper meanwhile (the
+    "containers" are orphaned to it as runc's are to a shim), and is set back as it was.
 
     CPython 3.11 writes into a code object while it warms up and specializes it, and creates
     caches (type attribute caches, protobuf message classes, the event loop's machinery) on
     first use. Done here, once, those writes land on pages every forked shim then shares
-    instead of copying. Best effort: the template keeps working when this fails, and it
-    leaves no thread, no handler, no file and no child behind (and never becomes a subreaper).
+    instead of copying. Best effort: the template keeps working when this fails (the return
+    value says what failed, "" when nothing did), and it leaves no thread, no handler, no file
+    and no child behind.
     """
     import asyncio
     import io
 
+    from arun.shim import reaper
     from arun.shim.util import make_temp_dir, remove_tree
 
     trim_imports()
@@ -281,6 +326,9 @@ def rehearse() -> None:
     saved = (list(root.handlers), root.level, logging.raiseExceptions)
     sink = logging.StreamHandler(io.StringIO())
     sink.setFormatter(_JSONFormatter())
+    subreaper: bool | None = None
+    children: set[int] = set()
+    failure = ""
     try:
         for h in saved[0]:
             root.removeHandler(h)
@@ -289,40 +337,128 @@ def rehearse() -> None:
         os.mkdir(os.path.join(base, "b"))
         with open(os.path.join(base, "b", "config.json"), "w") as fh:
             fh.write("{}")
-        asyncio.run(_rehearsal(base))
-    except Exception:  # a rehearsal that fails costs memory, nothing else
-        pass
+        if lifecycle:
+            _write_lifecycle_files(base)
+            children = _children()
+            subreaper = reaper.is_child_subreaper()
+            reaper.set_child_subreaper(True)
+        events = asyncio.run(_rehearsal(base, lifecycle=lifecycle))
+        if lifecycle and events != 4 * REHEARSAL_LIFECYCLES:  # create, start, exit, delete
+            failure = f"{events} task events published, not {4 * REHEARSAL_LIFECYCLES}"
+    except Exception as exc:  # a rehearsal that fails costs memory, nothing else
+        failure = f"{type(exc).__name__}: {exc}"
     finally:
+        if subreaper is not None:
+            _end_children(children)
+            with contextlib.suppress(OSError):
+                reaper.set_child_subreaper(subreaper)
         root.removeHandler(sink)
         for h in saved[0]:
             root.addHandler(h)
         root.setLevel(saved[1])
         logging.raiseExceptions = saved[2]
         remove_tree(base)
+    return failure
 
 
-async def _rehearsal(base: str) -> None:
+def _write_lifecycle_files(base: str) -> None:
+    """The stand-in runtime (``rt``, state in ``runtime``) and the containers' bundles ``c0``,
+    ``c1``… (each with a pid namespace of its own, as a pod's containers have)."""
+    for i in range(REHEARSAL_LIFECYCLES):
+        os.mkdir(os.path.join(base, f"c{i}"))
+        with open(os.path.join(base, f"c{i}", "config.json"), "w") as fh:
+            fh.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
+    rt = os.path.join(base, "rt")
+    with open(rt, "w") as fh:
+        fh.write(_STAND_IN_RUNTIME)
+    os.chmod(rt, 0o755)
+    os.makedirs(os.path.join(base, "runtime", "rehearsal"))  # --root: the stand-in's state
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as fh:
+            pids.update(int(p) for p in fh.read().split())
+    return pids
+
+
+def _end_children(before: set[int]) -> None:
+    """Kill and reap what a failed rehearsal left: every child this process has gained since
+    ``before`` — runtime commands in flight, exited ones nobody reaped, "containers" (which are
+    re-parented here when their runtime command is killed, hence the rounds)."""
+    for _ in range(10):
+        left = _children() - before
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, _signal.SIGKILL)
+                os.waitpid(pid, 0)
+
+
+class _EventSink:
+    """The daemon's end of the shim's event publisher: ``Events/Forward``, counted."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def Forward(self, r: Any) -> Any:
+        from arun.shim import litepb
+
+        self.received += 1
+        return litepb.google_protobuf_Empty()
+
+
+async def _rehearsal(base: str, *, lifecycle: bool = True) -> int:
+    """The session; returns how many task events the daemon's stand-in received."""
     import asyncio
     from types import SimpleNamespace
 
     from arun import errdefs
     from arun.errdefs import grpc as errgrpc
     from arun.shim import litepb, manager
-    from arun.shim.events import NAMESPACE_HEADER
+    from arun.shim.events import EVENTS_SERVICE, NAMESPACE_HEADER
     from arun.shim.util import which
-    from arun.ttrpc import Client, ServiceStub
+    from arun.ttrpc import Client, Server, ServiceStub
     from arun.ttrpc.service import ServiceTable
 
     path = os.path.join(base, "s")
     listener = manager.listen(path)
     if listener is None:
-        return
+        return 0
     # A bundle (made by ``rehearse``) whose Create fails in the runtime: ``false`` stands in for
     # runc, so the Create path (options, runtime command, reaper, error report) runs without
     # creating anything.
     bundle = os.path.join(base, "b")
     false = which("false")
-    params = ServeParams(namespace="rehearsal", id="rehearsal", bundle=base, runc_binary=false or "")
+    events: Any = None
+    sink = _EventSink()
+    ttrpc_address = ""
+    if lifecycle:
+        events = Server()
+        events.register(
+            ServiceTable(
+                EVENTS_SERVICE,
+                {
+                    "Forward": (
+                        litepb.containerd_services_events_ttrpc_v1_ForwardRequest,
+                        litepb.google_protobuf_Empty,
+                    )
+                },
+            ),
+            sink,
+        )
+        ttrpc_address = os.path.join(base, "e")
+        await events.serve_unix(ttrpc_address)
+    params = ServeParams(
+        namespace="rehearsal",
+        id="rehearsal",
+        bundle=base,
+        ttrpc_address=ttrpc_address,
+        runc_binary=false or "",
+        runc_root=os.path.join(base, "runtime"),
+    )
     server = asyncio.create_task(_serve(params, listener.detach(), rehearsal=True))
     try:
         client = await Client.connect(
@@ -340,10 +476,15 @@ async def _rehearsal(base: str) -> None:
                     await task.Connect(pb.ConnectRequest(id="rehearsal"))
                     with contextlib.suppress(errdefs.NotFoundError):
                         await task.State(pb.StateRequest(id="nothing"))
-                    if false and pb is v3:  # one version: both share the handlers' code
+                    if false and pb is v3 and not lifecycle:  # one version: both share the handlers' code
                         with contextlib.suppress(errdefs.ArunError):
                             await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
             v3_table = ServiceTable("containerd.task.v3.Task", litepb.SERVICES["containerd.task.v3.Task"])
+            if lifecycle:
+                async with asyncio.timeout(REHEARSAL_TIMEOUT):  # a runtime that hangs
+                    await _lifecycles(
+                        ServiceStub(client, v3_table), v3, os.path.join(base, "c"), os.path.join(base, "rt")
+                    )
             await ServiceStub(client, v3_table).Shutdown(v3.ShutdownRequest(id="rehearsal"))
         finally:
             await client.close()
@@ -353,6 +494,48 @@ async def _rehearsal(base: str) -> None:
             server.cancel()
             with contextlib.suppress(BaseException):
                 await server
+        if events is not None:
+            await events.shutdown(0)
+    return sink.received
+
+
+async def _lifecycles(task: Any, pb: Any, bundle: str, runtime: str) -> None:
+    """A pod's containers through the shim, side by side (as a pod's are; and runtime commands
+    that overlap take less time)."""
+    import asyncio
+
+    from arun.shim import litepb
+
+    options = litepb.google_protobuf_Any(
+        type_url="containerd.runc.v1.Options",
+        value=litepb.containerd_runc_v1_Options(binary_name=runtime).SerializeToString(),
+    )
+    try:
+        async with asyncio.TaskGroup() as group:  # one that fails cancels the others
+            for i in range(REHEARSAL_LIFECYCLES):
+                group.create_task(_lifecycle(task, pb, f"rehearsal-{i}", f"{bundle}{i}", options))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+async def _lifecycle(task: Any, pb: Any, cid: str, bundle: str, options: Any) -> None:
+    """One container, the daemon's calls in its order (``Wait`` is asked before ``Kill``)."""
+    import asyncio
+
+    await task.Create(pb.CreateTaskRequest(id=cid, bundle=bundle, options=options))
+    await task.Start(pb.StartRequest(id=cid))
+    await task.State(pb.StateRequest(id=cid))
+    await task.Pids(pb.PidsRequest(id=cid))
+    waiting = asyncio.ensure_future(task.Wait(pb.WaitRequest(id=cid)))
+    await asyncio.sleep(0)
+    try:
+        await task.Kill(pb.KillRequest(id=cid, signal=int(_signal.SIGKILL)))
+        await waiting
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+    await task.Delete(pb.DeleteRequest(id=cid))
 
 
 def _to_status(exc: BaseException) -> tuple[int, str]:

@@ -381,6 +381,52 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
         assert await _gone(pid)
 
 
+def _status_field(pid: int, name: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+async def test_the_rehearsal_leaves_the_template_as_it_was(base: Path) -> None:
+    """warm() ran the rehearsal (containers through their lifecycle, under a stand-in runtime):
+    the template has no child and no thread left, is no subreaper (so spares, forked through an
+    intermediate, are not re-parented to it), and the shims it forks serve."""
+    env = env_for(base)
+    z = Zygote(env=dict(env.environment(""), ARUN_ZYGOTE_REHEARSAL="1"))
+    await z.start()
+    try:
+        for _ in range(100):
+            if spares_of(z, env):
+                break
+            await asyncio.sleep(0.02)
+        spares = spares_of(z, env)
+        assert spares
+        assert all(_ppid(p) != z.pid for p in spares)
+        children = Path(f"/proc/{z.pid}/task/{z.pid}/children").read_text().split()
+        assert children == []
+        assert _status_field(z.pid, "Threads") == "1"
+        fds = os.listdir(f"/proc/{z.pid}/fd")
+        assert not any("arun-rehearsal" in os.readlink(f"/proc/{z.pid}/fd/{fd}") for fd in fds)
+        bnd = make_bundle(base, "r")
+        log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            out, pid = await z.spawn(**spawn_args(env, bnd))
+            result = binary.parse_start_output(out)
+            conn = await ShimConnection.connect(result, "ns", lambda: None)
+            try:
+                resp = await conn.call("Connect", conn.request("Connect", id="r"))
+                assert resp.shim_pid == pid
+            finally:
+                await conn.close()
+            await _shutdown(result.address)
+            assert await _gone(pid)
+        finally:
+            os.close(log_fd)
+    finally:
+        await z.close()
+
+
 async def test_manager_starts_a_new_zygote_when_it_died(base: Path) -> None:
     env = env_for(base)
     shims = ShimManager(env)
