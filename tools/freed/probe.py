@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import signal
+import struct
 import sys
 import tempfile
 import tracemalloc
@@ -74,8 +75,33 @@ def unique(a: int, b: int, template: int) -> dict[str, int]:
                 y = mb.read(account.PAGE)
             except OSError:
                 continue
-            out["same" if x == y else "differ"] += 1
+            if x == y:
+                out["same"] += 1
+                continue
+            out["differ"] += 1
+            DIFFER.append(va)
+            if kind == "anon" and tp is not None:
+                out["differ:" + template_pool(template, va)] = (
+                    out.get("differ:" + template_pool(template, va), 0) + 1
+                )
     return out
+
+
+DIFFER: list[int] = []  # the differing pages unique() found, for dirty_blocks
+
+
+def template_pool(template: int, va: int) -> str:
+    """What the template has at the obmalloc pool around va: a pool in use, an unused (emptied)
+    pool, or no pool header."""
+    base = va & ~(account.POOL - 1)
+    try:
+        h = account.read_mem(template, base, account.POOL_OVERHEAD)
+    except OSError:
+        return "unreadable"
+    count = struct.unpack_from("<I", h)[0]
+    if account._pool_header(template, va) is None:
+        return "no-pool"
+    return "pool-unused" if count == 0 else "pool-in-use"
 
 
 def diff(out: Path, pid: int, top: int) -> None:
@@ -146,6 +172,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
                     res["shims"][p] = {"private_dirty": private_dirty(p), "unshared": unshared(p, zpid)}
                 if len(pids) > 1:
                     res["unique"] = unique(pids[0], pids[1], zpid)
+                    res["dirty_blocks"] = account.dirty_blocks(pids[0], zpid, DIFFER)
                 if args.trace:
                     for p in pids:
                         os.kill(p, signal.SIGUSR2)
