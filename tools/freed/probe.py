@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import struct
 import sys
@@ -184,6 +185,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
                 await sb._teardown(tm, ns)
                 await tm.close()
                 await shims.close()
+                shutil.rmtree(out, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
