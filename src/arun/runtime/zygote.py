@@ -762,9 +762,15 @@ class Zygote:
         return spare
 
     def _zygote_alive(self) -> bool:
-        """The zygote still runs (its end of the socket is open) and can take requests."""
-        sock = self._sock
-        return sock is not None and self._ready_for_forks and _peer_open(sock)
+        """The zygote still runs and can take requests. Its end of the socket reads as open while
+        a reply it sent before dying waits there, so the process itself is asked too."""
+        sock, proc = self._sock, self._proc
+        return (
+            sock is not None
+            and self._ready_for_forks
+            and _peer_open(sock)
+            and (proc is None or proc.poll() is None)
+        )
 
     async def _fail(self, why: str) -> None:
         proc = self._proc

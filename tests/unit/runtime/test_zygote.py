@@ -301,6 +301,31 @@ async def test_manager_falls_back_to_the_binary(base: Path) -> None:
         await shims.close()
 
 
+async def test_a_reply_left_by_a_dead_zygote_does_not_keep_it_alive(base: Path) -> None:
+    """A zygote that answered a fork request and then died leaves its reply in the socket, which
+    so still reads as open: a start must see that the zygote is gone (and the caller fall back
+    to the binary), not go on with a spare as if it were there."""
+    z = Zygote(env=env_for(base).environment(""))
+    await z.start()
+    try:
+        assert z._sock is not None and z._fork_lock is not None
+        async with z._fork_lock:  # no exchange of the replenisher's in between
+            z._sock.send(b"f")
+            for _ in range(500):
+                try:
+                    if z._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                        break
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0.01)
+            os.kill(z.pid, signal.SIGKILL)
+            assert await _gone(z.pid)
+        with pytest.raises(ZygoteError):
+            await z.spawn(**spawn_args(env_for(base), make_bundle(base, "late")))
+    finally:
+        await z.close()
+
+
 async def test_zygote_exits_with_the_daemon_end(base: Path) -> None:
     z = Zygote(env=env_for(base).environment(""))
     await z.start()
