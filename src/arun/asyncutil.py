@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-__all__ = ["to_thread_complete", "to_thread_interruptible"]
+__all__ = ["readable", "to_thread_complete", "to_thread_interruptible"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,3 +45,19 @@ async def to_thread_interruptible(fn: Callable[[], T], interrupt: Callable[[], N
         with contextlib.suppress(BaseException):
             await asyncio.wait({fut})
         raise
+
+
+async def readable(fd: int) -> None:
+    """Wait until ``fd`` is readable (or at end-of-file, or in error) on the running loop."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)

@@ -44,6 +44,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from arun.asyncutil import readable
+
 if TYPE_CHECKING:
     import asyncio
     import subprocess
@@ -171,20 +173,7 @@ def _spare_main(sock: socket.socket) -> int:
     from arun.shim import server
 
     async def activation() -> tuple[server.ServeParams, int] | None:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        readable: asyncio.Future[None] = loop.create_future()
-
-        def on_readable() -> None:
-            if not readable.done():
-                readable.set_result(None)
-
-        loop.add_reader(fd, on_readable)
-        try:
-            await readable
-        finally:
-            loop.remove_reader(fd)
+        await readable(fd)
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
         except OSError:
@@ -376,6 +365,8 @@ class ZygoteError(Exception):
 def _write_files(files: list[tuple[str, str]]) -> None:
     """What ``start`` leaves in the bundle besides the socket (``shim.pid``, ``address``, the
     ``s`` link to the socket directory)."""
+    from arun.shim.manager import write_atomic
+
     for path, data in files:
         try:
             if data.startswith("->"):
@@ -383,10 +374,7 @@ def _write_files(files: list[tuple[str, str]]) -> None:
                     os.unlink(path)
                 os.symlink(data[2:], path)
             else:
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
+                write_atomic(path, data)
         except OSError:
             pass  # the bundle went away meanwhile (a failed create)
 
@@ -414,24 +402,6 @@ def _peer_open(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
-
-
-async def _readable(sock: socket.socket) -> None:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def on_readable() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    fd = sock.fileno()
-    loop.add_reader(fd, on_readable)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
 
 
 class Zygote:
@@ -539,17 +509,7 @@ class Zygote:
             started = time.monotonic()
             socket_dir = socket_dir or manager.DEFAULT_SOCKET_DIR
             try:
-                if not namespace:
-                    raise manager.UsageError("shim namespace cannot be empty")
-                if not id:
-                    raise manager.UsageError("shim id cannot be empty")
-                group = manager.group_key(bundle, id)
-                address = manager.socket_address(grpc_address, namespace, group, socket_dir)
-                path = manager.socket_path(address)
-                if len(path.encode()) > 107:
-                    raise manager.UsageError(
-                        f"socket path {path!r} is longer than a unix socket address allows"
-                    )
+                address, path = manager.shim_socket(namespace, id, bundle, grpc_address, socket_dir)
                 runc = None
                 if options:
                     runc = wire.RuncOptions.from_any(wire.AnyMessage.decode(options))
@@ -672,7 +632,7 @@ class Zygote:
                     try:
                         return spare.sock.recv(8) == b"ok"
                     except BlockingIOError:
-                        await _readable(spare.sock)
+                        await readable(spare.sock.fileno())
         except (OSError, TimeoutError):
             return False
 
@@ -738,7 +698,7 @@ class Zygote:
                         msg, fds, _, _ = socket.recv_fds(sock, 64, 1)
                         break
                     except BlockingIOError:
-                        await _readable(sock)
+                        await readable(sock.fileno())
             except asyncio.CancelledError:
                 # Its reply, still coming, would answer the next request: no more requests.
                 self._ready_for_forks = False

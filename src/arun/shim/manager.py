@@ -257,7 +257,24 @@ def server_environment(p: StartParams, env: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _write_atomic(path: str, data: str) -> None:
+def shim_socket(namespace: str, id: str, bundle: str, grpc_address: str, socket_dir: str) -> tuple[str, str]:
+    """The address (``unix://…``) and socket path of task ``id``'s shim, by containerd's rule
+    (its pod's group, hashed with the daemon's address and namespace); UsageError for an empty
+    namespace or id, or a path longer than a unix socket address allows."""
+    if not namespace:
+        raise UsageError("shim namespace cannot be empty")
+    if not id:
+        raise UsageError("shim id cannot be empty")
+    address = socket_address(grpc_address, namespace, group_key(bundle, id), socket_dir)
+    path = socket_path(address)
+    if len(path.encode()) > 107:
+        raise UsageError(f"socket path {path!r} is longer than a unix socket address allows")
+    return address, path
+
+
+def write_atomic(path: str, data: str) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed over it (a reader sees the
+    old content or the new, never a part)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as fh:
         fh.write(data)
@@ -267,14 +284,7 @@ def _write_atomic(path: str, data: str) -> None:
 def start(flags: Flags, stdin: bytes, env: dict[str, str], bundle: str) -> bytes:
     """Run ``start``; returns what to write on stdout."""
     p = start_params(flags, stdin, env)
-    if not p.namespace:
-        raise UsageError("shim namespace cannot be empty")
-    if not p.id:
-        raise UsageError("shim id cannot be empty")
-    address = socket_address(p.grpc_address, p.namespace, group_key(bundle, p.id), p.socket_dir)
-    path = socket_path(address)
-    if len(path.encode()) > 107:
-        raise UsageError(f"socket path {path!r} is longer than a unix socket address allows")
+    address, path = shim_socket(p.namespace, p.id, bundle, p.grpc_address, p.socket_dir)
     if p.bootstrap and p.socket_dir:
         link = os.path.join(bundle, "s")
         try:
@@ -294,9 +304,9 @@ def start(flags: Flags, stdin: bytes, env: dict[str, str], bundle: str) -> bytes
                 pass
             raise
         listener.close()
-        _write_atomic(os.path.join(bundle, "shim.pid"), str(pid))
+        write_atomic(os.path.join(bundle, "shim.pid"), str(pid))
     # containerd 1.x reads `address` when it reconnects after a restart.
-    _write_atomic(os.path.join(bundle, "address"), address)
+    write_atomic(os.path.join(bundle, "address"), address)
     if p.bootstrap:
         return wire.bootstrap_result(address, 3)
     if env.get("MAX_SHIM_VERSION"):

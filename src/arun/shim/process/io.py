@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from arun import errdefs
+from arun.asyncutil import readable
 from arun.shim.runc import NULL_STDIO, StdioFds
 from arun.shim.util import make_temp_dir, percent_decode, remove_tree, split_uri
 
@@ -435,7 +436,7 @@ class ConsoleSocket:
             with conn:
                 conn.setblocking(False)
                 while True:
-                    await _readable(conn.fileno())
+                    await readable(conn.fileno())
                     try:
                         fds = array.array("i")
                         msg, ancdata, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize * 4))
@@ -457,21 +458,6 @@ class ConsoleSocket:
     def close(self) -> None:
         self._sock.close()
         remove_tree(self.directory)
-
-
-async def _readable(fd: int) -> None:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(fd, ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(fd)
 
 
 class Console:
