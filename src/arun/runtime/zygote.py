@@ -44,8 +44,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from arun.asyncutil import readable
-
 if TYPE_CHECKING:
     import asyncio
     import subprocess
@@ -173,6 +171,10 @@ def _spare_main(sock: socket.socket) -> int:
     from arun.shim import server
 
     async def activation() -> tuple[server.ServeParams, int] | None:
+        # Here, not at the top: the zygote runs this module as __main__, and asyncio imported
+        # before warm() would load ssl (``server.trim_imports``).
+        from arun.asyncutil import readable
+
         await readable(fd)
         try:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
@@ -626,6 +628,8 @@ class Zygote:
     async def _acknowledged(spare: _Spare) -> bool:
         import asyncio
 
+        from arun.asyncutil import readable
+
         try:
             async with asyncio.timeout(ACK_TIMEOUT):
                 while True:
@@ -686,6 +690,8 @@ class Zygote:
         """Ask the zygote for a new spare: a byte out; its pid and its socket back (``-``: the
         fork failed; end-of-file: the zygote is gone)."""
         import asyncio
+
+        from arun.asyncutil import readable
 
         sock, lock = self._sock, self._fork_lock
         if sock is None or lock is None or not self._ready_for_forks:

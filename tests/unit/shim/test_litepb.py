@@ -176,6 +176,9 @@ def test_zygote_warm_image_imports_no_protobuf() -> None:
 # Modules only the shim's own code used to import (through shutil, tempfile and urllib.parse),
 # ~0.8 MiB of every zygote's image: arun.shim.util has small stand-ins.
 _KEPT_OUT_OF_WARM_IMAGE = (
+    # asyncio loads it (and libssl, libcrypto: MiBs) unless the shim keeps it out before asyncio
+    # is first imported: an import of asyncio ahead of warm() (at the top of zygote.py) did that.
+    "_ssl",
     "shutil",
     "bz2",
     "_bz2",
