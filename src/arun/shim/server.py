@@ -413,12 +413,12 @@ class _EventSink:
 async def _rehearsal(base: str, *, lifecycle: bool = True) -> int:
     """The session; returns how many task events the daemon's stand-in received."""
     import asyncio
-    from types import SimpleNamespace
 
     from arun import errdefs
     from arun.errdefs import grpc as errgrpc
     from arun.shim import litepb, manager
     from arun.shim.events import EVENTS_SERVICE, NAMESPACE_HEADER
+    from arun.shim.service import task_service
     from arun.shim.util import which
     from arun.ttrpc import Client, Server, ServiceStub
     from arun.ttrpc.service import ServiceTable
@@ -468,10 +468,10 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> int:
             metadata=lambda: [(NAMESPACE_HEADER, "rehearsal")],
         )
         try:
-            v2 = SimpleNamespace(**litepb.PACKAGES["containerd.task.v2"])
-            v3 = SimpleNamespace(**litepb.PACKAGES["containerd.task.v3"])
-            for pb, name in ((v2, "containerd.task.v2.Task"), (v3, "containerd.task.v3.Task")):
-                task = ServiceStub(client, ServiceTable(name, litepb.SERVICES[name]))
+            v2, v2_table = task_service("containerd.task.v2.Task")
+            v3, v3_table = task_service("containerd.task.v3.Task")
+            for pb, table in ((v2, v2_table), (v3, v3_table)):
+                task = ServiceStub(client, table)
                 for _ in range(REHEARSAL_CALLS):
                     await task.Connect(pb.ConnectRequest(id="rehearsal"))
                     with contextlib.suppress(errdefs.NotFoundError):
@@ -479,7 +479,6 @@ async def _rehearsal(base: str, *, lifecycle: bool = True) -> int:
                     if false and pb is v3 and not lifecycle:  # one version: both share the handlers' code
                         with contextlib.suppress(errdefs.ArunError):
                             await task.Create(pb.CreateTaskRequest(id="rehearsal", bundle=bundle))
-            v3_table = ServiceTable("containerd.task.v3.Task", litepb.SERVICES["containerd.task.v3.Task"])
             if lifecycle:
                 async with asyncio.timeout(REHEARSAL_TIMEOUT):  # a runtime that hangs
                     await _lifecycles(

@@ -583,6 +583,13 @@ class Shim:
 # -- the ttrpc face -------------------------------------------------------------------------------
 
 
+def task_service(name: str) -> tuple[SimpleNamespace, ServiceTable]:
+    """The messages of task service ``name``'s package (``containerd.task.v2.Task`` or
+    ``containerd.task.v3.Task``) by their short names, and its method table."""
+    messages = SimpleNamespace(**litepb.PACKAGES[name.rsplit(".", 1)[0]])
+    return messages, ServiceTable(name, litepb.SERVICES[name])
+
+
 class TaskAPI:
     """``containerd.task.v{2,3}.Task`` handlers over a :class:`Shim`; ``service_name`` says which
     (``containerd.task.v2.Task`` or ``containerd.task.v3.Task``)."""
@@ -592,13 +599,9 @@ class TaskAPI:
         # server while it waits for a task); :meth:`bind` sets it once the task is known.
         self._shim = shim
         self.service_name = service_name
-        self.pb = SimpleNamespace(**litepb.PACKAGES[service_name.rsplit(".", 1)[0]])
+        # The messages, and the methods with their message classes (for ``Server.register``).
+        self.pb, self.table = task_service(service_name)
         self._empty = _Empty
-
-    @property
-    def table(self) -> ServiceTable:
-        """The methods and their message classes, for ``Server.register``."""
-        return ServiceTable(self.service_name, litepb.SERVICES[self.service_name])
 
     def bind(self, shim: Shim) -> None:
         self._shim = shim
