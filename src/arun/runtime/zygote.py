@@ -364,21 +364,21 @@ class ZygoteError(Exception):
     """The zygote is not there or failed a request (the caller falls back to the binary)."""
 
 
-def _write_files(files: list[tuple[str, str]]) -> None:
-    """What ``start`` leaves in the bundle besides the socket (``shim.pid``, ``address``, the
-    ``s`` link to the socket directory)."""
-    from arun.shim.manager import write_atomic
+def _write_bundle_files(bundle: str, *, pid: int = 0, address: str = "", socket_dir: str = "") -> None:
+    """What ``start`` leaves in the bundle besides the socket: ``shim.pid``, ``address``, the
+    ``s`` link to the socket directory (those given). A bundle that went away meanwhile (a
+    failed create) is left alone."""
+    from arun.shim import manager
 
-    for path, data in files:
-        try:
-            if data.startswith("->"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                os.symlink(data[2:], path)
-            else:
-                write_atomic(path, data)
-        except OSError:
-            pass  # the bundle went away meanwhile (a failed create)
+    if pid:
+        with contextlib.suppress(OSError):
+            manager.write_atomic(os.path.join(bundle, "shim.pid"), str(pid))
+    if address:
+        with contextlib.suppress(OSError):
+            manager.write_atomic(os.path.join(bundle, "address"), address)
+    if socket_dir:
+        with contextlib.suppress(OSError):
+            manager.link_socket_dir(bundle, socket_dir)
 
 
 class _Spare:
@@ -528,9 +528,6 @@ class Zygote:
                 listener = manager.listen(path)
             except (manager.UsageError, ValueError, OSError) as exc:
                 raise ZygoteError(f"{type(exc).__name__}: {exc}") from exc
-            files = [(os.path.join(bundle, "address"), address)]
-            if socket_dir:
-                files.append((os.path.join(bundle, "s"), "->" + socket_dir))
             spare = None
             if listener is not None:
                 environment = manager.server_environment(p, dict(self._spare_env))
@@ -552,7 +549,7 @@ class Zygote:
             # The reply does not wait for the spare's acknowledgement, nor for the bundle's
             # files: the daemon connects meanwhile (the connection queues on the bound socket).
             task = asyncio.get_running_loop().create_task(
-                self._finish(spare, payload if spare else b"", listener, path, bundle, files),
+                self._finish(spare, payload if spare else b"", listener, path, bundle, address, socket_dir),
                 name="shim-zygote-finish",
             )
             self._finishing.add(task)
@@ -592,7 +589,8 @@ class Zygote:
         listener: Any,
         path: str,
         bundle: str,
-        files: list[tuple[str, str]],
+        address: str,
+        socket_dir: str,
     ) -> None:
         """After the reply: wait until the spare holds the listener (it acknowledges; one that
         died first is replaced by another), then write the bundle's files. A spare that does not
@@ -609,7 +607,7 @@ class Zygote:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(spare.pid, signal.SIGKILL)
                 if acknowledged:
-                    _write_files([(os.path.join(bundle, "shim.pid"), str(spare.pid))])
+                    _write_bundle_files(bundle, pid=spare.pid)
                     break
                 if tries == 3:
                     raise ZygoteError("no spare shim acknowledged its task")
@@ -622,21 +620,15 @@ class Zygote:
         finally:
             if listener is not None:
                 listener.close()
-        _write_files(files)
+        _write_bundle_files(bundle, address=address, socket_dir=socket_dir)
 
     @staticmethod
     async def _acknowledged(spare: _Spare) -> bool:
         import asyncio
 
-        from arun.asyncutil import readable
-
         try:
             async with asyncio.timeout(ACK_TIMEOUT):
-                while True:
-                    try:
-                        return spare.sock.recv(8) == b"ok"
-                    except BlockingIOError:
-                        await readable(spare.sock.fileno())
+                return await asyncio.get_running_loop().sock_recv(spare.sock, 8) == b"ok"
         except (OSError, TimeoutError):
             return False
 

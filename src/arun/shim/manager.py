@@ -281,17 +281,23 @@ def write_atomic(path: str, data: str) -> None:
     os.replace(tmp, path)
 
 
+def link_socket_dir(bundle: str, socket_dir: str) -> None:
+    """The bundle's ``s``: a symbolic link to the shims' socket directory (replacing one
+    already there)."""
+    link = os.path.join(bundle, "s")
+    try:
+        os.unlink(link)
+    except FileNotFoundError:
+        pass
+    os.symlink(socket_dir, link)
+
+
 def start(flags: Flags, stdin: bytes, env: dict[str, str], bundle: str) -> bytes:
     """Run ``start``; returns what to write on stdout."""
     p = start_params(flags, stdin, env)
     address, path = shim_socket(p.namespace, p.id, bundle, p.grpc_address, p.socket_dir)
     if p.bootstrap and p.socket_dir:
-        link = os.path.join(bundle, "s")
-        try:
-            os.unlink(link)
-        except FileNotFoundError:
-            pass
-        os.symlink(p.socket_dir, link)
+        link_socket_dir(bundle, p.socket_dir)
     listener = listen(path)
     if listener is not None:
         try:
