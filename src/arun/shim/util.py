@@ -6,6 +6,12 @@ import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
 __all__ = [
     "DEFAULT_RUNC_ROOT",
     "make_temp_dir",
@@ -54,35 +60,40 @@ def which(binary: str) -> str | None:
 _TEMP_ATTEMPTS = 100
 
 
-def _temp_name(directory: str | None, prefix: str, suffix: str) -> str:
+def _create_unique(
+    directory: str | None, prefix: str, suffix: str, create: Callable[[str], T], what: str
+) -> T:
+    """``create(path)`` at a new random name in ``directory`` (``$TMPDIR``, else /tmp), trying
+    another name while one exists."""
     base = directory if directory is not None else os.environ.get("TMPDIR") or "/tmp"
-    return os.path.join(base, f"{prefix}{os.urandom(6).hex()}{suffix}")
+    for _ in range(_TEMP_ATTEMPTS):
+        path = os.path.join(base, f"{prefix}{os.urandom(6).hex()}{suffix}")
+        try:
+            return create(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary {what} name with prefix {prefix!r}")
 
 
 def make_temp_file(prefix: str = "tmp", suffix: str = "", directory: str | None = None) -> tuple[int, str]:
     """Create a new file (mode 0600, ``O_EXCL``: never one that existed) with a random name;
     its descriptor (close-on-exec) and path, like ``tempfile.mkstemp``."""
-    for _ in range(_TEMP_ATTEMPTS):
-        path = _temp_name(directory, prefix, suffix)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        return fd, path
-    raise FileExistsError(f"no unused temporary file name with prefix {prefix!r}")
+
+    def create(path: str) -> tuple[int, str]:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+
+    return _create_unique(directory, prefix, suffix, create, "file")
 
 
 def make_temp_dir(prefix: str = "tmp", directory: str | None = None) -> str:
     """Create a new directory (mode 0700, never one that existed) with a random name; its path,
     like ``tempfile.mkdtemp``."""
-    for _ in range(_TEMP_ATTEMPTS):
-        path = _temp_name(directory, prefix, "")
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
+
+    def create(path: str) -> str:
+        os.mkdir(path, 0o700)
         return path
-    raise FileExistsError(f"no unused temporary directory name with prefix {prefix!r}")
+
+    return _create_unique(directory, prefix, "", create, "directory")
 
 
 def remove_tree(path: str) -> None:
