@@ -76,6 +76,24 @@ async def _shutdown(address: str) -> None:
         await conn.close()
 
 
+async def _answers_connect(result: binary.BootstrapResult, id: str, pid: int) -> None:
+    """The shim at ``result`` answers ``Connect`` for task ``id``, as process ``pid``."""
+    conn = await ShimConnection.connect(result, "ns", lambda: None)
+    try:
+        resp = await conn.call("Connect", conn.request("Connect", id=id))
+        assert resp.shim_pid == pid
+    finally:
+        await conn.close()
+
+
+async def _serves_then_stops(out: bytes, id: str, pid: int) -> None:
+    """The shim ``spawn`` reported (``out``, ``pid``) answers ``Connect``, then shuts down."""
+    result = binary.parse_start_output(out)
+    await _answers_connect(result, id, pid)
+    await _shutdown(result.address)
+    assert await _gone(pid)
+
+
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as fh:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
@@ -150,15 +168,7 @@ async def _serve_one_optimized(base: Path, zygote: Zygote) -> None:
     env = env_for(base)
     bnd = make_bundle(base, "opt")
     out, pid = await zygote.spawn(**spawn_args(env, bnd))
-    result = binary.parse_start_output(out)
-    conn = await ShimConnection.connect(result, "ns", lambda: None)
-    try:
-        resp = await conn.call("Connect", conn.request("Connect", id="opt"))
-        assert resp.shim_pid == pid
-    finally:
-        await conn.close()
-    await _shutdown(result.address)
-    assert await _gone(pid)
+    await _serves_then_stops(out, "opt", pid)
 
 
 async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> None:
@@ -187,12 +197,7 @@ async def test_zygote_matches_the_start_binary(base: Path, zygote: Zygote) -> No
             assert os.getsid(pid) == pid
             # Spares wait under SCHED_IDLE (as root); a shim serving a task is back under SCHED_OTHER.
             assert os.sched_getscheduler(pid) == os.SCHED_OTHER
-            conn = await ShimConnection.connect(by_zygote, "ns", lambda: None)
-            try:
-                resp = await conn.call("Connect", conn.request("Connect", id="a"))
-                assert resp.shim_pid == pid
-            finally:
-                await conn.close()
+            await _answers_connect(by_zygote, "a", pid)
         finally:
             await _shutdown(by_zygote.address)
             await _shutdown(by_binary.address)
@@ -220,14 +225,7 @@ async def test_a_start_needs_only_a_spare_the_daemon_holds(base: Path, zygote: Z
     finally:
         os.kill(zygote.pid, signal.SIGCONT)
     try:
-        conn = await ShimConnection.connect(binary.parse_start_output(out), "ns", lambda: None)
-        try:
-            resp = await conn.call("Connect", conn.request("Connect", id="held"))
-            assert resp.shim_pid == pid
-        finally:
-            await conn.close()
-        await _shutdown(binary.parse_start_output(out).address)
-        assert await _gone(pid)
+        await _serves_then_stops(out, "held", pid)
     finally:
         os.close(log_fd)
 
@@ -437,15 +435,7 @@ async def test_the_rehearsal_leaves_the_template_as_it_was(base: Path) -> None:
         log_fd = os.open(bnd.path / "log", os.O_RDWR | os.O_NONBLOCK)
         try:
             out, pid = await z.spawn(**spawn_args(env, bnd))
-            result = binary.parse_start_output(out)
-            conn = await ShimConnection.connect(result, "ns", lambda: None)
-            try:
-                resp = await conn.call("Connect", conn.request("Connect", id="r"))
-                assert resp.shim_pid == pid
-            finally:
-                await conn.close()
-            await _shutdown(result.address)
-            assert await _gone(pid)
+            await _serves_then_stops(out, "r", pid)
         finally:
             os.close(log_fd)
     finally:
