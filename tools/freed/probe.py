@@ -25,7 +25,6 @@ import struct
 import sys
 import tempfile
 import tracemalloc
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +132,6 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     from arun.benchmarks import shim_bench as sb
     from arun.core.runtime import RUNTIME_ARUN
     from arun.runtime import manager as mgr
-    from arun.runtime.manager import ShimManager, TaskManager, shim_env
 
     os.environ.update(env)
     out = Path(tempfile.mkdtemp(prefix="freed-", dir="/tmp"))
@@ -154,38 +152,32 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
                 await super().start(timeout)
 
         mgr.Zygote = Traced  # type: ignore[attr-defined,misc]
-    with sb.workdir() as base:
-        rootfs = sb.busybox_rootfs(base / "rootfs")
-        senv = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
-        async with sb._events_sink(senv.ttrpc_address):
-            shims = ShimManager(senv, use_zygote=True, merge_memory=False)
-            shims.start_zygote()
-            assert await shims.wait_zygote(), "no zygote"
-            ns = "freed-" + uuid.uuid4().hex[:6]
-            tm = TaskManager(base / "root", base / "state", shims)
-            try:
-                pids = sorted(set(await sb._pods(tm, RUNTIME_ARUN, ns, args.pods, rootfs)))
-                assert shims.zygote is not None
-                zpid = shims.zygote.pid
-                await asyncio.sleep(args.settle)
-                res = {"zygote": zpid, "shims": {}}
+    try:
+        async with (
+            sb.pod_bench_env() as (senv, base, rootfs),
+            sb.running_pods(
+                senv, base, rootfs, RUNTIME_ARUN, args.pods, prefix="freed", merge_memory=False
+            ) as running,
+        ):
+            assert running.shims.zygote is not None and running.shims.zygote.ready, "no zygote"
+            pids = sorted(set(running.pids))
+            zpid = running.shims.zygote.pid
+            await asyncio.sleep(args.settle)
+            res = {"zygote": zpid, "shims": {}}
+            for p in pids:
+                res["shims"][p] = {"private_dirty": private_dirty(p), "unshared": unshared(p, zpid)}
+            if len(pids) > 1:
+                res["unique"] = unique(pids[0], pids[1], zpid)
+                res["dirty_blocks"] = account.dirty_blocks(pids[0], zpid, DIFFER)
+            if args.trace:
                 for p in pids:
-                    res["shims"][p] = {"private_dirty": private_dirty(p), "unshared": unshared(p, zpid)}
-                if len(pids) > 1:
-                    res["unique"] = unique(pids[0], pids[1], zpid)
-                    res["dirty_blocks"] = account.dirty_blocks(pids[0], zpid, DIFFER)
-                if args.trace:
-                    for p in pids:
-                        os.kill(p, signal.SIGUSR2)
-                    await asyncio.sleep(3)
-                    for p in pids:
-                        diff(out, p, args.top)
-                return res
-            finally:
-                await sb._teardown(tm, ns)
-                await tm.close()
-                await shims.close()
-                shutil.rmtree(out, ignore_errors=True)
+                    os.kill(p, signal.SIGUSR2)
+                await asyncio.sleep(3)
+                for p in pids:
+                    diff(out, p, args.top)
+            return res
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import sys
-import time
-import uuid
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "shimperf"))
@@ -62,39 +60,29 @@ async def one(mode: str, settle: float) -> dict[str, Any]:
     from arun import namespaces
     from arun.benchmarks import shim_bench as sb
     from arun.core.runtime import RUNTIME_ARUN
-    from arun.runtime.manager import ShimManager, TaskManager, shim_env
 
     os.environ["ARUN_ZYGOTE_REHEARSAL"] = mode
     res: dict[str, Any] = {"mode": mode}
-    with sb.workdir() as base:
-        rootfs = sb.busybox_rootfs(base / "rootfs")
-        senv = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
-        async with sb._events_sink(senv.ttrpc_address):
-            shims = ShimManager(senv, use_zygote=True, merge_memory=False)
-            t0 = time.monotonic()
-            shims.start_zygote()
-            await shims.wait_zygote()
-            res["zygote_ready_ms"] = round((time.monotonic() - t0) * 1000)
-            ns = "rehearse2-" + uuid.uuid4().hex[:6]
-            tm = TaskManager(base / "root", base / "state", shims)
-            try:
-                assert shims.zygote is not None
-                template = shims.zygote.pid
-                (shim,) = await sb._pods(tm, RUNTIME_ARUN, ns, 1, rootfs)
-                await asyncio.sleep(settle)
-                res["running"] = compare(shim, template)
-                res["running"]["private_dirty_kib"] = private_dirty_kib(shim)
-                with namespaces.use(ns):
-                    for task in await tm.tasks():
-                        await task.kill(9)
-                        await task.wait()
-                await asyncio.sleep(0.5)
-                res["exited"] = compare(shim, template)
-                res["exited"]["private_dirty_kib"] = private_dirty_kib(shim)
-            finally:
-                await sb._teardown(tm, ns)
-                await tm.close()
-                await shims.close()
+    async with (
+        sb.pod_bench_env() as (senv, base, rootfs),
+        sb.running_pods(
+            senv, base, rootfs, RUNTIME_ARUN, 1, prefix="rehearse2", merge_memory=False
+        ) as running,
+    ):
+        res["zygote_ready_ms"] = running.zygote_ready_ms
+        assert running.shims.zygote is not None
+        template = running.shims.zygote.pid
+        (shim,) = running.pids
+        await asyncio.sleep(settle)
+        res["running"] = compare(shim, template)
+        res["running"]["private_dirty_kib"] = private_dirty_kib(shim)
+        with namespaces.use(running.ns):
+            for task in await running.tm.tasks():
+                await task.kill(9)
+                await task.wait()
+        await asyncio.sleep(0.5)
+        res["exited"] = compare(shim, template)
+        res["exited"]["private_dirty_kib"] = private_dirty_kib(shim)
     return res
 
 

@@ -12,12 +12,10 @@ import asyncio
 import json
 import os
 import sys
-import uuid
 
 from arun.benchmarks import shim_bench as sb
 from arun.core.runtime import RUNTIME_ARUN
 from arun.runtime import ksm
-from arun.runtime.manager import ShimManager, TaskManager, shim_env
 
 
 def _rollup(pid: int) -> dict[str, int]:
@@ -36,40 +34,31 @@ async def one(pods: int, settle: float, env_changes: dict[str, str]) -> dict[str
     saved = {k: os.environ.get(k) for k in env_changes}
     os.environ.update(env_changes)
     try:
-        with sb.workdir() as base:
-            rootfs = sb.busybox_rootfs(base / "rootfs")
-            env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
-            async with sb._events_sink(env.ttrpc_address):
-                shims = ShimManager(env, use_zygote=True, merge_memory=True)
-                shims.start_zygote()
-                await shims.wait_zygote()
-                ns = "pssab-" + uuid.uuid4().hex[:6]
-                tm = TaskManager(base / "root", base / "state", shims)
-                try:
-                    pids = sorted(set(await sb._pods(tm, RUNTIME_ARUN, ns, pods, rootfs)))
-                    assert shims.zygote is not None
-                    helpers = [shims.zygote.pid, *sb._spares_of(shims.zygote.pid, env.ttrpc_address)]
+        async with (
+            sb.pod_bench_env() as (env, base, rootfs),
+            sb.running_pods(env, base, rootfs, RUNTIME_ARUN, pods, prefix="pssab") as running,
+        ):
+            pids = sorted(set(running.pids))
+            zygote = running.shims.zygote
+            assert zygote is not None
+            helpers = [zygote.pid, *sb._spares_of(zygote.pid, env.ttrpc_address)]
 
-                    def measure() -> dict[str, object]:
-                        per = [sb.pss_kib(p) for p in pids]
-                        hk = [sb.pss_kib(p) for p in helpers]
-                        return {
-                            "pss_per_pod_kib": round((sum(per) + sum(hk)) / pods),
-                            "per_shim": round(sum(per) / len(per)),
-                            "helpers_kib": hk,
-                        }
+            def measure() -> dict[str, object]:
+                per = [sb.pss_kib(p) for p in pids]
+                hk = [sb.pss_kib(p) for p in helpers]
+                return {
+                    "pss_per_pod_kib": round((sum(per) + sum(hk)) / pods),
+                    "per_shim": round(sum(per) / len(per)),
+                    "helpers_kib": hk,
+                }
 
-                    await asyncio.sleep(1.0)
-                    res, secs = await sb._settle(measure, True, settle)
-                    priv = [_rollup(p).get("Private_Dirty", 0) for p in pids]
-                    res["shim_private_dirty"] = round(sum(priv) / len(priv))
-                    res["helpers_private_dirty"] = [_rollup(p).get("Private_Dirty", 0) for p in helpers]
-                    res["settled_s"] = round(secs)
-                    return res
-                finally:
-                    await sb._teardown(tm, ns)
-                    await tm.close()
-                    await shims.close()
+            await asyncio.sleep(1.0)
+            res, secs = await sb._settle(measure, True, settle)
+            priv = [_rollup(p).get("Private_Dirty", 0) for p in pids]
+            res["shim_private_dirty"] = round(sum(priv) / len(priv))
+            res["helpers_private_dirty"] = [_rollup(p).get("Private_Dirty", 0) for p in helpers]
+            res["settled_s"] = round(secs)
+            return res
     finally:
         for k, v in saved.items():
             if v is None:

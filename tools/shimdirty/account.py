@@ -31,7 +31,6 @@ import json
 import os
 import struct
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -435,49 +434,38 @@ async def run(pods: int, settle: float, env: dict[str, str], hold: float) -> dic
     from arun.benchmarks import shim_bench as sb
     from arun.core.runtime import RUNTIME_ARUN
     from arun.runtime import ksm
-    from arun.runtime.manager import ShimManager, TaskManager, shim_env
 
     os.environ.update(env)
     ksm.switch_on()
-    with sb.workdir() as base:
-        rootfs = sb.busybox_rootfs(base / "rootfs")
-        senv = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
-        async with sb._events_sink(senv.ttrpc_address):
-            shims = ShimManager(senv, use_zygote=True, merge_memory=True)
-            shims.start_zygote()
-            await shims.wait_zygote()
-            ns = "shimdirty-" + uuid.uuid4().hex[:6]
-            tm = TaskManager(base / "root", base / "state", shims)
-            try:
-                pids = sorted(set(await sb._pods(tm, RUNTIME_ARUN, ns, pods, rootfs)))
-                assert shims.zygote is not None
-                zpid = shims.zygote.pid
-                helpers = sb._spares_of(zpid, senv.ttrpc_address)
-                template = [h for h in helpers if _ppid(h) == zpid]
-                spares = [h for h in helpers if h not in template]
-                allp = pids + helpers + [zpid]
+    async with (
+        sb.pod_bench_env() as (senv, base, rootfs),
+        sb.running_pods(senv, base, rootfs, RUNTIME_ARUN, pods, prefix="shimdirty") as running,
+    ):
+        pids = sorted(set(running.pids))
+        assert running.shims.zygote is not None
+        zpid = running.shims.zygote.pid
+        helpers = sb._spares_of(zpid, senv.ttrpc_address)
+        template = [h for h in helpers if _ppid(h) == zpid]
+        spares = [h for h in helpers if h not in template]
+        allp = pids + helpers + [zpid]
 
-                def measure() -> dict[str, Any]:
-                    t = sum(sb.pss_kib(p) for p in allp)
-                    return {"pss_per_pod_kib": round(t / pods)}
+        def measure() -> dict[str, Any]:
+            t = sum(sb.pss_kib(p) for p in allp)
+            return {"pss_per_pod_kib": round(t / pods)}
 
-                _result, secs = await sb._settle(measure, True, settle)
-                await asyncio.sleep(hold)
-                groups = {"shim": pids, "zygote": [zpid], "spare": spares}
-                if template:  # before zyg2: a child of the zygote forked the spares
-                    groups["template"] = template
-                report = account(groups)
-                report["_summary"] = {
-                    "settled_after_s": round(secs, 1),
-                    "pss_per_pod_kib": measure()["pss_per_pod_kib"],
-                    "pss": {g: [sb.pss_kib(p) for p in ps] for g, ps in groups.items()},
-                    "env": env,
-                }
-                return report
-            finally:
-                await sb._teardown(tm, ns)
-                await tm.close()
-                await shims.close()
+        _result, secs = await sb._settle(measure, True, settle)
+        await asyncio.sleep(hold)
+        groups = {"shim": pids, "zygote": [zpid], "spare": spares}
+        if template:  # before zyg2: a child of the zygote forked the spares
+            groups["template"] = template
+        report = account(groups)
+        report["_summary"] = {
+            "settled_after_s": round(secs, 1),
+            "pss_per_pod_kib": measure()["pss_per_pod_kib"],
+            "pss": {g: [sb.pss_kib(p) for p in ps] for g, ps in groups.items()},
+            "env": env,
+        }
+        return report
 
 
 def _ppid(pid: int) -> int:

@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from arun import namespaces
 from arun.benchmarks.reference import containerd_config, stop
@@ -277,6 +277,54 @@ async def _events_sink(address: str) -> AsyncIterator[None]:
         await server.shutdown(0)
 
 
+@contextlib.asynccontextmanager
+async def pod_bench_env() -> AsyncIterator[tuple[ShimEnv, Path, Path]]:
+    """What the pod benchmarks (and ``tools/``' page-level probes) run in: a work directory with
+    a busybox rootfs, the shims' environment, and an events sink on its ttrpc address, as a
+    daemon has: (environment, work directory, rootfs)."""
+    with workdir() as base:
+        rootfs = busybox_rootfs(base / "rootfs")
+        env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
+        async with _events_sink(env.ttrpc_address):
+            yield env, base, rootfs
+
+
+class RunningPods(NamedTuple):
+    shims: ShimManager
+    tm: TaskManager
+    ns: str
+    pids: list[int]  # each pod's shim (one per pod)
+    zygote_ready_ms: int
+
+
+@contextlib.asynccontextmanager
+async def running_pods(
+    env: ShimEnv,
+    base: Path,
+    rootfs: Path,
+    runtime: str,
+    count: int,
+    *,
+    prefix: str = "bench",
+    merge_memory: bool = True,
+) -> AsyncIterator[RunningPods]:
+    """``count`` busybox pods of ``runtime`` through a real task manager (its shim manager's
+    zygote started first), in a namespace of their own; killed, deleted and closed after."""
+    shims = ShimManager(env, use_zygote=True, merge_memory=merge_memory)
+    started = time.monotonic()
+    shims.start_zygote()
+    await shims.wait_zygote()
+    ready_ms = round((time.monotonic() - started) * 1000)
+    ns = f"{prefix}-" + uuid.uuid4().hex[:8]
+    tm = TaskManager(base / "root", base / "state", shims)
+    try:
+        yield RunningPods(shims, tm, ns, await _pods(tm, runtime, ns, count, rootfs), ready_ms)
+    finally:
+        await _teardown(tm, ns)
+        await tm.close()
+        await shims.close()
+
+
 async def bench_pss(pods: int, settle: float = 240.0) -> dict[str, Any]:
     """PSS per pod right after the pods started and once it has settled. arun's shims run
     with the daemon's defaults: the zygote marks its memory mergeable and the kernel's
@@ -285,11 +333,8 @@ async def bench_pss(pods: int, settle: float = 240.0) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     merging = ksm.switch_on()
-    with workdir() as base:
-        rootfs = busybox_rootfs(base / "rootfs")
-        env = shim_env(str(base / "arun.sock"), str(base / "arun.sock.ttrpc"), str(base / "s"))
-        async with _events_sink(env.ttrpc_address):
-            await _pss_series(env, base, rootfs, pods, settle, merging, results)
+    async with pod_bench_env() as (env, base, rootfs):
+        await _pss_series(env, base, rootfs, pods, settle, merging, results)
     results["ksm"] = "on" if merging else "unavailable"
     if "arun (zygote)" in results and "containerd-shim-runc-v2" in results:
         a, g = results["arun (zygote)"], results["containerd-shim-runc-v2"]
@@ -305,16 +350,11 @@ async def _pss_series(
 ) -> None:
     """``pods`` pods of each kind of shim, one kind after the other, into ``results``."""
     for name, runtime in (("arun (zygote)", RUNTIME_ARUN), ("containerd-shim-runc-v2", RUNTIME_RUNC)):
-        shims = ShimManager(env, use_zygote=True, merge_memory=True)
-        shims.start_zygote()
-        await shims.wait_zygote()
-        ns = "bench-" + uuid.uuid4().hex[:8]
-        tm = TaskManager(base / "root", base / "state", shims)
-        try:
-            shim_pids = await _pods(tm, runtime, ns, pods, rootfs)
+        async with running_pods(env, base, rootfs, runtime, pods) as running:
+            shims = running.shims
             zygote = shims.zygote.pid if runtime == RUNTIME_ARUN and shims.zygote is not None else 0
 
-            def measure(shim_pids: list[int] = shim_pids, zygote: int = zygote) -> dict[str, Any]:
+            def measure(shim_pids: list[int] = running.pids, zygote: int = zygote) -> dict[str, Any]:
                 per_shim = [pss_kib(p) for p in set(shim_pids)]
                 # Looked up at every measurement: the spares used up by the last starts are
                 # forked again a moment later, and must be counted then.
@@ -344,10 +384,6 @@ async def _pss_series(
                 "ksmd_cpu_s_to_settle": round(cpu1 - cpu0, 2),
                 "ksmd_cpu_pct_settled": round(100 * steady, 1),
             }
-        finally:
-            await _teardown(tm, ns)
-            await tm.close()
-            await shims.close()
 
 
 # -- run -----------------------------------------------------------------------------------------
