@@ -20,31 +20,15 @@ import sys
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "shimperf"))
-from pagediff import frames, maps
+from pagediff import classified_pages
 
 
 def compare(shim: int, template: int) -> dict[str, int]:
-    tmaps = maps(template)
     out = {"copied": 0, "new": 0, "shared": 0, "copied_anon": 0, "copied_file": 0}
-    for a, b, name in maps(shim):
-        if name in ("[vvar]", "[vsyscall]"):
-            continue
-        try:
-            mine = frames(shim, a, b)
-        except OSError:
-            continue
-        theirs: dict[int, int] = {}
-        for ta, tb, _ in tmaps:
-            if ta < b and tb > a:
-                try:
-                    theirs.update(frames(template, max(a, ta), min(b, tb)))
-                except OSError:
-                    pass
-        for va, pf in mine.items():
-            kind = "new" if va not in theirs else "shared" if theirs[va] == pf else "copied"
-            out[kind] += 1
-            if kind == "copied":
-                out["copied_file" if name.startswith("/") else "copied_anon"] += 1
+    for name, kind in classified_pages(shim, template):
+        out[kind] += 1
+        if kind == "copied":
+            out["copied_file" if name.startswith("/") else "copied_anon"] += 1
     return out
 
 

@@ -11,6 +11,7 @@ import collections
 import os
 import struct
 import sys
+from collections.abc import Iterator
 
 
 def maps(pid: int) -> list[tuple[int, int, str]]:
@@ -35,10 +36,11 @@ def frames(pid: int, a: int, b: int) -> dict[int, int]:
     return res
 
 
-def main() -> None:
-    shim, template = int(sys.argv[1]), int(sys.argv[2])
+def classified_pages(shim: int, template: int) -> Iterator[tuple[str, str]]:
+    """For each present page of ``shim``: its mapping's name and whether it is the template's
+    frame at the same address ("shared"), a copy of a page the template has there ("copied"),
+    or one only the shim has ("new")."""
     tmaps = maps(template)
-    stats: collections.Counter[tuple[str, str]] = collections.Counter()
     for a, b, name in maps(shim):
         if name in ("[vvar]", "[vsyscall]"):
             continue
@@ -53,10 +55,15 @@ def main() -> None:
                     theirs.update(frames(template, max(a, ta), min(b, tb)))
                 except OSError:
                     pass
-        key = os.path.basename(name)
         for va, pf in mine.items():
-            kind = "new" if va not in theirs else "shared" if theirs[va] == pf else "copied"
-            stats[(key, kind)] += 4
+            yield name, "new" if va not in theirs else "shared" if theirs[va] == pf else "copied"
+
+
+def main() -> None:
+    shim, template = int(sys.argv[1]), int(sys.argv[2])
+    stats: collections.Counter[tuple[str, str]] = collections.Counter()
+    for name, kind in classified_pages(shim, template):
+        stats[(os.path.basename(name), kind)] += 4
     for (name, kind), kib in stats.most_common(16):
         print(f"{name:45s} {kind:7s} {kib:7d} KiB")
 
