@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from arun.asyncutil import readable
+
 __all__ = ["DEFAULT_FIFO_ROOT", "IOSet", "Input", "Output"]
 
 DEFAULT_FIFO_ROOT = "/run/arun/fifo"
@@ -283,22 +285,11 @@ def _fileno(src: object) -> int | None:
 
 async def _read_when_ready(fd: int) -> bytes:
     """One read of whatever ``fd`` has once it is readable (b"" at EOF)."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
     try:
-        loop.add_reader(fd, wake)
+        await readable(fd)
     except (OSError, ValueError):
         # Not pollable (a regular file on some loops): a plain read never blocks for long.
         return await asyncio.to_thread(os.read, fd, _READ_SIZE)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
     try:
         return os.read(fd, _READ_SIZE)
     except BlockingIOError:
