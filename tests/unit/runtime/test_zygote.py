@@ -392,16 +392,21 @@ async def test_dead_spares_are_replaced_and_spares_die_with_the_zygote(base: Pat
             assert await _gone(pid)
         finally:
             os.close(log_fd)
-        for _ in range(100):
-            if spares_of(z, env):
-                break
-            await asyncio.sleep(0.02)
-        waiting = spares_of(z, env)
+        waiting = await _spares_soon(z, env)
         assert waiting
     finally:
         await z.close()
     for pid in waiting:
         assert await _gone(pid)
+
+
+async def _spares_soon(zygote: Zygote, env: ShimEnv) -> list[int]:
+    """The zygote's spares once there are some (they are forked in the background), within ~2 s."""
+    for _ in range(100):
+        if spares_of(zygote, env):
+            break
+        await asyncio.sleep(0.02)
+    return spares_of(zygote, env)
 
 
 def _status_field(pid: int, name: str) -> str:
@@ -419,11 +424,7 @@ async def test_the_rehearsal_leaves_the_template_as_it_was(base: Path) -> None:
     z = Zygote(env=dict(env.environment(""), ARUN_ZYGOTE_REHEARSAL="1"))
     await z.start()
     try:
-        for _ in range(100):
-            if spares_of(z, env):
-                break
-            await asyncio.sleep(0.02)
-        spares = spares_of(z, env)
+        spares = await _spares_soon(z, env)
         assert spares
         assert all(_ppid(p) != z.pid for p in spares)
         children = Path(f"/proc/{z.pid}/task/{z.pid}/children").read_text().split()
